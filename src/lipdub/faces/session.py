@@ -1,0 +1,201 @@
+"""The result of face identification: a session that saves to a directory and loads back.
+
+Layout of a session directory::
+
+    session.json        video facts, faces (ids, spans, segments, thumbnail names)
+    tracks.npz          per face: frames, boxes, landmarks, pose, embedding
+    face_001.jpg ...    thumbnails
+
+Landmarks follow dlib's 68-point layout: jaw 0-16, brows 17-26, nose 27-35, eyes 36-47,
+outer lips 48-59, inner lips 60-67. Boxes are ``x0, y0, x1, y1`` in pixels of the
+upright (rotation-applied) frame. Pose is ``yaw, pitch, roll`` in degrees.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from lipdub.errors import InputError
+
+SESSION_FILE = "session.json"
+TRACKS_FILE = "tracks.npz"
+FORMAT_VERSION = 1
+
+
+@dataclass(frozen=True)
+class VideoInfo:
+    """Facts about the source video, as decoded (rotation already applied to width/height)."""
+
+    path: str
+    duration_ms: int
+    fps: float
+    width: int
+    height: int
+    frame_count: int
+    has_audio: bool
+    rotation: int = 0
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "path": self.path,
+            "duration_ms": self.duration_ms,
+            "fps": self.fps,
+            "width": self.width,
+            "height": self.height,
+            "frame_count": self.frame_count,
+            "has_audio": self.has_audio,
+            "rotation": self.rotation,
+        }
+
+    @classmethod
+    def from_json(cls, d: dict[str, object]) -> VideoInfo:
+        return cls(
+            path=str(d["path"]),
+            duration_ms=int(d["duration_ms"]),  # type: ignore[call-overload]
+            fps=float(d["fps"]),  # type: ignore[arg-type]
+            width=int(d["width"]),  # type: ignore[call-overload]
+            height=int(d["height"]),  # type: ignore[call-overload]
+            frame_count=int(d["frame_count"]),  # type: ignore[call-overload]
+            has_audio=bool(d["has_audio"]),
+            rotation=int(d.get("rotation", 0)),  # type: ignore[call-overload]
+        )
+
+
+@dataclass
+class FaceTrack:
+    """Per-frame geometry of one person, sorted by frame index (frames may have gaps)."""
+
+    frames: np.ndarray  # (N,) int32 frame indices
+    boxes: np.ndarray  # (N, 4) float32 x0, y0, x1, y1
+    landmarks: np.ndarray  # (N, 68, 2) float32, smoothed
+    pose: np.ndarray  # (N, 3) float32 yaw, pitch, roll in degrees
+
+    def __len__(self) -> int:
+        return int(self.frames.shape[0])
+
+    def index_of(self, frame: int) -> int | None:
+        """Row of ``frame`` in this track, or None when the face is not visible there."""
+        i = int(np.searchsorted(self.frames, frame))
+        if i < len(self) and int(self.frames[i]) == frame:
+            return i
+        return None
+
+
+@dataclass
+class Face:
+    """One person: a stable id, where they are visible, a thumbnail and their track."""
+
+    face_id: str
+    start_ms: int  # start of the longest visible segment
+    end_ms: int  # end of the longest visible segment
+    segments: list[tuple[int, int]]  # every visible span, ms, sorted
+    thumbnail: str  # file name inside the session directory
+    track: FaceTrack
+    embedding: np.ndarray = field(default_factory=lambda: np.zeros(128, np.float32))
+    prominence: float = 0.0
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "face_id": self.face_id,
+            "start_time": self.start_ms,
+            "end_time": self.end_ms,
+            "segments": [[int(a), int(b)] for a, b in self.segments],
+            "thumbnail": self.thumbnail,
+            "prominence": round(float(self.prominence), 4),
+            "frames_tracked": len(self.track),
+        }
+
+
+@dataclass
+class Session:
+    """Everything identify learned about a video, enough for the renderer to work."""
+
+    session_id: str
+    video: VideoInfo
+    faces: list[Face]
+    directory: Path | None = None
+
+    @staticmethod
+    def new_id() -> str:
+        return f"session_{uuid.uuid4().hex}"
+
+    def face(self, face_id: str) -> Face:
+        for f in self.faces:
+            if f.face_id == face_id:
+                return f
+        known = ", ".join(f.face_id for f in self.faces) or "none"
+        raise InputError(f"Unknown face_id {face_id!r}: this session has {known}.")
+
+    def thumbnail_path(self, face: Face) -> Path:
+        if self.directory is None:
+            raise InputError("This session has not been saved, so it has no thumbnails on disk.")
+        return self.directory / face.thumbnail
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "format": FORMAT_VERSION,
+            "session_id": self.session_id,
+            "video": self.video.to_json(),
+            "faces": [f.to_json() for f in self.faces],
+        }
+
+    def save(self, directory: str | Path) -> Path:
+        """Write JSON + arrays into ``directory`` (thumbnails are written by identify)."""
+        d = Path(directory)
+        d.mkdir(parents=True, exist_ok=True)
+        arrays: dict[str, np.ndarray] = {}
+        for f in self.faces:
+            t = f.track
+            arrays[f"{f.face_id}.frames"] = t.frames.astype(np.int32)
+            arrays[f"{f.face_id}.boxes"] = t.boxes.astype(np.float32)
+            arrays[f"{f.face_id}.landmarks"] = t.landmarks.astype(np.float32)
+            arrays[f"{f.face_id}.pose"] = t.pose.astype(np.float32)
+            arrays[f"{f.face_id}.embedding"] = f.embedding.astype(np.float32)
+        np.savez_compressed(d / TRACKS_FILE, **arrays)  # type: ignore[arg-type]
+        tmp = d / (SESSION_FILE + ".tmp")
+        tmp.write_text(json.dumps(self.to_json(), indent=2))
+        tmp.replace(d / SESSION_FILE)  # atomic: a reader never sees half a session
+        self.directory = d
+        return d
+
+    @classmethod
+    def load(cls, directory: str | Path) -> Session:
+        d = Path(directory)
+        meta_path = d / SESSION_FILE
+        if not meta_path.is_file():
+            raise InputError(f"No session at {d}: {SESSION_FILE} is missing.")
+        meta = json.loads(meta_path.read_text())
+        with np.load(d / TRACKS_FILE) as z:
+            arrays = {k: z[k] for k in z.files}
+        faces = []
+        for fj in meta["faces"]:
+            fid = fj["face_id"]
+            track = FaceTrack(
+                frames=arrays[f"{fid}.frames"],
+                boxes=arrays[f"{fid}.boxes"],
+                landmarks=arrays[f"{fid}.landmarks"],
+                pose=arrays[f"{fid}.pose"],
+            )
+            faces.append(
+                Face(
+                    face_id=fid,
+                    start_ms=int(fj["start_time"]),
+                    end_ms=int(fj["end_time"]),
+                    segments=[(int(a), int(b)) for a, b in fj["segments"]],
+                    thumbnail=fj["thumbnail"],
+                    track=track,
+                    embedding=arrays[f"{fid}.embedding"],
+                    prominence=float(fj.get("prominence", 0.0)),
+                )
+            )
+        return cls(
+            session_id=meta["session_id"],
+            video=VideoInfo.from_json(meta["video"]),
+            faces=faces,
+            directory=d,
+        )
