@@ -1,0 +1,213 @@
+"""Judge mouth targets without rendering: the tuning loop for lipdub.speech.mouth.
+
+For each single-person clip in the shared media folder: landmarks (dlib HOG + 68-point
+predictor, cached as .npy), the person's profile from the clip's own audio, then targets
+driven by new speech in several languages (and singing), scored the way the final
+benchmark scores rendered output:
+
+  r_dub    Pearson r per frame, target opening vs the NEW audio's speech_loudness
+  r_old    same against the video's original audio (should stay near 0)
+  lag      best lag in +-10 frames (positive = mouth behind the sound); want -1..+2
+  speed    mean |d opening| / the source's real speaking mouth; want 0.8..1.2
+  range    95th-percentile opening / source's; want 0.8..1.2
+  snaps    share of |d| over the source's 99th percentile / the source's share; want <= 2
+  split    profile + calibration from the first half (own audio), targets from the second
+           half's audio, r vs the real second-half opening, minus the baseline r of the
+           untouched first half; want >= 0.15
+
+Usage: python bench/mouth_curve.py [--cache /tmp/lipdub_lm] [--media ../shared/media]
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+from pathlib import Path
+
+import av
+import numpy as np
+
+from lipdub.faces.geometry import mouth_opening
+from lipdub.media.audio import decode_audio, read_video_audio, to_mono
+from lipdub.speech.features import speech_loudness
+from lipdub.speech.mouth import build_profile, mouth_targets
+
+SR = 16000
+CLIPS = [
+    "videoretalking__face_2.mp4",
+    "videoretalking__face_3.mp4",
+    "videoretalking__face_4.mp4",
+    "videoretalking__face_5.mp4",
+    "sadtalker__WDA_KatieHill_000.mp4",
+    "infinitetalk__ref_video.mp4",
+    "liveportrait__d20.mp4",
+]
+DUBS = {
+    "en": "sadtalker__RD_Radio31_000.wav",
+    "en2": "videoretalking__audio_1.wav",
+    "zh": "sadtalker__chinese_news.wav",
+    "zh2": "musetalk__sun.wav",
+    "de": "sadtalker__deyu.wav",
+    "ja": "sadtalker__japanese.wav",
+    "ru": "sadtalker__eluosi.wav",
+    "sing": "infinitetalk__1.wav",
+}
+
+
+def landmarks_for(video: Path, cache: Path) -> np.ndarray:
+    out = cache / (video.name + ".npy")
+    if out.is_file():
+        return np.load(out)
+    import dlib  # only when the cache is cold
+
+    root = Path(importlib.util.find_spec("face_recognition_models").submodule_search_locations[0])  # type: ignore[union-attr, index]
+    pred = dlib.shape_predictor(str(root / "models/shape_predictor_68_face_landmarks.dat"))
+    det = dlib.get_frontal_face_detector()
+    rows, prev = [], None
+    with av.open(str(video)) as c:
+        for fr in c.decode(c.streams.video[0]):
+            img = fr.to_ndarray(format="rgb24")
+            dets = det(img, 0)
+            if len(dets):
+                prev = max(dets, key=lambda r: r.area())
+            if prev is None:
+                rows.append(np.full((68, 2), np.nan, np.float32))
+                continue
+            sh = pred(img, prev)
+            rows.append(np.array([[p.x, p.y] for p in sh.parts()], np.float32))
+    arr = np.stack(rows)
+    cache.mkdir(parents=True, exist_ok=True)
+    np.save(out, arr)
+    return arr
+
+
+def fps_of(video: Path) -> float:
+    with av.open(str(video)) as c:
+        return float(c.streams.video[0].average_rate)  # type: ignore[arg-type]
+
+
+def pearson(a: np.ndarray, b: np.ndarray) -> float:
+    m = np.isfinite(a) & np.isfinite(b)
+    if m.sum() < 3 or np.std(a[m]) < 1e-12 or np.std(b[m]) < 1e-12:
+        return 0.0
+    return float(np.corrcoef(a[m], b[m])[0, 1])
+
+
+def best_lag(opening: np.ndarray, loud: np.ndarray, max_lag: int = 10) -> int:
+    """Lag L maximising r(open[k], loud[k - L]); positive L = the mouth is behind."""
+    best, arg = -2.0, 0
+    for lag in range(-max_lag, max_lag + 1):
+        if lag >= 0:
+            r = pearson(opening[lag:], loud[: loud.size - lag])
+        else:
+            r = pearson(opening[:lag], loud[-lag:])
+        if r > best:
+            best, arg = r, lag
+    return arg
+
+
+def fit_audio(x: np.ndarray, n: int) -> np.ndarray:
+    """Crop or repeat to ``n`` samples (the dub placed at 0 on the video timeline).
+
+    Repeating rather than zero-padding keeps short dubs from turning a long clip into
+    mostly silence, which would judge the pause posture instead of the speech.
+    """
+    if x.size >= n:
+        return x[:n]
+    return np.resize(x, n)
+
+
+def naturalness(out: np.ndarray, src: np.ndarray, src_speaking: np.ndarray) -> tuple[float, ...]:
+    d_src = np.abs(np.diff(src))
+    sp = src_speaking[1:] & src_speaking[:-1]
+    d_sp = d_src[sp] if sp.sum() > 5 else d_src
+    d_out = np.abs(np.diff(out))
+    speed = d_out.mean() / max(d_sp.mean(), 1e-9)
+    rng = np.percentile(out, 95) / max(np.percentile(src[src_speaking], 95), 1e-9)
+    p99 = np.percentile(d_src, 99)
+    snap_src = max(float((d_src > p99).mean()), 1e-3)
+    snaps = float((d_out > p99).mean()) / snap_src
+    return float(speed), float(rng), snaps
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--cache", type=Path, default=Path("/tmp/lipdub_lm"))
+    ap.add_argument(
+        "--media", type=Path, default=Path(__file__).resolve().parents[2] / "shared/media"
+    )
+    ap.add_argument("--no-calibration", action="store_true")
+    args = ap.parse_args()
+    calibrate = not args.no_calibration
+
+    dubs = {k: to_mono(decode_audio(args.media / v, SR, 1)) for k, v in DUBS.items()}
+    head = f"{'clip':24s} {'dub':5s} {'r_dub':>6s} {'r_old':>6s} {'lag':>4s} {'speed':>6s} {'range':>6s} {'snaps':>6s} {'split':>6s} {'cal':>9s}"  # noqa: E501
+    print(head)
+    rows = []
+    per_lang: dict[str, list[tuple[float, int, float, float, float]]] = {}
+    for i, name in enumerate(CLIPS):
+        video = args.media / name
+        lm = landmarks_for(video, args.cache)
+        fps = fps_of(video)
+        n = lm.shape[0]
+        src = read_video_audio(video, SR, 1)
+        assert src is not None
+        src_m = fit_audio(to_mono(src), int(round(n / fps * SR)))
+        prof = build_profile(lm, fps, src_m, SR, calibrate=calibrate)
+        real = mouth_opening(lm)
+        loud_old = speech_loudness(src_m, SR, fps, n)
+        from lipdub.speech.mouth import _activity  # bench-only peek at the speech mask
+
+        src_speaking = _activity(loud_old) > 0.5
+        if src_speaking.sum() < 20:
+            src_speaking = np.ones(n, bool)
+
+        # Split reconstruction: learn on the first half, drive with the second half's audio.
+        h = n // 2
+        prof_a = build_profile(lm[:h], fps, src_m[: int(h / fps * SR)], SR, calibrate=calibrate)
+        m = n - h
+        second = src_m[int(round(h / fps * SR)) :]
+        tgt_b = mouth_targets(second, SR, fps, m, prof_a)
+        k = min(h, m)
+        split = pearson(tgt_b.open, real[h:]) - pearson(real[:k], real[h : h + k])
+
+        cal = prof.open_cal
+        cal_s = "-" if cal is None else f"{cal.weight:.2f}/{cal.r_blend - cal.r_generic:+.2f}"
+        langs = list(DUBS)
+        for j, lang in enumerate(langs):
+            dub = fit_audio(dubs[lang], src_m.size)
+            t = mouth_targets(dub, SR, fps, n, prof)
+            loud_new = speech_loudness(dub, SR, fps, n)
+            r_dub = pearson(t.open, loud_new)
+            r_old = pearson(t.open, loud_old)
+            lag = best_lag(t.open, loud_new)
+            speed, rng, snaps = naturalness(t.open, real, src_speaking)
+            per_lang.setdefault(lang, []).append((r_dub, lag, speed, rng, snaps))
+            if j == i % len(langs) or lang == "sing":
+                print(
+                    f"{name[:24]:24s} {lang:5s} {r_dub:6.2f} {r_old:6.2f} {lag:4d} {speed:6.2f}"
+                    f" {rng:6.2f} {snaps:6.2f} {split:6.2f} {cal_s:>9s}"
+                )
+            if lang != "sing":
+                rows.append((r_dub, r_old, lag, speed, rng, snaps, split))
+    a = np.array(rows)
+    print("-" * len(head))
+    print(
+        f"{'MEAN over clips x speech dubs':30s} {a[:, 0].mean():6.2f} {a[:, 1].mean():6.2f}"
+        f" lag {int(a[:, 2].min())}..{int(a[:, 2].max())} {a[:, 3].mean():6.2f}"
+        f" {a[:, 4].mean():6.2f} {a[:, 5].mean():6.2f} split {a[:, 6].mean():6.2f}"
+    )
+    print(
+        f"worst: r_dub {a[:, 0].min():.2f}  speed {a[:, 3].min():.2f}..{a[:, 3].max():.2f}"
+        f"  range {a[:, 4].min():.2f}..{a[:, 4].max():.2f}  snaps max {a[:, 5].max():.2f}"
+    )
+    for lang, vals in per_lang.items():
+        v = np.array(vals)
+        print(
+            f"  {lang:5s} r_dub {v[:, 0].mean():.2f} lag {int(v[:, 1].min())}..{int(v[:, 1].max())}"
+            f" speed {v[:, 2].mean():.2f} range {v[:, 3].mean():.2f} snaps {v[:, 4].max():.2f}"
+        )
+
+
+if __name__ == "__main__":
+    main()

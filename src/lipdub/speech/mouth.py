@@ -1,0 +1,513 @@
+"""Audio to per-frame mouth-shape targets, in the person's own measured units.
+
+The renderer picks, for every output frame, a real appearance of the person's mouth whose
+measured ``(mouth_opening, mouth_width)`` is nearest the target; so targets here are in
+those units (``lipdub.faces.geometry``) and stay inside what that person's mouth really did.
+
+Pipeline (all per video frame):
+
+1. Acoustic features (``features.frame_features``), normalised against the clip's own
+   level statistics, so a quiet phone recording and a loud studio take behave the same.
+2. A generic, language-independent articulation score: speech activity, a loudness
+   envelope, jaw opening from the F1 region, spreading/rounding from F2 and the spectral
+   centroid, bilabial closures from short energy dips between voiced stretches and nasal
+   murmur. Loudness is one cue among several, not the target.
+3. Optionally a per-person ridge model (self-calibration) learnt from the source video's
+   own frames and audio, blended in only as far as it beats the generic score on held-back
+   blocks of that source.
+4. Ranks of the score mapped onto the person's own distribution of opening/width while
+   speaking (quantile mapping); pauses go to their rest posture, not pressed shut.
+5. Asymmetric smoothing tuned until the mean frame-to-frame speed matches the person's,
+   a one-frame lead (the mouth forms before the sound), and a per-frame rate limit at the
+   person's own fastest real movement, so there are no closed-to-wide snaps.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from lipdub.errors import InputError
+from lipdub.faces.geometry import mouth_opening, mouth_width
+from lipdub.speech.features import SILENCE_DB, FrameFeatures, frame_features
+
+_Q = np.linspace(0.0, 1.0, 101)
+# Offsets (frames) of the context a calibration sees; skewed to the future because the
+# mouth moves ahead of the sound it makes.
+_CONTEXT = (-2, -1, 0, 1, 2, 3)
+_RIDGE_ALPHAS = (3.0, 30.0, 300.0)
+_BLEND_WEIGHTS = (0.0, 0.25, 0.5, 0.75, 1.0)
+# A calibration must beat the generic score by this much held-back r before it is trusted:
+# with a few hundred frames, smaller gains are within the noise of the block split.
+_CALIBRATION_MARGIN = 0.03
+_LEAD_FRAMES = 1.0
+
+
+@dataclass
+class MouthTargets:
+    """Per-frame targets; ``open``/``width`` in geometry units, the rest 0..1."""
+
+    open: np.ndarray
+    width: np.ndarray
+    rounding: np.ndarray
+    closure: np.ndarray
+    speaking: np.ndarray = field(default_factory=lambda: np.zeros(0))  # 0..1 activity
+
+
+@dataclass
+class Calibration:
+    """Ridge weights from context-stacked articulation cues to one measured quantity."""
+
+    mean: np.ndarray
+    scale: np.ndarray
+    coef: np.ndarray
+    intercept: float
+    weight: float  # share of the calibrated score in the blend (0 = generic only)
+    r_generic: float  # held-back r of the generic score
+    r_blend: float  # held-back r of the chosen blend
+
+    def predict(self, cues: np.ndarray) -> np.ndarray:
+        x = (_stack_context(cues) - self.mean) / self.scale
+        return np.asarray(x @ self.coef + self.intercept)
+
+
+@dataclass
+class SpeakerProfile:
+    """How one person's mouth moves when they speak, measured on their source frames."""
+
+    fps: float
+    rest_open: float  # median opening in pauses
+    rest_width: float
+    open_q: np.ndarray  # 101 quantiles of opening while speaking
+    width_q: np.ndarray  # 101 quantiles of width while speaking
+    speed: float  # mean |frame-to-frame change| of opening while speaking
+    max_step: float  # the largest per-frame change we allow (the person's 99th percentile)
+    n_frames: int = 0
+    n_speaking: int = 0
+    open_cal: Calibration | None = None
+    width_cal: Calibration | None = None
+
+
+# ---------------------------------------------------------------------------- cues
+
+
+@dataclass
+class _Cues:
+    act: np.ndarray  # 0..1 speech activity
+    env: np.ndarray  # 0..1 loudness envelope
+    jaw: np.ndarray  # 0..1 F1-based openness
+    spread: np.ndarray  # z-score, + for i/e, - for u/o
+    rounding: np.ndarray  # 0..1
+    fric: np.ndarray  # 0..1 unvoiced-fricative likeness (teeth close, lips apart a little)
+    closure: np.ndarray  # 0..1 bilabial closure likeness
+    voicing: np.ndarray
+
+    def matrix(self) -> np.ndarray:
+        return np.stack(
+            [self.act, self.env, self.jaw, self.spread, self.rounding, self.fric,
+             self.closure, self.voicing, self.env * self.jaw],
+            axis=1,
+        )  # fmt: skip
+
+
+def _sig(x: np.ndarray) -> np.ndarray:
+    return np.asarray(1.0 / (1.0 + np.exp(-np.clip(x, -30, 30))))
+
+
+def _robust_z(x: np.ndarray, w: np.ndarray) -> np.ndarray:
+    """z-score against frames weighted by ``w`` (the speech), robust to a few outliers."""
+    sel = w > 0.5
+    ref = x[sel] if sel.sum() >= 5 else x
+    med = float(np.median(ref))
+    mad = float(np.median(np.abs(ref - med))) * 1.4826 + 1e-6
+    return np.asarray(np.clip((x - med) / mad, -4, 4))
+
+
+def _activity(loud: np.ndarray) -> np.ndarray:
+    """Soft speech activity from the clip's own level statistics (no absolute threshold
+    except digital silence), so it adapts to recording level and noise floor."""
+    live = loud > SILENCE_DB + 1
+    if live.sum() < 3:
+        return np.zeros_like(loud)
+    ref = float(np.percentile(loud[live], 95))
+    floor = float(np.percentile(loud[live], 5))
+    # Between noise floor and speech peaks; never demand more than 30 dB below the peaks
+    # (pauses in noisy rooms), never accept less than 6 dB under them (continuous singing).
+    thr = min(max(floor + 0.4 * (ref - floor), ref - 30.0), ref - 6.0)
+    thr = max(thr, -72.0)
+    return _sig((loud - thr) / 2.5) * live
+
+
+def _cues(ff: FrameFeatures) -> _Cues:
+    loud = ff.loudness
+    act = _activity(loud)
+    live = loud > SILENCE_DB + 1
+    ref = float(np.percentile(loud[live], 95)) if live.sum() >= 3 else 0.0
+    env = np.clip((loud - ref + 30.0) / 30.0, 0.0, 1.0) * act
+    b = ff.bands
+    # F1 region against the low vowel region: open vowels (a) push energy to 600-1100 Hz.
+    jaw_raw = b[:, 2] - b[:, 1]
+    jaw = _sig(0.9 * _robust_z(jaw_raw, act))
+    spread = _robust_z((b[:, 4] - b[:, 2]) + 0.5 * (ff.centroid - np.median(ff.centroid)), act)
+    rounding = _sig(-1.2 * spread - 0.8) * act
+    # Unvoiced, noisy, high-frequency frames: s/f/sh. The jaw is nearly closed there.
+    hf = _robust_z(b[:, 6] - b[:, 2], act)
+    fric = _sig(3.0 * (ff.flatness - 0.3)) * _sig(4.0 * (0.45 - ff.voicing)) * _sig(hf)
+    fric = fric * act
+    # Bilabials: a short deep dip inside speech (p/b stop gap) or a voiced murmur with the
+    # energy in the low band and little above 1 kHz (m).
+    closure = _closures(loud, act, ff)
+    return _Cues(act, env, jaw, spread, rounding, fric, closure, ff.voicing * act)
+
+
+def _closures(loud: np.ndarray, act: np.ndarray, ff: FrameFeatures) -> np.ndarray:
+    n = loud.shape[0]
+    out = np.zeros(n)
+    if n < 3:
+        return out
+    pad = np.concatenate([np.full(3, SILENCE_DB), loud, np.full(3, SILENCE_DB)])
+    left = np.max(np.stack([pad[3 - k : 3 - k + n] for k in (1, 2, 3)]), axis=0)
+    right = np.max(np.stack([pad[3 + k : 3 + k + n] for k in (1, 2, 3)]), axis=0)
+    # Depth of the valley below the lower of its two shoulders; both shoulders must be
+    # speech, otherwise it is the start or end of a pause, not a consonant.
+    depth = np.minimum(left, right) - loud
+    act_pad = np.concatenate([np.zeros(3), act, np.zeros(3)])
+    shoulders = np.minimum(
+        np.max(np.stack([act_pad[3 - k : 3 - k + n] for k in (1, 2, 3)]), axis=0),
+        np.max(np.stack([act_pad[3 + k : 3 + k + n] for k in (1, 2, 3)]), axis=0),
+    )
+    gap = _sig((depth - 9.0) / 2.0) * shoulders
+    dip = _sig((ff.dip - 12.0) / 3.0) * act
+    nasal_raw = ff.bands[:, 0] - ff.bands[:, 4]
+    nasal = _sig(1.5 * (_robust_z(nasal_raw, act) - 1.5)) * _sig(6 * (ff.voicing - 0.5)) * act
+    return np.clip(np.maximum.reduce([gap, 0.5 * dip, 0.6 * nasal]), 0.0, 1.0)
+
+
+def _generic_open(c: _Cues) -> np.ndarray:
+    score = 0.5 * c.env + 0.3 * c.jaw * c.act + 0.2 * c.voicing
+    score = score * (1.0 - 0.85 * c.closure) * (1.0 - 0.45 * c.fric)
+    return np.asarray(score)
+
+
+def _generic_width(c: _Cues) -> np.ndarray:
+    # Lips spread for i/e, pucker for u/o; a wide-open jaw pulls the corners in a little.
+    return np.asarray(0.6 * np.tanh(c.spread / 2) - 0.5 * c.rounding - 0.2 * c.env * c.jaw)
+
+
+# ---------------------------------------------------------------------- calibration
+
+
+def _stack_context(cues: np.ndarray) -> np.ndarray:
+    n = cues.shape[0]
+    cols = []
+    for off in _CONTEXT:
+        idx = np.clip(np.arange(n) + off, 0, n - 1)
+        cols.append(cues[idx])
+    return np.concatenate(cols, axis=1)
+
+
+def _pearson(a: np.ndarray, b: np.ndarray) -> float:
+    if a.size < 3 or np.std(a) < 1e-9 or np.std(b) < 1e-9:
+        return 0.0
+    return float(np.corrcoef(a, b)[0, 1])
+
+
+def _zs(x: np.ndarray) -> np.ndarray:
+    return np.asarray((x - x.mean()) / (x.std() + 1e-9))
+
+
+def _ridge(x: np.ndarray, y: np.ndarray, alpha: float) -> tuple[np.ndarray, float]:
+    ym = float(y.mean())
+    a = x.T @ x + alpha * np.eye(x.shape[1])
+    return np.linalg.solve(a, x.T @ (y - ym)), ym
+
+
+def _calibrate(
+    cues: np.ndarray, generic: np.ndarray, target: np.ndarray, valid: np.ndarray, folds: int = 4
+) -> Calibration | None:
+    """Fit ridge(cues in context -> target); keep it only if it beats ``generic`` held back.
+
+    Folds are contiguous blocks, not random frames: neighbouring frames are nearly copies
+    of each other, so random splits would leak and make any model look good.
+    """
+    idx = np.flatnonzero(valid)
+    if idx.size < 60:
+        return None
+    xs = _stack_context(cues)
+    mean = xs[idx].mean(0)
+    scale = xs[idx].std(0) + 1e-6
+    x = (xs - mean) / scale
+    blocks = np.array_split(idx, folds)
+    best: tuple[float, float, float] | None = None  # (r_blend, weight, alpha)
+    r_gen = 0.0
+    for alpha in _RIDGE_ALPHAS:
+        pred = np.zeros(idx.size)
+        gen = np.zeros(idx.size)
+        truth = np.zeros(idx.size)
+        pos = 0
+        for k, held in enumerate(blocks):
+            train = np.concatenate([blk for j, blk in enumerate(blocks) if j != k])
+            coef, icpt = _ridge(x[train], target[train], alpha)
+            m = held.size
+            # Each block is judged on its own (z-scored) so level shifts between blocks do
+            # not count: only the shape of the curve matters after quantile mapping.
+            pred[pos : pos + m] = _zs(x[held] @ coef + icpt)
+            gen[pos : pos + m] = _zs(generic[held])
+            truth[pos : pos + m] = target[held]
+            pos += m
+        r_gen = _pearson(gen, truth)
+        for w in _BLEND_WEIGHTS:
+            r = _pearson(w * pred + (1 - w) * gen, truth)
+            if best is None or r > best[0] + 1e-9:
+                best = (r, w, alpha)
+    assert best is not None
+    r_blend, weight, alpha = best
+    if weight == 0.0 or r_blend < r_gen + _CALIBRATION_MARGIN:
+        weight = 0.0
+        r_blend = r_gen
+    coef, icpt = _ridge(x[idx], target[idx], alpha)
+    return Calibration(mean, scale, coef, icpt, weight, r_gen, r_blend)
+
+
+def _apply_calibration(
+    cal: Calibration | None, cues: np.ndarray, generic: np.ndarray
+) -> np.ndarray:
+    if cal is None or cal.weight <= 0:
+        return generic
+    return np.asarray(cal.weight * _zs(cal.predict(cues)) + (1 - cal.weight) * _zs(generic))
+
+
+# ---------------------------------------------------------------------------- profile
+
+
+def _consecutive_diffs(values: np.ndarray, frames: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    ok = (np.diff(frames) == 1) & mask[1:] & mask[:-1]
+    return np.abs(np.diff(values))[ok]
+
+
+def build_profile(
+    landmarks: np.ndarray,
+    fps: float,
+    source_audio: np.ndarray | None = None,
+    sr: int = 16000,
+    frames: np.ndarray | None = None,
+    *,
+    calibrate: bool = True,
+) -> SpeakerProfile:
+    """Measure how this person's mouth moves, from their source frames (and audio).
+
+    ``landmarks`` is ``(N, 68, 2)`` (dlib layout) for video frames ``frames`` (default
+    ``0..N-1``; gaps allowed). ``source_audio`` is the video's own track, sample 0 at frame
+    0's time; with it, pauses and speech are told apart and the person's audio-to-mouth
+    mapping is self-calibrated; without it, every frame counts as speech.
+    """
+    lm = np.asarray(landmarks, dtype=np.float64)
+    if lm.ndim != 3 or lm.shape[1:] != (68, 2):
+        raise InputError(f"Landmarks must be shaped (N, 68, 2), got {lm.shape}.")
+    fr = np.arange(lm.shape[0]) if frames is None else np.asarray(frames, dtype=np.int64)
+    if fr.shape[0] != lm.shape[0]:
+        raise InputError("Landmarks and frame indices differ in length: pass one index per row.")
+    good = np.isfinite(lm).all(axis=(1, 2))
+    lm, fr = lm[good], fr[good]
+    if lm.shape[0] < 10:
+        raise InputError(
+            f"Only {lm.shape[0]} frames show this face: the mouth model needs at least 10."
+        )
+    order = np.argsort(fr)
+    lm, fr = lm[order], fr[order]
+    op = mouth_opening(lm)
+    wd = mouth_width(lm)
+
+    speaking = np.ones(op.shape[0], bool)
+    pauses = np.zeros(op.shape[0], bool)
+    cues_m: np.ndarray | None = None
+    gen_o = gen_w = None
+    if source_audio is not None and np.asarray(source_audio).size > 0:
+        n_video = int(fr.max()) + 1
+        ff = frame_features(source_audio, sr, fps, n_video)
+        c = _cues(ff)
+        act = c.act[fr]
+        if (act > 0.5).sum() >= 20:
+            speaking = act > 0.5
+        pauses = act < 0.2
+        cues_m = c.matrix()
+        gen_o = _generic_open(c)
+        gen_w = _generic_width(c)
+
+    o_sp, w_sp = op[speaking], wd[speaking]
+    # A relaxed mouth sits near the low end of the speaking range: lips together or just
+    # parted, never pressed (below ~5%) and never as open as a typical vowel. The measured
+    # pause median is used inside that band only: in short clips "pauses" are few frames,
+    # often breaths or hesitations with the mouth still open.
+    lo_rest, hi_rest = np.percentile(o_sp, [8, 25])
+    if pauses.sum() >= 5:
+        rest_o = float(np.clip(np.median(op[pauses]), lo_rest, hi_rest))
+        rest_w = float(np.median(wd[pauses]))
+    else:
+        rest_o = float(np.percentile(o_sp, 15))
+        rest_w = float(np.percentile(wd, 30))
+    d = _consecutive_diffs(op, fr, speaking)
+    if d.size < 5:
+        d = _consecutive_diffs(op, fr, np.ones_like(speaking))
+    span = float(np.percentile(o_sp, 95) - np.percentile(o_sp, 5))
+    speed = float(d.mean()) if d.size else 0.1 * span
+    # Never let one frame cover more than half the person's range, even if the landmark
+    # track itself jumped (a detector glitch is not a movement to imitate).
+    max_step = float(min(np.percentile(d, 99), 0.5 * span)) if d.size else 0.3 * span
+    max_step = max(max_step, 1e-4)
+
+    prof = SpeakerProfile(
+        fps=float(fps),
+        rest_open=rest_o,
+        rest_width=rest_w,
+        open_q=np.quantile(o_sp, _Q),
+        width_q=np.quantile(w_sp, _Q),
+        speed=speed,
+        max_step=max_step,
+        n_frames=int(op.shape[0]),
+        n_speaking=int(speaking.sum()),
+    )
+    if calibrate and cues_m is not None and gen_o is not None and gen_w is not None:
+        full_o = np.zeros(cues_m.shape[0])
+        full_w = np.zeros(cues_m.shape[0])
+        valid = np.zeros(cues_m.shape[0], bool)
+        full_o[fr], full_w[fr], valid[fr] = op, wd, True
+        prof.open_cal = _calibrate(cues_m, gen_o, full_o, valid)
+        prof.width_cal = _calibrate(cues_m, gen_w, full_w, valid)
+    return prof
+
+
+# ---------------------------------------------------------------------------- targets
+
+
+def _quantile_map(score: np.ndarray, ref: np.ndarray, q_target: np.ndarray) -> np.ndarray:
+    """Send each score to the person's value at the same rank among speech frames."""
+    if ref.size < 3 or np.ptp(ref) < 1e-12:
+        return np.full_like(score, float(np.median(q_target)))
+    src_q = np.quantile(ref, _Q)
+    # Ties (e.g. a flat score) would make the CDF jump; a tiny ramp keeps it monotone.
+    src_q = src_q + np.linspace(0, 1e-9, src_q.size)
+    u = np.interp(score, src_q, _Q)
+    return np.asarray(np.interp(u, _Q, q_target))
+
+
+def _asym_smooth(x: np.ndarray, attack: float, release: float) -> np.ndarray:
+    """One-pole smoother that rises with ``attack`` and falls with ``release`` (0..1)."""
+    y = np.empty_like(x)
+    prev = float(x[0]) if x.size else 0.0
+    for i, v in enumerate(x):
+        a = attack if v > prev else release
+        prev = prev + a * (float(v) - prev)
+        y[i] = prev
+    return y
+
+
+def _rate_limit(x: np.ndarray, step: float) -> np.ndarray:
+    """Forward and backward passes: no frame-to-frame change above ``step`` either way."""
+    y = x.copy()
+    for i in range(1, y.size):
+        y[i] = min(max(y[i], y[i - 1] - step), y[i - 1] + step)
+    for i in range(y.size - 2, -1, -1):
+        y[i] = min(max(y[i], y[i + 1] - step), y[i + 1] + step)
+    return y
+
+
+def _shift_lead(x: np.ndarray, frames: float) -> np.ndarray:
+    """Advance a per-frame curve by a (fractional) number of frames."""
+    n = x.size
+    t = np.arange(n) + frames
+    return np.asarray(np.interp(t, np.arange(n), x))
+
+
+def _shape_curve(
+    score: np.ndarray,
+    act: np.ndarray,
+    closure: np.ndarray,
+    prof: SpeakerProfile,
+    q: np.ndarray,
+    rest: float,
+    tune_speed: bool,
+) -> np.ndarray:
+    speech = act > 0.5
+    ref = score[speech] if speech.sum() >= 5 else score
+    # Speech frames take the person's range from their rest posture upwards: the quietest
+    # speech must not end up more closed than a pause (that inverts the sound-mouth link);
+    # only bilabial closures go below rest, below.
+    u_rest = float(np.interp(rest, q, _Q))
+    q_speech = np.interp(u_rest + (1 - u_rest) * _Q, _Q, q)
+    mapped = _quantile_map(score, ref, q_speech)
+    act_s = _asym_smooth(act, 0.6, 0.25)
+    # Pauses relax toward the person's rest posture; closures press toward their closed end.
+    closed = float(q[2])
+    base = act_s * mapped + (1 - act_s) * rest
+    base = base + closure * act_s * (closed - base) * 0.9
+    base = _shift_lead(base, _LEAD_FRAMES)
+    if not tune_speed or base.size < 4:
+        return _rate_limit(base, prof.max_step)
+
+    def render(k: float) -> np.ndarray:
+        # k = 0: barely smoothed; k = 1: heavily smoothed. Attack stays faster than release:
+        # mouths snap open for a vowel and drift closed.
+        att = 0.95 - 0.75 * k
+        rel = 0.8 - 0.65 * k
+        sm = _asym_smooth(base, att, rel)
+        # Smoothing shrinks the range; re-map ranks so the person's range is kept.
+        sm_ref = sm[speech] if speech.sum() >= 5 else sm
+        remapped = _quantile_map(sm, sm_ref, q_speech)
+        out = act_s * remapped + (1 - act_s) * sm
+        return _rate_limit(out, prof.max_step)
+
+    def speed_of(y: np.ndarray) -> float:
+        m = speech[1:] & speech[:-1]
+        d = np.abs(np.diff(y))
+        return float(d[m].mean()) if m.sum() >= 3 else float(d.mean())
+
+    lo, hi = 0.0, 1.0
+    best = render(0.5)
+    for _ in range(9):
+        mid = 0.5 * (lo + hi)
+        best = render(mid)
+        if speed_of(best) > prof.speed:
+            lo = mid
+        else:
+            hi = mid
+    return best
+
+
+def mouth_targets(
+    samples: np.ndarray,
+    sr: int,
+    fps: float,
+    n_frames: int,
+    profile: SpeakerProfile,
+    start_ms: float = 0.0,
+) -> MouthTargets:
+    """Per-video-frame mouth targets for ``samples`` (mono, already on the video timeline:
+    zeros outside the dubbed clip), in ``profile``'s person's own units.
+    """
+    if n_frames <= 0:
+        z = np.zeros(0)
+        return MouthTargets(z, z, z, z, z)
+    ff = frame_features(samples, sr, fps, n_frames, start_ms)
+    c = _cues(ff)
+    cm = c.matrix()
+    o_score = _apply_calibration(profile.open_cal, cm, _generic_open(c))
+    w_score = _apply_calibration(profile.width_cal, cm, _generic_width(c))
+    opening = _shape_curve(
+        o_score, c.act, c.closure, profile, profile.open_q, profile.rest_open, tune_speed=True
+    )
+    lo, hi = float(profile.open_q[0]), float(profile.open_q[-1])
+    opening = np.clip(opening, min(lo, profile.rest_open), max(hi, profile.rest_open))
+    width = _shape_curve(
+        w_score, c.act, np.zeros(n_frames), profile, profile.width_q, profile.rest_width,
+        tune_speed=False,
+    )  # fmt: skip
+    width = _asym_smooth(width, 0.5, 0.5)
+    return MouthTargets(
+        open=opening.astype(np.float32),
+        width=width.astype(np.float32),
+        rounding=_shift_lead(c.rounding, _LEAD_FRAMES).astype(np.float32),
+        closure=_shift_lead(c.closure, _LEAD_FRAMES).astype(np.float32),
+        speaking=c.act.astype(np.float32),
+    )
