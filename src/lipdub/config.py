@@ -1,0 +1,177 @@
+"""Every setting of the service, read from ``LIPDUB_*`` environment variables.
+
+A frozen dataclass rather than a module of globals: the app factory, the workers and the
+tests each build their own ``Settings`` and pass it down, so two servers in one test
+process never share state. ``Settings.from_env(overrides)`` is the single entry point;
+command-line flags arrive as overrides and win over the environment.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import ipaddress
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+MB = 1024 * 1024
+
+
+@dataclass(frozen=True)
+class Settings:
+    # Where the SQLite file, uploads, sessions and results live unless told otherwise.
+    data_dir: Path = Path(".lipdub")
+    # Empty means SQLite at <data_dir>/lipdub.db; PostgreSQL: postgresql+psycopg://...
+    database_url: str = ""
+    # Base of every URL the service hands out (face_reference, resultUrls, uploads).
+    public_url: str = "http://127.0.0.1:8000"
+    # "false" (default), "true" (every address), or a comma list of networks that are
+    # allowed although private, e.g. "127.0.0.1/32" for tests on loopback.
+    allow_private_urls: str = "false"
+    # Secret for signed media URLs; empty means one generated once under data_dir.
+    signing_key: str = ""
+
+    # Workers: how many tasks one process runs at once, and the lease that lets another
+    # process take over a task whose worker died.
+    workers: int = 1
+    lease_s: float = 30.0
+    heartbeat_s: float = 5.0
+    max_attempts: int = 3
+    poll_s: float = 0.2
+
+    # Media limits checked before a task is accepted.
+    max_video_bytes: int = 100 * MB
+    max_video_ms: int = 60_000
+    min_video_ms: int = 1_000
+    max_audio_bytes: int = 20 * MB
+    max_audio_ms: int = 60_000
+    min_side_px: int = 128
+    max_side_px: int = 4096
+    min_clip_ms: int = 1_000
+    max_faces_per_task: int = 8
+    max_upload_bytes: int = 100 * MB
+
+    # Fetching user URLs.
+    fetch_timeout_s: float = 60.0
+    fetch_connect_timeout_s: float = 10.0
+    max_redirects: int = 5
+
+    # Prices in micro-dollars (1 USD = 1,000,000).
+    price_identify_micros: int = 700
+    price_sync_block_micros: int = 6_300
+    sync_block_ms: int = 5_000
+
+    # Lifetimes.
+    session_ttl_s: int = 24 * 3600
+    result_retention_days: float = 30.0
+    janitor_interval_s: float = 3600.0
+
+    # Callbacks: quick retries after a failed attempt, then re-sends at offsets from the
+    # first attempt until one answers 2xx or the give-up age passes.
+    callback_timeout_s: float = 10.0
+    callback_retry_delays_s: tuple[float, ...] = (1.0, 2.0, 4.0)
+    callback_resend_offsets_s: tuple[float, ...] = (60, 120, 300, 600, 1200, 1800)
+    callback_give_up_s: float = 1800.0
+    # Multiplies every callback delay; 1.0 is real time, tests use e.g. 0.002.
+    callback_time_scale: float = 1.0
+
+    # Embedded default: `lipdub serve` runs workers in-process when true.
+    embedded_workers: bool = True
+    extra: Mapping[str, str] = field(default_factory=dict)
+
+    # --- derived -----------------------------------------------------------------
+
+    @property
+    def effective_database_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{(self.data_dir / 'lipdub.db').resolve()}"
+
+    @property
+    def media_dir(self) -> Path:
+        return self.data_dir / "media"
+
+    @property
+    def allows_all_private(self) -> bool:
+        return self.allow_private_urls.strip().lower() in {"1", "true", "yes", "on"}
+
+    @property
+    def allowed_private_networks(self) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
+        v = self.allow_private_urls.strip().lower()
+        if v in {"", "0", "false", "no", "off"} or self.allows_all_private:
+            return ()
+        return tuple(ipaddress.ip_network(p.strip(), strict=False) for p in v.split(",") if p)
+
+    @property
+    def result_retention_s(self) -> float:
+        return self.result_retention_days * 86400.0
+
+    def secret_key(self) -> bytes:
+        """The signing key; generated once into the data dir so API and workers agree."""
+        if self.signing_key:
+            return self.signing_key.encode()
+        path = self.data_dir / "signing.key"
+        if not path.exists():
+            self.data_dir.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_suffix(f".tmp{os.getpid()}")
+            tmp.write_text(os.urandom(32).hex())
+            tmp.chmod(0o600)
+            # link() fails if another process won the race; then we read theirs.
+            try:
+                os.link(tmp, path)
+            except FileExistsError:
+                pass
+            finally:
+                tmp.unlink()
+        return path.read_text().strip().encode()
+
+    # --- construction ------------------------------------------------------------
+
+    @classmethod
+    def from_env(
+        cls, overrides: Mapping[str, Any] | None = None, env: Mapping[str, str] | None = None
+    ) -> Settings:
+        """Settings from ``LIPDUB_<FIELD>`` variables, then ``overrides`` (None = unset)."""
+        env = os.environ if env is None else env
+        values: dict[str, Any] = {}
+        for f in dataclasses.fields(cls):
+            if f.name == "extra":
+                continue
+            raw = env.get(f"LIPDUB_{f.name.upper()}")
+            if raw is not None and raw != "":
+                values[f.name] = _parse(f.name, raw, cls.__dataclass_fields__[f.name].type)
+        for k, v in (overrides or {}).items():
+            if v is not None:
+                values[k] = v
+        if "data_dir" in values:
+            values["data_dir"] = Path(values["data_dir"])
+        s = cls(**values)
+        s.validate()
+        return s
+
+    def validate(self) -> None:
+        if self.workers < 0:
+            raise ValueError("LIPDUB_WORKERS must be 0 or more: set a non-negative count.")
+        if self.callback_time_scale <= 0:
+            raise ValueError("LIPDUB_CALLBACK_TIME_SCALE must be positive: 1.0 is real time.")
+        self.allowed_private_networks  # noqa: B018 - parses, so a typo fails at start-up
+
+
+def _parse(name: str, raw: str, typ: object) -> Any:
+    t = str(typ)
+    try:
+        if "tuple" in t:
+            return tuple(float(x) for x in raw.split(",") if x.strip())
+        if t == "bool":
+            return raw.strip().lower() in {"1", "true", "yes", "on"}
+        if t == "int":
+            return int(float(raw))
+        if t == "float":
+            return float(raw)
+    except ValueError:
+        raise ValueError(
+            f"LIPDUB_{name.upper()}={raw!r} is not a valid {t}: fix the environment variable."
+        ) from None
+    return raw

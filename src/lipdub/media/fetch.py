@@ -1,0 +1,280 @@
+"""Safe fetching of user-supplied media: http(s) URLs, ``data:`` URIs and bare Base64.
+
+A URL from a user must not become a way into our own network (SSRF). For every hop we
+resolve the host name ourselves, refuse the hop if *any* resolved address is private,
+loopback, link-local (cloud metadata lives there) or otherwise non-global, and then
+connect to the checked address itself, sending the original name as ``Host`` and TLS SNI.
+That pins the connection: a second DNS answer (rebinding) cannot swap the address between
+the check and the connect. Redirects are followed by hand so each hop is checked the same
+way. Everything is size- and time-capped while streaming, never after the fact.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import ipaddress
+import socket
+import time
+import urllib.parse
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+
+from lipdub.errors import InputError, LimitError
+
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+REDIRECTS = {301, 302, 303, 307, 308}
+CHUNK = 64 * 1024
+
+
+class FetchError(InputError):
+    """A user URL or inline payload could not be fetched; the message says why."""
+
+
+@dataclass(frozen=True)
+class UrlPolicy:
+    """Which addresses a user URL may reach besides the public internet."""
+
+    allow_all_private: bool = False
+    allowed_networks: tuple[Network, ...] = ()
+
+    def permits(self, ip: IPAddress) -> bool:
+        if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+            ip = ip.ipv4_mapped  # ::ffff:10.0.0.1 is 10.0.0.1
+        if self.allow_all_private:
+            return True
+        if any(ip in net for net in self.allowed_networks):
+            return True
+        # is_global is False for private, loopback, link-local (169.254.169.254),
+        # shared (100.64/10), reserved and unspecified ranges; multicast is never media.
+        return ip.is_global and not ip.is_multicast
+
+
+@dataclass(frozen=True)
+class FetchResult:
+    path: Path
+    size: int
+    content_type: str
+
+
+def resolve_checked(host: str, port: int, policy: UrlPolicy, field: str) -> IPAddress:
+    """Resolve ``host`` and return one address, refusing if any answer is not permitted."""
+    try:
+        literal: IPAddress | None = ipaddress.ip_address(host.strip("[]"))
+    except ValueError:
+        literal = None
+    if literal is not None:
+        addrs: list[IPAddress] = [literal]
+    else:
+        try:
+            infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+        except (socket.gaierror, UnicodeError):
+            raise FetchError(
+                f"{field} host {host!r} does not resolve: check the URL's host name."
+            ) from None
+        addrs = [ipaddress.ip_address(str(info[4][0]).split("%")[0]) for info in infos]
+        if not addrs:
+            raise FetchError(f"{field} host {host!r} has no address: check the URL.")
+    for ip in addrs:
+        if not policy.permits(ip):
+            raise FetchError(
+                f"{field} points to a private or reserved address ({ip}): use a public http(s) URL."
+            )
+    return addrs[0]
+
+
+def _pinned_request(
+    client: httpx.Client,
+    method: str,
+    url: httpx.URL,
+    policy: UrlPolicy,
+    field: str,
+    headers: dict[str, str] | None = None,
+    content: bytes | None = None,
+) -> httpx.Request:
+    if url.scheme not in ("http", "https"):
+        raise FetchError(f"{field} must be an http or https URL, not {url.scheme!r}.")
+    if not url.host:
+        raise FetchError(f"{field} has no host: give a full http(s) URL.")
+    port = url.port or (443 if url.scheme == "https" else 80)
+    ip = resolve_checked(url.host, port, policy, field)
+    host_header = url.netloc.decode("ascii").rsplit("@", 1)[-1]
+    pinned = url.copy_with(host=str(ip))
+    hdrs = {"Host": host_header, **(headers or {})}
+    # sni_hostname keeps TLS certificate checks against the real name, not the IP.
+    ext = {"sni_hostname": url.host} if url.scheme == "https" else {}
+    return client.build_request(method, pinned, headers=hdrs, content=content, extensions=ext)
+
+
+@contextmanager
+def open_url(
+    url: str,
+    policy: UrlPolicy,
+    *,
+    field: str,
+    timeout_s: float,
+    connect_timeout_s: float = 10.0,
+    max_redirects: int = 5,
+    method: str = "GET",
+    headers: dict[str, str] | None = None,
+    content: bytes | None = None,
+) -> Iterator[httpx.Response]:
+    """Open ``url`` with every hop checked and pinned; yields the streaming final response."""
+    try:
+        current = httpx.URL(url)
+    except (httpx.InvalidURL, TypeError, ValueError):
+        raise FetchError(f"{field} is not a valid URL: give a full http(s) URL.") from None
+    timeout = httpx.Timeout(timeout_s, connect=min(connect_timeout_s, timeout_s))
+    # trust_env=False: a proxy from the environment would defeat the address pinning.
+    with httpx.Client(timeout=timeout, trust_env=False, follow_redirects=False) as client:
+        for _hop in range(max_redirects + 1):
+            req = _pinned_request(client, method, current, policy, field, headers, content)
+            try:
+                resp = client.send(req, stream=True)
+            except httpx.TimeoutException:
+                raise FetchError(f"{field} timed out: use a faster or smaller source.") from None
+            except httpx.HTTPError as e:
+                raise FetchError(
+                    f"{field} could not be fetched ({type(e).__name__}): check the URL."
+                ) from None
+            if resp.status_code in REDIRECTS and "location" in resp.headers:
+                resp.close()
+                try:
+                    current = current.join(resp.headers["location"])
+                except (httpx.InvalidURL, ValueError):
+                    raise FetchError(f"{field} redirects to an invalid URL.") from None
+                if resp.status_code == 303:
+                    method, content = "GET", None
+                continue
+            try:
+                yield resp
+            finally:
+                resp.close()
+            return
+    raise FetchError(f"{field} redirects more than {max_redirects} times: give the final URL.")
+
+
+def fetch_to_file(
+    source: str,
+    dest: Path,
+    policy: UrlPolicy,
+    *,
+    field: str,
+    max_bytes: int,
+    timeout_s: float = 60.0,
+    connect_timeout_s: float = 10.0,
+    max_redirects: int = 5,
+) -> FetchResult:
+    """Write the media named by ``source`` (URL, data: URI or Base64) to ``dest``."""
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    s = source.strip()
+    low = s[:8].lower()
+    if low.startswith(("http://", "https://")):
+        return _download(
+            s, dest, policy, field, max_bytes, timeout_s, connect_timeout_s, max_redirects
+        )
+    if low.startswith("data:"):
+        header, sep, payload = s.partition(",")
+        if not sep or ";base64" not in header.lower():
+            raise FetchError(f"{field} data: URI must be Base64 encoded (data:<type>;base64,...).")
+        ctype = header[5:].split(";")[0] or "application/octet-stream"
+        return _write_base64(payload, dest, field, max_bytes, ctype)
+    if "://" in s[:12]:
+        raise FetchError(f"{field} must be an http or https URL, a data: URI or Base64.")
+    return _write_base64(s, dest, field, max_bytes, "application/octet-stream")
+
+
+def _write_base64(payload: str, dest: Path, field: str, max_bytes: int, ctype: str) -> FetchResult:
+    compact = "".join(payload.split())
+    if len(compact) * 3 // 4 > max_bytes + 3:
+        raise LimitError(
+            f"{field} is larger than {max_bytes // (1024 * 1024)} MB: send a smaller file."
+        )
+    try:
+        data = base64.b64decode(compact + "=" * (-len(compact) % 4), validate=True)
+    except (binascii.Error, ValueError):
+        try:
+            data = base64.urlsafe_b64decode(compact + "=" * (-len(compact) % 4))
+        except (binascii.Error, ValueError):
+            raise FetchError(
+                f"{field} is neither an http(s) URL nor valid Base64: check the value."
+            ) from None
+    if not data:
+        raise FetchError(f"{field} is empty: send the media file's bytes.")
+    if len(data) > max_bytes:
+        raise LimitError(
+            f"{field} is larger than {max_bytes // (1024 * 1024)} MB: send a smaller file."
+        )
+    dest.write_bytes(data)
+    return FetchResult(dest, len(data), ctype)
+
+
+def _download(
+    url: str,
+    dest: Path,
+    policy: UrlPolicy,
+    field: str,
+    max_bytes: int,
+    timeout_s: float,
+    connect_timeout_s: float,
+    max_redirects: int,
+) -> FetchResult:
+    deadline = time.monotonic() + timeout_s
+    too_big = f"{field} is larger than {max_bytes // (1024 * 1024)} MB: send a smaller file."
+    with open_url(
+        url,
+        policy,
+        field=field,
+        timeout_s=timeout_s,
+        connect_timeout_s=connect_timeout_s,
+        max_redirects=max_redirects,
+    ) as resp:
+        if resp.status_code >= 400:
+            raise FetchError(
+                f"{field} answered HTTP {resp.status_code}: check that the URL is public "
+                "and points to the file."
+            )
+        declared = resp.headers.get("content-length")
+        if declared and declared.isdigit() and int(declared) > max_bytes:
+            raise LimitError(too_big)
+        size = 0
+        tmp = dest.with_name(dest.name + ".part")
+        try:
+            with tmp.open("wb") as out:
+                for chunk in resp.iter_bytes(CHUNK):
+                    size += len(chunk)
+                    if size > max_bytes:
+                        raise LimitError(too_big)
+                    if time.monotonic() > deadline:
+                        raise FetchError(
+                            f"{field} took longer than {timeout_s:.0f} s to download: "
+                            "use a faster or smaller source."
+                        )
+                    out.write(chunk)
+        except httpx.TimeoutException:
+            tmp.unlink(missing_ok=True)
+            raise FetchError(f"{field} timed out: use a faster or smaller source.") from None
+        except httpx.HTTPError:
+            tmp.unlink(missing_ok=True)
+            raise FetchError(f"{field} download broke off: check the URL and retry.") from None
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+        if size == 0:
+            tmp.unlink(missing_ok=True)
+            raise FetchError(f"{field} is empty: the URL returned no bytes.")
+        tmp.replace(dest)
+        return FetchResult(dest, size, resp.headers.get("content-type", ""))
+
+
+def url_file_name(url: str, default: str) -> str:
+    """A safe file name suffix hint taken from a URL path (for probing by extension)."""
+    path = urllib.parse.urlsplit(url).path
+    name = path.rsplit("/", 1)[-1]
+    ext = name.rsplit(".", 1)[-1].lower() if "." in name else ""
+    return f"{default}.{ext}" if ext.isalnum() and len(ext) <= 5 else default

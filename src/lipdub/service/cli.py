@@ -1,0 +1,225 @@
+"""Service commands: ``serve``, ``worker``, ``keys create``, ``credits add``, ``account``.
+
+``register(app)`` adds them to the main Typer app in ``lipdub.cli``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import secrets
+import signal
+import threading
+from decimal import Decimal, InvalidOperation
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from lipdub.config import Settings
+
+console = Console()
+err = Console(stderr=True)
+
+DataDir = Annotated[
+    Path | None, typer.Option("--data-dir", help="Overrides LIPDUB_DATA_DIR.", show_default=False)
+]
+DbUrl = Annotated[
+    str | None,
+    typer.Option("--database-url", help="Overrides LIPDUB_DATABASE_URL.", show_default=False),
+]
+
+
+def _settings(**overrides: Any) -> Settings:
+    try:
+        return Settings.from_env(overrides)
+    except ValueError as e:
+        err.print(f"[red]{e}[/red]")
+        raise typer.Exit(2) from None
+
+
+def _micros(usd: str) -> int:
+    try:
+        value = Decimal(usd)
+    except InvalidOperation:
+        err.print(f"[red]{usd!r} is not an amount in USD: write e.g. 10 or 0.25.[/red]")
+        raise typer.Exit(2) from None
+    if value < 0:
+        err.print("[red]The amount must not be negative.[/red]")
+        raise typer.Exit(2)
+    return int(value * 1_000_000)
+
+
+def _store(settings: Settings) -> Any:
+    from lipdub.service.store import Store
+
+    return Store.open(settings.effective_database_url)
+
+
+def register(app: typer.Typer) -> None:
+    keys = typer.Typer(help="API keys.", no_args_is_help=True)
+    credits = typer.Typer(help="Account credits.", no_args_is_help=True)
+    account = typer.Typer(help="Accounts.", no_args_is_help=True)
+    app.add_typer(keys, name="keys")
+    app.add_typer(credits, name="credits")
+    app.add_typer(account, name="account")
+
+    @app.command()
+    def serve(
+        host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
+        port: Annotated[int, typer.Option(help="TCP port.")] = 8000,
+        data_dir: DataDir = None,
+        database_url: DbUrl = None,
+        public_url: Annotated[
+            str | None, typer.Option(help="Base of URLs handed out; default http://HOST:PORT.")
+        ] = None,
+        workers: Annotated[
+            int | None, typer.Option(help="In-process task workers (0: API only).")
+        ] = None,
+    ) -> None:
+        """Run the HTTP API with in-process workers (the embedded default)."""
+        import os
+
+        import uvicorn
+
+        from lipdub.service.app import create_app
+
+        default_public = f"http://{host}:{port}"
+        if "LIPDUB_PUBLIC_URL" in os.environ and public_url is None:
+            default_public = None  # type: ignore[assignment]
+        settings = _settings(
+            data_dir=data_dir,
+            database_url=database_url,
+            public_url=public_url or default_public,
+            workers=workers,
+        )
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+        app_ = create_app(settings)
+        uvicorn.run(app_, host=host, port=port, access_log=False, log_level="warning")
+
+    @app.command()
+    def worker(
+        data_dir: DataDir = None,
+        database_url: DbUrl = None,
+        workers: Annotated[int | None, typer.Option(help="Concurrent tasks.")] = None,
+    ) -> None:
+        """Run task workers and callback delivery alone, against the same database and
+        storage as the API (which can then run with --workers 0)."""
+        from lipdub.service.context import Context
+        from lipdub.service.worker import Worker
+
+        settings = _settings(data_dir=data_dir, database_url=database_url, workers=workers)
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+        w = Worker(Context.build(settings), slots=max(settings.workers, 1))
+        stop = threading.Event()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, lambda *_: stop.set())
+        w.start()
+        console.print(f"worker {w.name}: {w.slots} slot(s); Ctrl-C stops")
+        stop.wait()
+        w.stop()
+
+    @keys.command("create")
+    def keys_create(
+        account_name: Annotated[str, typer.Argument(metavar="ACCOUNT")],
+        credits_usd: Annotated[
+            str, typer.Option("--credits", help="Initial credits in USD.")
+        ] = "0",
+        data_dir: DataDir = None,
+        database_url: DbUrl = None,
+    ) -> None:
+        """Create an API key (and the account if new). The key is printed once, alone
+        on the last line; only its hash is stored."""
+        store = _store(_settings(data_dir=data_dir, database_url=database_url))
+        key = store.create_key(account_name, _micros(credits_usd))
+        console.print(
+            f"Created a key for account {account_name!r}; store it now, it is not shown again:"
+        )
+        print(key)
+
+    @credits.command("add")
+    def credits_add(
+        account_name: Annotated[str, typer.Argument(metavar="ACCOUNT")],
+        usd: Annotated[str, typer.Argument(metavar="USD")],
+        data_dir: DataDir = None,
+        database_url: DbUrl = None,
+    ) -> None:
+        """Add credits (USD) to an account."""
+        from lipdub.service.store import UnknownAccount
+
+        store = _store(_settings(data_dir=data_dir, database_url=database_url))
+        try:
+            balance = store.add_credits(account_name, _micros(usd))
+        except UnknownAccount:
+            err.print(
+                f"[red]No account {account_name!r}: create it with "
+                f"'lipdub keys create {account_name}'.[/red]"
+            )
+            raise typer.Exit(1) from None
+        console.print(f"{account_name}: balance ${balance / 1e6:.6f}")
+
+    @account.command("show")
+    def account_show(
+        account_name: Annotated[str, typer.Argument(metavar="ACCOUNT")],
+        as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+        data_dir: DataDir = None,
+        database_url: DbUrl = None,
+    ) -> None:
+        """Balance, reserved money and the recent ledger of an account."""
+        from lipdub.service.store import UnknownAccount
+
+        store = _store(_settings(data_dir=data_dir, database_url=database_url))
+        try:
+            summary = store.account_summary(account_name)
+        except UnknownAccount:
+            err.print(
+                f"[red]No account {account_name!r}: create it with "
+                f"'lipdub keys create {account_name}'.[/red]"
+            )
+            raise typer.Exit(1) from None
+        if as_json:
+            print(json.dumps(summary))
+            return
+        console.print(
+            f"[bold]{account_name}[/bold]: balance ${summary['balance_micros'] / 1e6:.6f}, "
+            f"reserved ${summary['reserved_micros'] / 1e6:.6f}, signed callbacks: "
+            f"{'on' if summary['webhook_signing'] else 'off'}"
+        )
+        table = Table("when (ms)", "kind", "amount $", "balance $", "task")
+        for e in summary["ledger"]:
+            table.add_row(
+                str(e["created_ms"]),
+                e["kind"],
+                f"{e['amount_micros'] / 1e6:.6f}",
+                f"{e['balance_after'] / 1e6:.6f}",
+                e["task_id"] or "",
+            )
+        console.print(table)
+
+    @account.command("webhook-secret")
+    def account_webhook_secret(
+        account_name: Annotated[str, typer.Argument(metavar="ACCOUNT")],
+        disable: Annotated[bool, typer.Option("--disable", help="Send unsigned again.")] = False,
+        data_dir: DataDir = None,
+        database_url: DbUrl = None,
+    ) -> None:
+        """Turn on Standard Webhooks signatures for the account's callbacks; prints the
+        new secret alone on the last line."""
+        import base64
+
+        from lipdub.service.store import UnknownAccount
+
+        store = _store(_settings(data_dir=data_dir, database_url=database_url))
+        secret = None if disable else "whsec_" + base64.b64encode(secrets.token_bytes(24)).decode()
+        try:
+            store.set_webhook_secret(account_name, secret)
+        except UnknownAccount:
+            err.print(f"[red]No account {account_name!r}.[/red]")
+            raise typer.Exit(1) from None
+        if secret is None:
+            console.print(f"{account_name}: callbacks are unsigned.")
+        else:
+            console.print(f"{account_name}: callbacks are signed with:")
+            print(secret)

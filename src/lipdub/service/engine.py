@@ -1,0 +1,107 @@
+"""How a worker runs the real engine: one child process per task (see jobrunner).
+
+``Engine`` is the narrow interface the worker needs. ``SubprocessEngine`` is the only
+production implementation and calls the real ``lipdub.identify`` / ``lipdub.sync``;
+tests of queue mechanics may pass their own object with the same ``run`` method.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, Protocol
+
+ProgressFn = Callable[[float], None]
+
+# Engine exception class name -> failCode on the wire.
+FAIL_CODES = {
+    "NoFacesError": "no_faces",
+    "MediaError": "media_error",
+    "LimitError": "limit_exceeded",
+    "InputError": "invalid_input",
+    "LipdubError": "engine_error",
+}
+
+
+class JobFailed(Exception):
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+class Engine(Protocol):
+    def run(
+        self, spec: dict[str, Any], progress: ProgressFn, cancel: threading.Event
+    ) -> dict[str, Any]: ...
+
+
+class SubprocessEngine:
+    """Runs ``python -m lipdub.service.jobrunner`` and relays its progress lines."""
+
+    def run(
+        self, spec: dict[str, Any], progress: ProgressFn, cancel: threading.Event
+    ) -> dict[str, Any]:
+        log_path = Path(spec["log"])
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        with log_path.open("ab") as log:
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "lipdub.service.jobrunner", json.dumps(spec)],
+                stdin=subprocess.PIPE,  # kept open: its EOF tells the child we died
+                stdout=subprocess.PIPE,
+                stderr=log,
+                env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            )
+            done = threading.Event()
+            killer = threading.Thread(
+                target=self._kill_on_cancel, args=(proc, cancel, done), daemon=True
+            )
+            killer.start()
+            final: dict[str, Any] | None = None
+            assert proc.stdout is not None
+            for line in proc.stdout:
+                try:
+                    msg = json.loads(line)
+                except ValueError:
+                    continue  # a library printed to stdout; not ours
+                if "progress" in msg:
+                    progress(float(msg["progress"]))
+                elif "ok" in msg:
+                    final = msg
+            proc.wait()
+            done.set()
+            if proc.stdin:
+                proc.stdin.close()
+        if final is None:
+            if cancel.is_set() and proc.returncode and proc.returncode < 0:
+                raise JobFailed("cancelled", "The task was cancelled while running.")
+            raise JobFailed(
+                "engine_crashed",
+                f"The engine process exited with code {proc.returncode} before finishing: "
+                "resubmit the task, and report it if it repeats.",
+            )
+        if final["ok"]:
+            return dict(final["result"])
+        code = FAIL_CODES.get(final["code"], "internal_error")
+        if code == "internal_error":
+            raise JobFailed(
+                code,
+                f"The engine failed unexpectedly ({final['message'][:200]}): resubmit the "
+                "task, and report it if it repeats.",
+            )
+        raise JobFailed(code, final["message"])
+
+    @staticmethod
+    def _kill_on_cancel(
+        proc: subprocess.Popen[bytes], cancel: threading.Event, done: threading.Event
+    ) -> None:
+        while not done.is_set():
+            if cancel.wait(0.2):
+                if proc.poll() is None:
+                    proc.kill()
+                return

@@ -1,0 +1,584 @@
+"""Every read and write of the service's state, one interface over SQLite and PostgreSQL.
+
+All SQL lives here (procrastinate's lesson): the API, the workers and the callback
+dispatcher call these methods and never build queries themselves. Each method is one
+transaction, so the money and the task state always move together.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import secrets
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import and_, case, func, insert, or_, select, update
+from sqlalchemy.engine import Connection, RowMapping
+from sqlalchemy.exc import IntegrityError
+
+from lipdub.service import tables as t
+from lipdub.service.db import Engines, make_engines, migrate, now_ms
+from lipdub.service.payloads import callback_body_for_failure
+
+Row = RowMapping
+
+
+class InsufficientBalance(Exception):
+    def __init__(self, needed: int, balance: int) -> None:
+        super().__init__(f"needs {needed} micro-dollars, balance {balance}")
+        self.needed = needed
+        self.balance = balance
+
+
+class UnknownAccount(Exception):
+    pass
+
+
+def hash_key(key: str) -> str:
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+def new_task_id() -> str:
+    return "cl" + uuid.uuid4().hex
+
+
+@dataclass(frozen=True)
+class Submission:
+    account: str
+    model: str
+    param: dict[str, Any]
+    job: dict[str, Any]
+    price_micros: int
+    callback_url: str | None
+    external_task_id: str | None
+    task_id: str
+
+
+class Store:
+    def __init__(self, engines: Engines) -> None:
+        self.engines = engines
+
+    @classmethod
+    def open(cls, url: str, run_migrations: bool = True) -> Store:
+        engines = make_engines(url)
+        if run_migrations:
+            migrate(engines)
+        return cls(engines)
+
+    def close(self) -> None:
+        self.engines.dispose()
+
+    # --- accounts and keys ---------------------------------------------------------
+
+    def ensure_account(self, conn: Connection, name: str) -> None:
+        exists = conn.execute(select(t.accounts.c.name).where(t.accounts.c.name == name)).first()
+        if exists is None:
+            conn.execute(
+                insert(t.accounts).values(
+                    name=name, balance_micros=0, reserved_micros=0, created_ms=now_ms()
+                )
+            )
+
+    def create_key(self, account: str, credits_micros: int = 0) -> str:
+        """A new API key for ``account`` (created if missing); only its hash is stored."""
+        key = "ld_" + secrets.token_urlsafe(32)
+        with self.engines.write.begin() as conn:
+            self.ensure_account(conn, account)
+            conn.execute(
+                insert(t.api_keys).values(
+                    key_hash=hash_key(key), account=account, prefix=key[:10], created_ms=now_ms()
+                )
+            )
+            if credits_micros:
+                self._credit(conn, account, credits_micros, "initial credits")
+        return key
+
+    def account_for_key(self, key: str) -> str | None:
+        with self.engines.read.connect() as conn:
+            return conn.execute(
+                select(t.api_keys.c.account).where(t.api_keys.c.key_hash == hash_key(key))
+            ).scalar()
+
+    def add_credits(self, account: str, micros: int, note: str = "credits added") -> int:
+        with self.engines.write.begin() as conn:
+            if (
+                conn.execute(select(t.accounts.c.name).where(t.accounts.c.name == account)).first()
+                is None
+            ):
+                raise UnknownAccount(account)
+            return self._credit(conn, account, micros, note)
+
+    def _credit(self, conn: Connection, account: str, micros: int, note: str) -> int:
+        row = conn.execute(
+            update(t.accounts)
+            .where(t.accounts.c.name == account)
+            .values(balance_micros=t.accounts.c.balance_micros + micros)
+            .returning(t.accounts.c.balance_micros, t.accounts.c.reserved_micros)
+        ).one()
+        self._ledger(conn, account, None, "credit", micros, row[0], row[1], note)
+        return int(row[0])
+
+    def _ledger(
+        self,
+        conn: Connection,
+        account: str,
+        task_id: str | None,
+        kind: str,
+        amount: int,
+        balance_after: int,
+        reserved_after: int,
+        note: str = "",
+    ) -> None:
+        conn.execute(
+            insert(t.ledger).values(
+                account=account,
+                task_id=task_id,
+                kind=kind,
+                amount_micros=amount,
+                balance_after=balance_after,
+                reserved_after=reserved_after,
+                note=note,
+                created_ms=now_ms(),
+            )
+        )
+
+    def account_summary(self, account: str, ledger_rows: int = 20) -> dict[str, Any]:
+        with self.engines.read.connect() as conn:
+            acc = conn.execute(select(t.accounts).where(t.accounts.c.name == account)).mappings()
+            row = acc.first()
+            if row is None:
+                raise UnknownAccount(account)
+            entries = conn.execute(
+                select(t.ledger)
+                .where(t.ledger.c.account == account)
+                .order_by(t.ledger.c.id.desc())
+                .limit(ledger_rows)
+            ).mappings()
+            return {
+                "account": account,
+                "balance_micros": int(row["balance_micros"]),
+                "reserved_micros": int(row["reserved_micros"]),
+                "webhook_signing": row["webhook_secret"] is not None,
+                "ledger": [dict(e) for e in entries],
+            }
+
+    def set_webhook_secret(self, account: str, secret: str | None) -> None:
+        with self.engines.write.begin() as conn:
+            res = conn.execute(
+                update(t.accounts).where(t.accounts.c.name == account).values(webhook_secret=secret)
+            )
+            if res.rowcount == 0:
+                raise UnknownAccount(account)
+
+    def webhook_secret(self, account: str) -> str | None:
+        with self.engines.read.connect() as conn:
+            return conn.execute(
+                select(t.accounts.c.webhook_secret).where(t.accounts.c.name == account)
+            ).scalar()
+
+    # --- tasks -----------------------------------------------------------------------
+
+    def find_external(self, account: str, external_task_id: str) -> Row | None:
+        with self.engines.read.connect() as conn:
+            return (
+                conn.execute(
+                    select(t.tasks).where(
+                        t.tasks.c.account == account,
+                        t.tasks.c.external_task_id == external_task_id,
+                    )
+                )
+                .mappings()
+                .first()
+            )
+
+    def submit(self, sub: Submission) -> tuple[Row, bool]:
+        """Reserve the price and queue the task; returns (task, created).
+
+        A repeated ``external_task_id`` returns the first task and charges nothing. The
+        balance check and the debit are one conditional UPDATE, so concurrent submissions
+        can never overdraw: the database decides who gets the last cent.
+        """
+        if sub.external_task_id:
+            existing = self.find_external(sub.account, sub.external_task_id)
+            if existing is not None:
+                return existing, False
+        try:
+            with self.engines.write.begin() as conn:
+                row = conn.execute(
+                    update(t.accounts)
+                    .where(
+                        t.accounts.c.name == sub.account,
+                        t.accounts.c.balance_micros >= sub.price_micros,
+                    )
+                    .values(
+                        balance_micros=t.accounts.c.balance_micros - sub.price_micros,
+                        reserved_micros=t.accounts.c.reserved_micros + sub.price_micros,
+                    )
+                    .returning(t.accounts.c.balance_micros, t.accounts.c.reserved_micros)
+                ).first()
+                if row is None:
+                    balance = conn.execute(
+                        select(t.accounts.c.balance_micros).where(t.accounts.c.name == sub.account)
+                    ).scalar()
+                    raise InsufficientBalance(sub.price_micros, int(balance or 0))
+                values = {
+                    "id": sub.task_id,
+                    "account": sub.account,
+                    "model": sub.model,
+                    "state": "pending",
+                    "external_task_id": sub.external_task_id,
+                    "param_json": json.dumps(sub.param, separators=(",", ":")),
+                    "job_json": json.dumps(sub.job, separators=(",", ":")),
+                    "price_micros": sub.price_micros,
+                    "progress": 0.0,
+                    "attempts": 0,
+                    "callback_url": sub.callback_url,
+                    "create_ms": now_ms(),
+                    "purged": 0,
+                }
+                conn.execute(insert(t.tasks).values(**values))
+                self._ledger(
+                    conn, sub.account, sub.task_id, "reserve", sub.price_micros, row[0], row[1]
+                )
+        except IntegrityError:
+            # Lost a race on the same external_task_id: the winner's task is the answer,
+            # and our whole transaction (the reservation too) was rolled back.
+            if sub.external_task_id:
+                existing = self.find_external(sub.account, sub.external_task_id)
+                if existing is not None:
+                    return existing, False
+            raise
+        task = self.get_task(sub.task_id)
+        assert task is not None
+        return task, True
+
+    def get_task(self, task_id: str, account: str | None = None) -> Row | None:
+        q = select(t.tasks).where(t.tasks.c.id == task_id)
+        if account is not None:
+            q = q.where(t.tasks.c.account == account)
+        with self.engines.read.connect() as conn:
+            return conn.execute(q).mappings().first()
+
+    def claim(self, worker: str, lease_ms: int, max_attempts: int) -> Row | None:
+        """Take the oldest runnable task under a lease: pending, or processing whose
+        worker stopped renewing its lease (it died). Too many attempts fail the task."""
+        while True:
+            with self.engines.write.begin() as conn:
+                now = now_ms()
+                row = (
+                    conn.execute(
+                        select(t.tasks)
+                        .where(
+                            or_(
+                                t.tasks.c.state == "pending",
+                                and_(
+                                    t.tasks.c.state == "processing",
+                                    t.tasks.c.lease_until_ms < now,
+                                ),
+                            )
+                        )
+                        .order_by(t.tasks.c.create_ms)
+                        .limit(1)
+                        .with_for_update(skip_locked=True)
+                    )
+                    .mappings()
+                    .first()
+                )
+                if row is None:
+                    return None
+                if row["attempts"] >= max_attempts:
+                    self._finish_failed(
+                        conn,
+                        row,
+                        None,
+                        "worker_lost",
+                        f"The task's worker stopped {row['attempts']} times while running it; "
+                        "resubmit the task, and report it if this repeats.",
+                        now,
+                    )
+                    continue
+                attempt = int(row["attempts"]) + 1
+                owner = f"{worker}#{attempt}"
+                conn.execute(
+                    update(t.tasks)
+                    .where(t.tasks.c.id == row["id"])
+                    .values(
+                        state="processing",
+                        attempts=attempt,
+                        lease_owner=owner,
+                        lease_until_ms=now + lease_ms,
+                        start_ms=func.coalesce(t.tasks.c.start_ms, now),
+                    )
+                )
+            return self.get_task(row["id"])
+
+    def heartbeat(self, task_id: str, owner: str, lease_ms: int, progress: float) -> bool:
+        """Extend our lease and record progress; False means the task is no longer ours."""
+        with self.engines.write.begin() as conn:
+            res = conn.execute(
+                update(t.tasks)
+                .where(
+                    t.tasks.c.id == task_id,
+                    t.tasks.c.lease_owner == owner,
+                    t.tasks.c.state == "processing",
+                )
+                .values(lease_until_ms=now_ms() + lease_ms, progress=progress)
+            )
+            return bool(res.rowcount)
+
+    def complete(
+        self,
+        task_id: str,
+        owner: str,
+        result: dict[str, Any],
+        complete_ms: int,
+        callback_body: str | None,
+        session: dict[str, Any] | None = None,
+    ) -> bool:
+        """Mark done, settle the reservation, record the session and queue the callback,
+        all or nothing. The lease owner check fences off a worker that lost its lease."""
+        with self.engines.write.begin() as conn:
+            row = self._owned(conn, task_id, owner)
+            if row is None:
+                return False
+            conn.execute(
+                update(t.tasks)
+                .where(t.tasks.c.id == task_id)
+                .values(
+                    state="completed",
+                    progress=1.0,
+                    result_json=json.dumps(result, separators=(",", ":")),
+                    complete_ms=complete_ms,
+                    lease_owner=None,
+                    lease_until_ms=None,
+                )
+            )
+            acc = conn.execute(
+                update(t.accounts)
+                .where(t.accounts.c.name == row["account"])
+                .values(reserved_micros=t.accounts.c.reserved_micros - row["price_micros"])
+                .returning(t.accounts.c.balance_micros, t.accounts.c.reserved_micros)
+            ).one()
+            self._ledger(
+                conn, row["account"], task_id, "settle", row["price_micros"], acc[0], acc[1]
+            )
+            if session is not None:
+                conn.execute(insert(t.sessions).values(**session))
+            if callback_body is not None and row["callback_url"]:
+                self._queue_delivery(conn, row, callback_body, complete_ms)
+            return True
+
+    def fail(
+        self,
+        task_id: str,
+        owner: str | None,
+        code: str,
+        message: str,
+        complete_ms: int,
+        callback_body: str | None,
+    ) -> bool:
+        with self.engines.write.begin() as conn:
+            row = self._owned(conn, task_id, owner)
+            if row is None:
+                return False
+            self._finish_failed(conn, row, callback_body, code, message, complete_ms)
+            return True
+
+    def _owned(self, conn: Connection, task_id: str, owner: str | None) -> Row | None:
+        q = select(t.tasks).where(t.tasks.c.id == task_id, t.tasks.c.state == "processing")
+        if owner is not None:
+            q = q.where(t.tasks.c.lease_owner == owner)
+        return conn.execute(q.with_for_update()).mappings().first()
+
+    def _finish_failed(
+        self,
+        conn: Connection,
+        row: Row,
+        callback_body: str | None,
+        code: str,
+        message: str,
+        complete_ms: int,
+    ) -> None:
+        conn.execute(
+            update(t.tasks)
+            .where(t.tasks.c.id == row["id"])
+            .values(
+                state="failed",
+                fail_code=code,
+                fail_msg=message,
+                complete_ms=complete_ms,
+                lease_owner=None,
+                lease_until_ms=None,
+                result_json=json.dumps({"resultUrls": []}),
+            )
+        )
+        acc = conn.execute(
+            update(t.accounts)
+            .where(t.accounts.c.name == row["account"])
+            .values(
+                balance_micros=t.accounts.c.balance_micros + row["price_micros"],
+                reserved_micros=t.accounts.c.reserved_micros - row["price_micros"],
+            )
+            .returning(t.accounts.c.balance_micros, t.accounts.c.reserved_micros)
+        ).one()
+        self._ledger(conn, row["account"], row["id"], "refund", row["price_micros"], acc[0], acc[1])
+        if row["callback_url"]:
+            if callback_body is None:
+                # Failed by the claimer (worker lost): build the body here from the row.
+                callback_body = callback_body_for_failure(row, code, message, complete_ms)
+            self._queue_delivery(conn, row, callback_body, complete_ms)
+
+    # --- sessions --------------------------------------------------------------------
+
+    def get_session(self, session_id: str, account: str) -> Row | None:
+        with self.engines.read.connect() as conn:
+            return (
+                conn.execute(
+                    select(t.sessions).where(
+                        t.sessions.c.session_id == session_id, t.sessions.c.account == account
+                    )
+                )
+                .mappings()
+                .first()
+            )
+
+    # --- callback outbox ---------------------------------------------------------------
+
+    def _queue_delivery(self, conn: Connection, row: Row, body: str, when_ms: int) -> None:
+        conn.execute(
+            insert(t.deliveries).values(
+                id="msg_" + uuid.uuid4().hex,
+                task_id=row["id"],
+                account=row["account"],
+                url=row["callback_url"],
+                body=body,
+                state="pending",
+                attempts=0,
+                next_ms=when_ms,
+                create_ms=when_ms,
+            )
+        )
+
+    def claim_delivery(self, lease_ms: int) -> Row | None:
+        with self.engines.write.begin() as conn:
+            now = now_ms()
+            row = (
+                conn.execute(
+                    select(t.deliveries)
+                    .where(
+                        t.deliveries.c.state == "pending",
+                        t.deliveries.c.next_ms <= now,
+                        or_(
+                            t.deliveries.c.lease_until_ms.is_(None),
+                            t.deliveries.c.lease_until_ms < now,
+                        ),
+                    )
+                    .order_by(t.deliveries.c.next_ms)
+                    .limit(1)
+                    .with_for_update(skip_locked=True)
+                )
+                .mappings()
+                .first()
+            )
+            if row is None:
+                return None
+            conn.execute(
+                update(t.deliveries)
+                .where(t.deliveries.c.id == row["id"])
+                .values(lease_until_ms=now + lease_ms)
+            )
+            return row
+
+    def next_delivery_due_ms(self) -> int | None:
+        with self.engines.read.connect() as conn:
+            return conn.execute(
+                select(func.min(t.deliveries.c.next_ms)).where(t.deliveries.c.state == "pending")
+            ).scalar()
+
+    def record_delivery(
+        self,
+        delivery_id: str,
+        *,
+        ok: bool,
+        status: int | None,
+        error: str | None,
+        attempt_ms: int,
+        next_ms: int | None,
+    ) -> None:
+        """Store one attempt's outcome; ``next_ms`` None after a failure means give up."""
+        values: dict[str, Any] = {
+            "attempts": t.deliveries.c.attempts + 1,
+            "last_status": status,
+            "last_error": error,
+            "lease_until_ms": None,
+            "first_ms": func.coalesce(t.deliveries.c.first_ms, attempt_ms),
+        }
+        if ok:
+            values.update(state="delivered", delivered_ms=now_ms())
+        elif next_ms is None:
+            values.update(state="failed")
+        else:
+            values.update(next_ms=next_ms)
+        with self.engines.write.begin() as conn:
+            conn.execute(
+                update(t.deliveries).where(t.deliveries.c.id == delivery_id).values(**values)
+            )
+
+    def delivery_for_task(self, task_id: str) -> Row | None:
+        with self.engines.read.connect() as conn:
+            return (
+                conn.execute(select(t.deliveries).where(t.deliveries.c.task_id == task_id))
+                .mappings()
+                .first()
+            )
+
+    # --- retention and metrics -----------------------------------------------------------
+
+    def tasks_to_purge(self, completed_before_ms: int, limit: int = 100) -> list[Row]:
+        with self.engines.read.connect() as conn:
+            return list(
+                conn.execute(
+                    select(t.tasks.c.id, t.tasks.c.model, t.tasks.c.result_json)
+                    .where(t.tasks.c.complete_ms < completed_before_ms, t.tasks.c.purged == 0)
+                    .limit(limit)
+                ).mappings()
+            )
+
+    def mark_purged(self, task_id: str) -> None:
+        with self.engines.write.begin() as conn:
+            conn.execute(update(t.tasks).where(t.tasks.c.id == task_id).values(purged=1))
+
+    def count_tasks(self) -> list[tuple[str, str, int]]:
+        with self.engines.read.connect() as conn:
+            rows = conn.execute(
+                select(t.tasks.c.model, t.tasks.c.state, func.count()).group_by(
+                    t.tasks.c.model, t.tasks.c.state
+                )
+            )
+            return [(r[0], r[1], int(r[2])) for r in rows]
+
+    def count_deliveries(self) -> list[tuple[str, int, int]]:
+        """(state, deliveries, attempts) per delivery state."""
+        with self.engines.read.connect() as conn:
+            rows = conn.execute(
+                select(
+                    t.deliveries.c.state, func.count(), func.sum(t.deliveries.c.attempts)
+                ).group_by(t.deliveries.c.state)
+            )
+            return [(r[0], int(r[1]), int(r[2] or 0)) for r in rows]
+
+    def task_durations(self, bounds_ms: list[int]) -> list[tuple[str, list[int], int, int]]:
+        """Per model: cumulative counts of finished tasks at or under each bound, count,
+        and sum of durations, for a Prometheus histogram computed from the store (so it
+        covers workers in every process)."""
+        dur = t.tasks.c.complete_ms - t.tasks.c.create_ms
+        cols = [func.sum(case((dur <= b, 1), else_=0)) for b in bounds_ms]
+        with self.engines.read.connect() as conn:
+            rows = conn.execute(
+                select(t.tasks.c.model, func.count(), func.sum(dur), *cols)
+                .where(t.tasks.c.complete_ms.is_not(None))
+                .group_by(t.tasks.c.model)
+            )
+            return [(r[0], [int(x or 0) for x in r[3:]], int(r[1]), int(r[2] or 0)) for r in rows]

@@ -1,0 +1,252 @@
+"""Turning a create request into an accepted task: fetch inputs, validate, price.
+
+Everything a client can get wrong is checked here, before money moves, and reported as a
+400 with one sentence saying what to fix. Runs in a thread (it downloads and probes).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+import urllib.parse
+from pathlib import Path
+from typing import Any
+
+from lipdub.errors import LipdubError
+from lipdub.media.fetch import fetch_to_file, resolve_checked
+from lipdub.service.context import Context
+from lipdub.service.db import now_ms
+from lipdub.service.payloads import IDENTIFY, SYNC
+from lipdub.service.schemas import IdentifyRequest, SyncRequest
+from lipdub.service.store import Submission, new_task_id
+
+
+class RequestError(Exception):
+    """A client mistake; the message is returned verbatim with HTTP 400."""
+
+
+def check_callback_url(ctx: Context, url: str | None) -> None:
+    if url is None:
+        return
+    parts = urllib.parse.urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise RequestError("callback_url must be an absolute http(s) URL: fix it or leave it out.")
+    try:
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+    except ValueError:
+        raise RequestError("callback_url has an invalid port: fix the URL.") from None
+    try:
+        resolve_checked(parts.hostname, port, ctx.policy, "callback_url")
+    except LipdubError as e:
+        raise RequestError(str(e)) from None
+
+
+def _acquire(ctx: Context, source: str, dest: Path, field: str, max_bytes: int) -> None:
+    """Put the media named by ``source`` at ``dest``: our own upload URL, or a fetch."""
+    own = ctx.storage.key_from_own_url(source.strip(), now_ms())
+    if own is not None:
+        src = ctx.storage.path(own)
+        if src.stat().st_size > max_bytes:
+            raise RequestError(
+                f"{field} is larger than {max_bytes // (1024 * 1024)} MB: send a smaller file."
+            )
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(src, dest)
+        return
+    s = ctx.settings
+    try:
+        fetch_to_file(
+            source,
+            dest,
+            ctx.policy,
+            field=field,
+            max_bytes=max_bytes,
+            timeout_s=s.fetch_timeout_s,
+            connect_timeout_s=s.fetch_connect_timeout_s,
+            max_redirects=s.max_redirects,
+        )
+    except LipdubError as e:
+        raise RequestError(str(e)) from None
+
+
+def prepare_identify(ctx: Context, account: str, req: IdentifyRequest) -> Submission:
+    from lipdub.media.video import probe
+
+    s = ctx.settings
+    if req.video_id is not None and req.video_url is None:
+        raise RequestError(
+            "video_id names a Kling-generated video, which lipdub does not have: send video_url."
+        )
+    if not req.video_url:
+        raise RequestError("video_url is required for kling-identify-face: add it to the request.")
+    check_callback_url(ctx, req.callback_url)
+    task_id = new_task_id()
+    key = f"tasks/{task_id}/video_url"
+    dest = ctx.storage.path(key)
+    try:
+        _acquire(ctx, req.video_url, dest, "video_url", s.max_video_bytes)
+        try:
+            info = probe(dest, max_duration_ms=s.max_video_ms)
+        except LipdubError as e:
+            raise RequestError(str(e)) from None
+        if info.duration_ms < s.min_video_ms:
+            raise RequestError(
+                f"video_url lasts {info.duration_ms} ms: send a video of at least "
+                f"{s.min_video_ms / 1000:g} s."
+            )
+        short, long = min(info.width, info.height), max(info.width, info.height)
+        if short < s.min_side_px or long > s.max_side_px:
+            raise RequestError(
+                f"video_url is {info.width}x{info.height}: sides must be between "
+                f"{s.min_side_px} and {s.max_side_px} px, resize it."
+            )
+    except BaseException:
+        ctx.storage.delete_prefix(f"tasks/{task_id}")
+        raise
+    param = req.model_dump(exclude_none=True)
+    param["video_url"] = _short(req.video_url)
+    return Submission(
+        account=account,
+        model=IDENTIFY,
+        param=param,
+        job={"video_key": key, "duration_ms": info.duration_ms},
+        price_micros=s.price_identify_micros,
+        callback_url=req.callback_url,
+        external_task_id=req.external_task_id,
+        task_id=task_id,
+    )
+
+
+def _short(source: str) -> str:
+    """Inline Base64 would make param (and every callback) megabytes long: elide it."""
+    if source[:8].lower().startswith(("http://", "https://")):
+        return source
+    return f"<inline data, {len(source)} characters>"
+
+
+def _spans(face: dict[str, Any]) -> list[tuple[int, int]]:
+    segs = face.get("segments") or [[face["start_time"], face["end_time"]]]
+    return [(int(a), int(b)) for a, b in segs]
+
+
+def prepare_sync(ctx: Context, account: str, req: SyncRequest) -> Submission:
+    from lipdub.media.audio import decode_audio
+
+    s = ctx.settings
+    check_callback_url(ctx, req.callback_url)
+    sess = ctx.store.get_session(req.session_id, account)
+    if sess is None:
+        raise RequestError(
+            f"Unknown session_id {req.session_id!r}: run kling-identify-face first and use "
+            "the session_id it returns."
+        )
+    if sess["expires_ms"] < now_ms():
+        raise RequestError(
+            f"session_id {req.session_id!r} expired {s.session_ttl_s // 3600} h after "
+            "identification: identify the video again."
+        )
+    if len(req.face_choose) > s.max_faces_per_task:
+        raise RequestError(
+            f"face_choose has {len(req.face_choose)} entries: at most "
+            f"{s.max_faces_per_task} faces per task."
+        )
+    faces = {f["face_id"]: f for f in json.loads(sess["faces_json"])}
+    seen: set[str] = set()
+    for i, fc in enumerate(req.face_choose):
+        if fc.face_id not in faces:
+            known = ", ".join(sorted(faces)) or "none"
+            raise RequestError(
+                f"face_choose[{i}].face_id {fc.face_id!r} is not in this session "
+                f"(it has {known}): use a face_id from the identify result."
+            )
+        if fc.face_id in seen:
+            raise RequestError(
+                f"face_choose[{i}].face_id {fc.face_id!r} is listed twice: one entry per face."
+            )
+        seen.add(fc.face_id)
+        if fc.audio_id is not None and fc.sound_file is None:
+            raise RequestError(
+                f"face_choose[{i}].audio_id is not supported by lipdub: send sound_file instead."
+            )
+        if not fc.sound_file:
+            raise RequestError(f"face_choose[{i}].sound_file is required: give a URL or Base64.")
+
+    task_id = new_task_id()
+    duration = int(sess["duration_ms"])
+    price = 0
+    job_faces = []
+    try:
+        for i, fc in enumerate(req.face_choose):
+            field = f"face_choose[{i}].sound_file"
+            key = f"tasks/{task_id}/{field}"
+            dest = ctx.storage.path(key)
+            assert fc.sound_file is not None
+            _acquire(ctx, fc.sound_file, dest, field, s.max_audio_bytes)
+            try:
+                # 8 kHz mono is plenty to measure the length and proves the audio decodes.
+                samples = decode_audio(dest, sr=8000, channels=1, max_duration_ms=s.max_audio_ms)
+            except LipdubError as e:
+                raise RequestError(str(e)) from None
+            audio_ms = int(len(samples) * 1000 / 8000)
+            start = fc.sound_start_time
+            end = fc.sound_end_time if fc.sound_end_time is not None else audio_ms
+            where = f"face_choose[{i}]"
+            if end > audio_ms + 50:
+                raise RequestError(
+                    f"{where}.sound_end_time {end} ms is past the audio's end ({audio_ms} ms): "
+                    "lower it or leave it out."
+                )
+            end = min(end, audio_ms)
+            if end - start < s.min_clip_ms:
+                raise RequestError(
+                    f"{where} clip is {max(end - start, 0)} ms: sound_end_time - "
+                    f"sound_start_time must be at least {s.min_clip_ms} ms."
+                )
+            clip = end - start
+            ins = fc.sound_insert_time
+            if ins + clip > duration:
+                raise RequestError(
+                    f"{where} inserts {clip} ms at {ins} ms, past the video's end "
+                    f"({duration} ms): insert earlier or crop the audio."
+                )
+            spans = _spans(faces[fc.face_id])
+            if not any(a < ins + clip and b > ins for a, b in spans):
+                vis = ", ".join(f"{a}-{b} ms" for a, b in spans)
+                raise RequestError(
+                    f"{where} places audio at {ins}-{ins + clip} ms but {fc.face_id} is visible "
+                    f"only at {vis}: move sound_insert_time into that span."
+                )
+            price += math.ceil(clip / s.sync_block_ms) * s.price_sync_block_micros
+            job_faces.append(
+                {
+                    "face_id": fc.face_id,
+                    "audio_key": key,
+                    "start_ms": start,
+                    "end_ms": end,
+                    "insert_ms": ins,
+                    "volume": fc.sound_volume,
+                }
+            )
+    except BaseException:
+        ctx.storage.delete_prefix(f"tasks/{task_id}")
+        raise
+    param = req.model_dump(exclude_none=True)
+    for p in param["face_choose"]:
+        p["sound_file"] = _short(p["sound_file"])
+    return Submission(
+        account=account,
+        model=SYNC,
+        param=param,
+        job={
+            "session_id": req.session_id,
+            "video_key": sess["video_key"],
+            "session_dir_key": sess["dir_key"],
+            "faces": job_faces,
+            "original_volume": req.face_choose[0].original_audio_volume,
+        },
+        price_micros=price,
+        callback_url=req.callback_url,
+        external_task_id=req.external_task_id,
+        task_id=task_id,
+    )
