@@ -21,49 +21,13 @@ from pathlib import Path
 import numpy as np
 
 from lipdub.errors import InputError
+from lipdub.media.video import VideoInfo
+
+__all__ = ["Face", "FaceTrack", "Session", "VideoInfo"]
 
 SESSION_FILE = "session.json"
 TRACKS_FILE = "tracks.npz"
 FORMAT_VERSION = 1
-
-
-@dataclass(frozen=True)
-class VideoInfo:
-    """Facts about the source video, as decoded (rotation already applied to width/height)."""
-
-    path: str
-    duration_ms: int
-    fps: float
-    width: int
-    height: int
-    frame_count: int
-    has_audio: bool
-    rotation: int = 0
-
-    def to_json(self) -> dict[str, object]:
-        return {
-            "path": self.path,
-            "duration_ms": self.duration_ms,
-            "fps": self.fps,
-            "width": self.width,
-            "height": self.height,
-            "frame_count": self.frame_count,
-            "has_audio": self.has_audio,
-            "rotation": self.rotation,
-        }
-
-    @classmethod
-    def from_json(cls, d: dict[str, object]) -> VideoInfo:
-        return cls(
-            path=str(d["path"]),
-            duration_ms=int(d["duration_ms"]),  # type: ignore[call-overload]
-            fps=float(d["fps"]),  # type: ignore[arg-type]
-            width=int(d["width"]),  # type: ignore[call-overload]
-            height=int(d["height"]),  # type: ignore[call-overload]
-            frame_count=int(d["frame_count"]),  # type: ignore[call-overload]
-            has_audio=bool(d["has_audio"]),
-            rotation=int(d.get("rotation", 0)),  # type: ignore[call-overload]
-        )
 
 
 @dataclass
@@ -118,7 +82,14 @@ class Session:
     session_id: str
     video: VideoInfo
     faces: list[Face]
+    # Presentation time of every frame, ms from the first frame (handles variable frame rate).
+    frame_times_ms: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float64))
     directory: Path | None = None
+
+    def frame_time(self, index: int) -> float:
+        if 0 <= index < self.frame_times_ms.shape[0]:
+            return float(self.frame_times_ms[index])
+        return index * 1000.0 / self.video.fps
 
     @staticmethod
     def new_id() -> str:
@@ -148,7 +119,7 @@ class Session:
         """Write JSON + arrays into ``directory`` (thumbnails are written by identify)."""
         d = Path(directory)
         d.mkdir(parents=True, exist_ok=True)
-        arrays: dict[str, np.ndarray] = {}
+        arrays: dict[str, np.ndarray] = {"_frame_times": self.frame_times_ms.astype(np.float64)}
         for f in self.faces:
             t = f.track
             arrays[f"{f.face_id}.frames"] = t.frames.astype(np.int32)
@@ -197,5 +168,6 @@ class Session:
             session_id=meta["session_id"],
             video=VideoInfo.from_json(meta["video"]),
             faces=faces,
+            frame_times_ms=arrays.get("_frame_times", np.zeros(0, np.float64)),
             directory=d,
         )

@@ -1,0 +1,59 @@
+"""Speed of `identify`: wall time over video duration, and peak memory, at 720p and 1080p.
+
+    .venv/bin/python bench/identify.py
+
+Each measurement runs in a fresh process so that its peak RSS is its own. Models are
+loaded before the clock starts (a service loads them once); the load time is printed
+apart. The x3 clip is the same video looped three times: peak memory must not grow.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _clips import MEDIA, talking_head  # noqa: E402
+
+CHILD = r"""
+import json, resource, sys, time
+from lipdub.faces import models
+t0 = time.perf_counter()
+models.hog_detector(); models.landmark_predictor(); models.face_encoder()
+load = time.perf_counter() - t0
+import lipdub
+t0 = time.perf_counter()
+s = lipdub.identify(sys.argv[1])
+wall = time.perf_counter() - t0
+print(json.dumps({"wall": wall, "load": load, "duration_ms": s.video.duration_ms,
+                  "faces": len(s.faces), "w": s.video.width, "h": s.video.height,
+                  "rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+"""
+
+
+def measure(path: Path) -> dict[str, float]:
+    out = subprocess.run([sys.executable, "-c", CHILD, str(path)], check=True,
+                         capture_output=True, text=True).stdout
+    return json.loads(out.strip().splitlines()[-1])
+
+
+def main() -> None:
+    clips = [
+        ("talking head 720p", talking_head(720)),
+        ("talking head 720p x3", talking_head(720, repeat=3)),
+        ("talking head 1080p", talking_head(1080)),
+        ("crowd 1080p (facenet video)", MEDIA / "facenetpytorch__video.mp4"),
+    ]
+    print(f"{'clip':32} {'size':>10} {'dur s':>6} {'wall s':>7} {'x dur':>6} {'faces':>5} "
+          f"{'peak MB':>8} {'load s':>6}")
+    for name, path in clips:
+        r = measure(path)
+        dur = r["duration_ms"] / 1000
+        print(f"{name:32} {int(r['w'])}x{int(r['h']):<5} {dur:6.1f} {r['wall']:7.2f} "
+              f"{r['wall'] / dur:6.2f} {int(r['faces']):5d} {r['rss_mb']:8.0f} {r['load']:6.2f}")
+
+
+if __name__ == "__main__":
+    main()
