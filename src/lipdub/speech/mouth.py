@@ -15,7 +15,7 @@ Pipeline (all per video frame):
 3. Optionally a per-person ridge model (self-calibration) learnt from the source video's
    own frames and audio, blended in only as far as it beats the generic score on held-back
    blocks of that source.
-4. Ranks of the score mapped onto the person's own distribution of opening/width while
+4. The score mapped onto the person's own range of opening/width while
    speaking (an affine map anchored at their quantiles); pauses go to their rest
    posture, not pressed shut.
 5. Asymmetric smoothing tuned until the mean frame-to-frame speed matches the person's,
@@ -187,7 +187,9 @@ def _closures(loud: np.ndarray, act: np.ndarray, ff: FrameFeatures) -> np.ndarra
         np.max(np.stack([act_pad[3 + k : 3 + k + n] for k in (1, 2, 3)]), axis=0),
     )
     gap = _sig((depth - 9.0) / 2.0) * shoulders
-    dip = _sig((ff.dip - 12.0) / 3.0) * act
+    # A quiet 10 ms inside a frame is a stop closure only with speech on both sides; at
+    # the edge of a pause it is just the pause.
+    dip = _sig((ff.dip - 12.0) / 3.0) * act * shoulders
     nasal_raw = ff.bands[:, 0] - ff.bands[:, 4]
     nasal = _sig(1.5 * (_robust_z(nasal_raw, act) - 1.5)) * _sig(6 * (ff.voicing - 0.5)) * act
     return np.clip(np.maximum.reduce([gap, 0.5 * dip, 0.6 * nasal]), 0.0, 1.0)
