@@ -92,14 +92,39 @@ def _to_16k(x: np.ndarray, sr: int) -> np.ndarray:
     return resample_poly(x, FEATURE_SR // g, sr // g).astype(np.float32)
 
 
-def _stft_power(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Power spectra of 25 ms Hann frames every 10 ms, frame i centred at i * 10 ms."""
+_CHUNK = 3000  # analysis frames per block (30 s): bounds memory on long inputs
+
+
+def _analysis_frames(x: np.ndarray) -> np.ndarray:
+    """Per-10 ms raw features, columns: 7 band dB, log2 centroid, flatness, voicing,
+    total dB (0.1-4 kHz), full-band dB. 25 ms Hann frames, frame i centred at i * 10 ms."""
     pad = np.concatenate([np.zeros(_WIN // 2, np.float32), x, np.zeros(_WIN, np.float32)])
     n = max(1, (x.size + _HOP - 1) // _HOP + 1)
-    idx = np.arange(_WIN)[None, :] + _HOP * np.arange(n)[:, None]
-    frames = pad[idx] * np.hanning(_WIN).astype(np.float32)[None, :]
-    spec = np.fft.rfft(frames, n=512, axis=1)
-    return (spec.real**2 + spec.imag**2).astype(np.float64), frames
+    f = np.fft.rfftfreq(512, 1 / FEATURE_SR)
+    win = np.hanning(_WIN).astype(np.float32)[None, :]
+    eps = 1e-10
+    sel = (f >= 100) & (f <= 8000)
+    sf = (f >= 300) & (f <= 6000)
+    low = (f >= 100) & (f <= 4000)
+    lag = slice(FEATURE_SR // 400, FEATURE_SR // 80)
+    out = np.empty((n, len(BANDS_HZ) + 5))
+    for a in range(0, n, _CHUNK):
+        b = min(n, a + _CHUNK)
+        idx = np.arange(_WIN)[None, :] + _HOP * np.arange(a, b)[:, None]
+        frames = pad[idx] * win
+        spec = np.fft.rfft(frames, n=512, axis=1)
+        p = (spec.real**2 + spec.imag**2).astype(np.float64)
+        for j, (lo, hi) in enumerate(BANDS_HZ):
+            out[a:b, j] = 10 * np.log10(p[:, (f >= lo) & (f < hi)].sum(1) + eps)
+        cen = (p[:, sel] * f[sel]).sum(1) / (p[:, sel].sum(1) + eps)
+        out[a:b, 7] = np.log2(np.maximum(cen, 100.0))
+        ps = p[:, sf] + eps
+        out[a:b, 8] = np.exp(np.log(ps).mean(1)) / ps.mean(1)
+        ac = np.fft.irfft(np.abs(np.fft.rfft(frames, n=1024, axis=1)) ** 2, axis=1)
+        out[a:b, 9] = np.clip(ac[:, lag].max(1) / (ac[:, 0] + eps), 0, 1)
+        out[a:b, 10] = 10 * np.log10(p[:, low].sum(1) + eps)
+        out[a:b, 11] = 10 * np.log10(p.sum(1) + eps)
+    return out
 
 
 def frame_features(
@@ -111,35 +136,24 @@ def frame_features(
     if x.size == 0:
         z = np.zeros(n_frames)
         return FrameFeatures(loud, np.full((n_frames, len(BANDS_HZ)), SILENCE_DB), z + 10, z, z, z)
-    p, frames = _stft_power(x)
-    f = np.fft.rfftfreq(512, 1 / FEATURE_SR)
+    raw = _analysis_frames(x)
     eps = 1e-10
-    bands = np.stack(
-        [10 * np.log10(p[:, (f >= lo) & (f < hi)].sum(1) + eps) for lo, hi in BANDS_HZ], axis=1
-    )
-    sel = (f >= 100) & (f <= 8000)
-    cen = (p[:, sel] * f[sel]).sum(1) / (p[:, sel].sum(1) + eps)
-    cen = np.log2(np.maximum(cen, 100.0))
-    sf = (f >= 300) & (f <= 6000)
-    ps = p[:, sf] + eps
-    flat = np.exp(np.log(ps).mean(1)) / ps.mean(1)
-    ac = np.fft.irfft(np.abs(np.fft.rfft(frames, n=1024, axis=1)) ** 2, axis=1)
-    lag = slice(FEATURE_SR // 400, FEATURE_SR // 80)
-    voi = np.clip(ac[:, lag].max(1) / (ac[:, 0] + eps), 0, 1)
+    nb = len(BANDS_HZ)
+    bands = raw[:, :nb]
+    cen, flat, voi, tot, energy = (raw[:, nb + k].copy() for k in range(5))
+    n_an = raw.shape[0]
     # Digital silence has no pitch or spectral shape; keep those features neutral there.
-    energy = 10 * np.log10(p.sum(1) + eps)
     dead = energy < energy.max() - 80
     voi[dead] = 0
     flat[dead] = 1
-    tot = 10 * np.log10(p[:, (f >= 100) & (f <= 4000)].sum(1) + eps)
 
     # Video frames are 33-40 ms apart: average the 10 ms frames in each one's span
     # (power-like values in the linear domain) and keep the span's deepest 10 ms dip.
-    t_an = np.arange(p.shape[0]) * _HOP / FEATURE_SR
+    t_an = np.arange(n_an) * _HOP / FEATURE_SR
     t_v = frame_times_s(n_frames, fps, start_ms)
     half = 0.5 / fps
-    lo = np.clip(np.searchsorted(t_an, t_v - half), 0, p.shape[0] - 1)
-    hi = np.clip(np.searchsorted(t_an, t_v + half, side="right"), 1, p.shape[0])
+    lo = np.clip(np.searchsorted(t_an, t_v - half), 0, n_an - 1)
+    hi = np.clip(np.searchsorted(t_an, t_v + half, side="right"), 1, n_an)
     hi = np.maximum(hi, lo + 1)
     outside = (t_v < 0) | (t_v > x.size / FEATURE_SR)
 
