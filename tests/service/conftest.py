@@ -1,0 +1,65 @@
+"""Fixtures of the service tests (real SQLite and PostgreSQL, real HTTP servers)."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy import create_engine, text
+
+from lipdub.config import Settings
+from lipdub.service.context import Context
+from lipdub.service.store import Store
+
+from .helpers import PG_URL, MediaServer, Receiver
+
+
+@pytest.fixture(scope="session")
+def media_server() -> Iterator[MediaServer]:
+    m = MediaServer()
+    yield m
+    m.close()
+
+
+@pytest.fixture()
+def receiver() -> Iterator[Receiver]:
+    r = Receiver()
+    yield r
+    r.close()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A fresh, empty database of each kind: a SQLite file, or a PostgreSQL schema."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'store.db'}"
+        return
+    schema = "t_" + uuid.uuid4().hex[:12]
+    admin = create_engine(PG_URL)
+    with admin.begin() as conn:
+        conn.execute(text(f"CREATE SCHEMA {schema}"))
+    try:
+        yield f"{PG_URL}?options=-csearch_path%3D{schema}"
+    finally:
+        with admin.begin() as conn:
+            conn.execute(text(f"DROP SCHEMA {schema} CASCADE"))
+        admin.dispose()
+
+
+@pytest.fixture()
+def store(db_url: str) -> Iterator[Store]:
+    s = Store.open(db_url)
+    yield s
+    s.close()
+
+
+@pytest.fixture()
+def ctx(tmp_path: Path, store: Store) -> Context:
+    settings = Settings(
+        data_dir=tmp_path / "data",
+        public_url="http://127.0.0.1:9",
+        allow_private_urls="127.0.0.1/32",
+    )
+    return Context.build(settings, store)

@@ -1,0 +1,253 @@
+"""Real things for service tests: a `lipdub serve` subprocess, an HTTP receiver that
+records callbacks, and a media server with redirects, big and slow files."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+REPO = Path(__file__).resolve().parents[2]
+MEDIA = Path(os.environ.get("LIPDUB_TEST_MEDIA", REPO.parent / "shared" / "media"))
+PG_URL = os.environ.get("LIPDUB_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def lipdub_cmd() -> list[str]:
+    exe = Path(sys.executable).with_name("lipdub")
+    return (
+        [str(exe)]
+        if exe.exists()
+        else [sys.executable, "-c", "from lipdub.cli import main; main()"]
+    )
+
+
+class Server:
+    """`lipdub serve` on a free loopback port, with its own data dir and environment."""
+
+    def __init__(self, data_dir: Path, env: dict[str, str] | None = None, workers: int = 1):
+        self.data_dir = data_dir
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.env = {
+            **os.environ,
+            "LIPDUB_DATA_DIR": str(data_dir),
+            "LIPDUB_ALLOW_PRIVATE_URLS": "127.0.0.1/32",
+            "LIPDUB_WORKERS": str(workers),
+            **(env or {}),
+        }
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self, timeout: float = 30.0) -> Server:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.log = (self.data_dir / "serve.log").open("ab")
+        self.proc = subprocess.Popen(
+            [*lipdub_cmd(), "serve", "--host", "127.0.0.1", "--port", str(self.port)],
+            env=self.env,
+            stdout=self.log,
+            stderr=self.log,
+        )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"server exited: {self.read_log()[-2000:]}")
+            try:
+                if httpx.get(self.url + "/healthz", timeout=1).status_code == 200:
+                    return self
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.1)
+        raise RuntimeError(f"server did not start: {self.read_log()[-2000:]}")
+
+    def read_log(self) -> str:
+        return (self.data_dir / "serve.log").read_text(errors="replace")
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def kill(self, sig: int = signal.SIGKILL) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            self.proc.wait(15)
+
+    def cli(self, *args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [*lipdub_cmd(), *args], env=self.env, capture_output=True, text=True, timeout=60
+        )
+
+    def new_key(self, account: str, usd: str = "10") -> str:
+        out = self.cli("keys", "create", account, "--credits", usd)
+        assert out.returncode == 0, out.stderr
+        return out.stdout.strip().splitlines()[-1]
+
+    def client(self, key: str) -> httpx.Client:
+        return httpx.Client(
+            base_url=self.url, headers={"Authorization": f"Bearer {key}"}, timeout=60
+        )
+
+
+def wait_task(client: httpx.Client, task_id: str, timeout: float = 120.0) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        r = client.get("/api/v1/audio/generations", params={"task_id": task_id})
+        assert r.status_code == 200, r.text
+        data: dict[str, Any] = r.json()["data"]
+        if data["state"] in ("completed", "failed"):
+            return data
+        time.sleep(0.2)
+    raise AssertionError(f"task {task_id} did not finish in {timeout} s")
+
+
+@dataclass
+class Hit:
+    at: float
+    path: str
+    headers: dict[str, str]
+    body: bytes
+
+    def json(self) -> Any:
+        return json.loads(self.body)
+
+
+@dataclass
+class Receiver:
+    """A callback receiver: answers ``statuses`` in turn (then 200) and records each hit."""
+
+    statuses: list[int] = field(default_factory=list)
+    hits: list[Hit] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        recv = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:  # noqa: N802 - http.server's naming
+                n = int(self.headers.get("content-length") or 0)
+                body = self.rfile.read(n)
+                recv.hits.append(
+                    Hit(
+                        time.monotonic(),
+                        self.path,
+                        {k.lower(): v for k, v in self.headers.items()},
+                        body,
+                    )
+                )
+                status = recv.statuses.pop(0) if recv.statuses else 200
+                self.send_response(status)
+                self.send_header("Content-Length", "2")
+                self.end_headers()
+                self.wfile.write(b"ok")
+
+            def log_message(self, *a: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def wait(self, n: int, timeout: float = 30.0) -> list[Hit]:
+        deadline = time.monotonic() + timeout
+        while len(self.hits) < n and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert len(self.hits) >= n, (
+            f"expected {n} callbacks, got {[round(h.at - self.hits[0].at, 3) for h in self.hits]}"
+        )
+        return self.hits
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+class MediaServer:
+    """Serves ../shared/media at /m/<name>; /redirect?to=URL; /big (no length, endless);
+    /slow (trickles); /bytes/<n> (declared length n)."""
+
+    def __init__(self) -> None:
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def do_GET(self) -> None:  # noqa: N802
+                p = self.path
+                if p.startswith("/m/"):
+                    f = MEDIA / p[3:]
+                    if not f.is_file():
+                        return self._send(404, b"missing")
+                    return self._send(200, f.read_bytes())
+                if p.startswith("/redirect?to="):
+                    self.send_response(302)
+                    self.send_header("Location", p.split("=", 1)[1])
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                    return None
+                if p.startswith("/loop"):
+                    self.send_response(302)
+                    self.send_header("Location", "/loop")
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                    return None
+                if p == "/big":
+                    # No Content-Length: the cap must be enforced while streaming.
+                    self.send_response(200)
+                    self.send_header("Connection", "close")
+                    self.end_headers()
+                    try:
+                        for _ in range(4096):
+                            self.wfile.write(b"\0" * 65536)
+                    except OSError:
+                        pass
+                    return None
+                if p.startswith("/bytes/"):
+                    self.send_response(200)
+                    self.send_header("Content-Length", p.split("/")[-1])
+                    self.end_headers()
+                    return None
+                if p == "/slow":
+                    self.send_response(200)
+                    self.send_header("Content-Length", "1000000")
+                    self.end_headers()
+                    try:
+                        for _ in range(100):
+                            self.wfile.write(b"\0" * 100)
+                            self.wfile.flush()
+                            time.sleep(0.5)
+                    except OSError:
+                        pass
+                    return None
+                return self._send(404, b"missing")
+
+            def _send(self, status: int, body: bytes) -> None:
+                self.send_response(status)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *a: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.base = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def url(self, name: str) -> str:
+        return f"{self.base}/m/{name}"
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
