@@ -101,3 +101,7 @@ def identify(
 
 def main() -> None:
     app()
+
+
+if __name__ == "__main__":
+    main()

@@ -33,7 +33,8 @@ def contact_sheet(session: Session, out: str | Path, columns: int = 4) -> Path:
             h, w = img.shape[:2]
             s = (_TILE - 8) / max(h, w)
             img = cv2.resize(img, (int(w * s), int(h * s)), interpolation=cv2.INTER_AREA)
-            oy, ox = y + 4 + (_TILE - 8 - img.shape[0]) // 2, x + 4 + (_TILE - 8 - img.shape[1]) // 2
+            oy = y + 4 + (_TILE - 8 - img.shape[0]) // 2
+            ox = x + 4 + (_TILE - 8 - img.shape[1]) // 2
             sheet[oy : oy + img.shape[0], ox : ox + img.shape[1]] = img
         cv2.putText(sheet, face.face_id, (x + 8, y + _TILE + 22), cv2.FONT_HERSHEY_SIMPLEX,
                     0.65, (20, 20, 20), 2, cv2.LINE_AA)

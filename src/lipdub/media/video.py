@@ -101,7 +101,7 @@ class Frame:
             f = self._frame
             if f.format.name in _LUMA_FIRST:
                 plane = f.planes[0]
-                y = np.frombuffer(plane, np.uint8).reshape(f.height, plane.line_size)
+                y = np.frombuffer(memoryview(plane), np.uint8)  # type: ignore[arg-type].reshape(f.height, plane.line_size)
                 g = y[:, : f.width]
             else:
                 g = f.to_ndarray(format="gray")
@@ -122,11 +122,14 @@ def _open(path: str | Path) -> av.container.InputContainer:
             f"{p.name} is not a readable video: it is not a known media format, "
             "or it is truncated or corrupt."
         ) from e
+    except av.error.EOFError as e:
+        raise MediaError(f"{p.name} has no frames: the file ends before the first picture.") from e
     except av.error.FFmpegError as e:
         raise MediaError(f"{p.name} could not be opened: {e.strerror or e}.") from e
 
 
-def _rotation_of(stream: av.video.stream.VideoStream, container: av.container.InputContainer) -> int:
+def _rotation_of(stream: av.video.stream.VideoStream,
+                 container: av.container.InputContainer) -> int:
     """Counter-clockwise display rotation in degrees (0, 90, 180, 270), from the first frame."""
     try:
         for frame in container.decode(stream):
