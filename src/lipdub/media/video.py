@@ -101,8 +101,9 @@ class Frame:
             f = self._frame
             if f.format.name in _LUMA_FIRST:
                 plane = f.planes[0]
-                y = np.frombuffer(memoryview(plane), np.uint8)  # type: ignore[arg-type].reshape(f.height, plane.line_size)
-                g = y[:, : f.width]
+                buf = memoryview(plane)
+                y = np.frombuffer(buf, np.uint8).reshape(f.height, plane.line_size)
+                g: np.ndarray = y[:, : f.width]
             else:
                 g = f.to_ndarray(format="gray")
             self._gray = _upright(g, self._rotation)
