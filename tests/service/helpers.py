@@ -235,7 +235,10 @@ class MediaServer:
                 self.send_response(status)
                 self.send_header("Content-Length", str(len(body)))
                 self.end_headers()
-                self.wfile.write(body)
+                try:
+                    self.wfile.write(body)
+                except OSError:
+                    pass  # the client hung up (e.g. it refused an oversize file): fine
 
             def log_message(self, *a: Any) -> None:
                 pass

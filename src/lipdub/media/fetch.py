@@ -205,15 +205,15 @@ def _write_base64(payload: str, dest: Path, field: str, max_bytes: int, ctype: s
         raise LimitError(
             f"{field} is larger than {max_bytes // (1024 * 1024)} MB: send a smaller file."
         )
+    # Accept both alphabets (standard and URL-safe), but nothing else: a lenient decoder
+    # would turn any text into bytes and blame the media format instead of the encoding.
+    std = compact.replace("-", "+").replace("_", "/").rstrip("=")
     try:
-        data = base64.b64decode(compact + "=" * (-len(compact) % 4), validate=True)
+        data = base64.b64decode(std + "=" * (-len(std) % 4), validate=True)
     except (binascii.Error, ValueError):
-        try:
-            data = base64.urlsafe_b64decode(compact + "=" * (-len(compact) % 4))
-        except (binascii.Error, ValueError):
-            raise FetchError(
-                f"{field} is neither an http(s) URL nor valid Base64: check the value."
-            ) from None
+        raise FetchError(
+            f"{field} is neither an http(s) URL nor valid Base64: check the value."
+        ) from None
     if not data:
         raise FetchError(f"{field} is empty: send the media file's bytes.")
     if len(data) > max_bytes:
