@@ -81,6 +81,24 @@ def landmarks_for(video: Path, cache: Path) -> np.ndarray:
     return arr
 
 
+def identify_landmarks(video: Path, cache: Path) -> np.ndarray:
+    """Landmarks of the most prominent face from lipdub's own identify() (smoothed), with
+    NaN rows where that face is not tracked."""
+    out = cache / (video.name + ".identify.npy")
+    if out.is_file():
+        return np.load(out)
+    from lipdub.faces.identify import identify
+
+    session = identify(video)
+    face = session.faces[0]
+    n = session.video.frame_count
+    arr = np.full((n, 68, 2), np.nan, np.float32)
+    arr[face.track.frames] = face.track.landmarks
+    cache.mkdir(parents=True, exist_ok=True)
+    np.save(out, arr)
+    return arr
+
+
 def fps_of(video: Path) -> float:
     with av.open(str(video)) as c:
         return float(c.streams.video[0].average_rate)  # type: ignore[arg-type]
@@ -118,12 +136,14 @@ def fit_audio(x: np.ndarray, n: int) -> np.ndarray:
 
 
 def naturalness(out: np.ndarray, src: np.ndarray, src_speaking: np.ndarray) -> tuple[float, ...]:
-    d_src = np.abs(np.diff(src))
-    sp = src_speaking[1:] & src_speaking[:-1]
-    d_sp = d_src[sp] if sp.sum() > 5 else d_src
+    d_all = np.abs(np.diff(src))
+    ok = np.isfinite(d_all)
+    d_src = d_all[ok]
+    sp = src_speaking[1:] & src_speaking[:-1] & ok
+    d_sp = d_all[sp] if sp.sum() > 5 else d_src
     d_out = np.abs(np.diff(out))
     speed = d_out.mean() / max(d_sp.mean(), 1e-9)
-    rng = np.percentile(out, 95) / max(np.percentile(src[src_speaking], 95), 1e-9)
+    rng = np.percentile(out, 95) / max(np.nanpercentile(src[src_speaking], 95), 1e-9)
     p99 = np.percentile(d_src, 99)
     snap_src = max(float((d_src > p99).mean()), 1e-3)
     snaps = float((d_out > p99).mean()) / snap_src
@@ -137,6 +157,9 @@ def main() -> None:
         "--media", type=Path, default=Path(__file__).resolve().parents[2] / "shared/media"
     )
     ap.add_argument("--no-calibration", action="store_true")
+    ap.add_argument(
+        "--identify", action="store_true", help="landmarks from lipdub identify(), not raw dlib"
+    )
     args = ap.parse_args()
     calibrate = not args.no_calibration
 
@@ -147,13 +170,18 @@ def main() -> None:
     per_lang: dict[str, list[tuple[float, int, float, float, float]]] = {}
     for i, name in enumerate(CLIPS):
         video = args.media / name
-        lm = landmarks_for(video, args.cache)
+        lm = (
+            identify_landmarks(video, args.cache)
+            if args.identify
+            else landmarks_for(video, args.cache)
+        )
         fps = fps_of(video)
         n = lm.shape[0]
         src = read_video_audio(video, SR, 1)
         assert src is not None
         src_m = fit_audio(to_mono(src), int(round(n / fps * SR)))
-        prof = build_profile(lm, fps, src_m, SR, calibrate=calibrate)
+        seen = np.flatnonzero(np.isfinite(lm).all(axis=(1, 2)))
+        prof = build_profile(lm[seen], fps, src_m, SR, frames=seen, calibrate=calibrate)
         real = mouth_opening(lm)
         loud_old = speech_loudness(src_m, SR, fps, n)
         from lipdub.speech.mouth import _activity  # bench-only peek at the speech mask
@@ -164,7 +192,10 @@ def main() -> None:
 
         # Split reconstruction: learn on the first half, drive with the second half's audio.
         h = n // 2
-        prof_a = build_profile(lm[:h], fps, src_m[: int(h / fps * SR)], SR, calibrate=calibrate)
+        sa = seen[seen < h]
+        prof_a = build_profile(
+            lm[sa], fps, src_m[: int(h / fps * SR)], SR, frames=sa, calibrate=calibrate
+        )
         m = n - h
         second = src_m[int(round(h / fps * SR)) :]
         tgt_b = mouth_targets(second, SR, fps, m, prof_a)

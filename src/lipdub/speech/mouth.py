@@ -47,7 +47,7 @@ _BLEND_WEIGHTS = (0.0, 0.25, 0.5)
 # (measured: a 0.03 margin accepted calibrations that then lost on the clip's other half).
 _CALIBRATION_MARGIN = 0.08
 _CALIBRATION_MIN_FRAMES = 150
-_LEAD_FRAMES = 1.0
+_LEAD_FRAMES = 0.5
 # Speed is matched on speech frames; a little above 1 because the dub's pauses (the mouth
 # at rest) lower the speed measured over a whole clip, by 15-35% on the bench dubs.
 _SPEED_TARGET = 1.1
@@ -92,6 +92,7 @@ class SpeakerProfile:
     width_q: np.ndarray  # 101 quantiles of width while speaking
     speed: float  # mean |frame-to-frame change| of opening while speaking
     max_step: float  # the largest per-frame change we allow (the person's 99th percentile)
+    width_step: float = 0.05  # the same for mouth width
     n_frames: int = 0
     n_speaking: int = 0
     open_cal: Calibration | None = None
@@ -364,10 +365,23 @@ def build_profile(
         d = _consecutive_diffs(op, fr, np.ones_like(speaking))
     span = float(np.percentile(o_sp, 95) - np.percentile(o_sp, 5))
     speed = float(d.mean()) if d.size else 0.1 * span
-    # Never let one frame cover more than half the person's range, even if the landmark
-    # track itself jumped (a detector glitch is not a movement to imitate).
-    max_step = float(min(np.percentile(d, 99), 0.5 * span)) if d.size else 0.3 * span
+    # The fastest the person really moves: the 99th percentile of their frame-to-frame
+    # change, over speech and over the whole clip, whichever is lower (so our fastest
+    # frames are never "snaps" by either measure). Never more than half their range in one
+    # frame, even if the landmark track itself jumped (a detector glitch is not a movement).
+    d_all = _consecutive_diffs(op, fr, np.ones_like(speaking))
+    if d.size:
+        p99 = float(np.percentile(d, 99))
+        if d_all.size:
+            p99 = min(p99, float(np.percentile(d_all, 99)))
+        max_step = min(p99, 0.5 * span)
+    else:
+        max_step = 0.3 * span
     max_step = max(max_step, 1e-4)
+    dw = _consecutive_diffs(wd, fr, np.ones_like(speaking))
+    w_span = float(np.percentile(w_sp, 95) - np.percentile(w_sp, 5))
+    width_step = float(min(np.percentile(dw, 99), 0.5 * w_span)) if dw.size else 0.3 * w_span
+    width_step = max(width_step, 1e-4)
 
     prof = SpeakerProfile(
         fps=float(fps),
@@ -377,6 +391,7 @@ def build_profile(
         width_q=np.quantile(w_sp, _Q),
         speed=speed,
         max_step=max_step,
+        width_step=width_step,
         n_frames=int(op.shape[0]),
         n_speaking=int(speaking.sum()),
     )
@@ -423,6 +438,18 @@ def _asym_smooth(x: np.ndarray, attack: float, release: float) -> np.ndarray:
     return y
 
 
+def _zero_phase_smooth(x: np.ndarray, attack: float, release: float) -> np.ndarray:
+    """Forward and time-reversed asymmetric smoothing, averaged: no net delay.
+
+    A causal smoother delays the mouth by as much as it smooths (several frames for a
+    slow speaker), which would put the mouth behind the sound. In the reversed pass an
+    opening is a fall, so the coefficients swap to keep openings quick in both passes.
+    """
+    fwd = _asym_smooth(x, attack, release)
+    bwd = _asym_smooth(x[::-1], release, attack)[::-1]
+    return np.asarray(0.5 * (fwd + bwd))
+
+
 def _rate_limit(x: np.ndarray, step: float) -> np.ndarray:
     """Forward and backward passes: no frame-to-frame change above ``step`` either way."""
     y = x.copy()
@@ -447,6 +474,7 @@ def _shape_curve(
     prof: SpeakerProfile,
     q: np.ndarray,
     rest: float,
+    step: float,
     tune_speed: bool,
 ) -> np.ndarray:
     speech = act > 0.5
@@ -464,19 +492,21 @@ def _shape_curve(
     base = base + closure * act_s * (closed - base) * 0.9
     base = _shift_lead(base, _LEAD_FRAMES)
     if not tune_speed or base.size < 4:
-        return _rate_limit(base, prof.max_step)
+        return _rate_limit(base, step)
 
     def render(k: float) -> np.ndarray:
         # k = 0: barely smoothed; k = 1: heavily smoothed. Attack stays faster than release:
         # mouths snap open for a vowel and drift closed.
-        att = 0.95 - 0.75 * k
-        rel = 0.8 - 0.65 * k
-        sm = _asym_smooth(base, att, rel)
+        # Geometric in k: smoothed (filtered) landmark tracks move slowly, and need
+        # coefficients far below what raw detections do.
+        att = 0.95 * (0.1 / 0.95) ** k
+        rel = 0.8 * (0.06 / 0.8) ** k
+        sm = _zero_phase_smooth(base, att, rel)
         # Smoothing shrinks the range; re-map ranks so the person's range is kept.
         sm_ref = sm[speech] if speech.sum() >= 5 else sm
         remapped = _range_map(sm, sm_ref, q_speech)
         out = act_s * remapped + (1 - act_s) * sm
-        return _rate_limit(out, prof.max_step)
+        return _rate_limit(out, step)
 
     def speed_of(y: np.ndarray) -> float:
         m = speech[1:] & speech[:-1]
@@ -485,7 +515,7 @@ def _shape_curve(
 
     lo, hi = 0.0, 1.0
     best = render(0.5)
-    for _ in range(9):
+    for _ in range(10):
         mid = 0.5 * (lo + hi)
         best = render(mid)
         if speed_of(best) > _SPEED_TARGET * prof.speed:
@@ -515,13 +545,14 @@ def mouth_targets(
     o_score = _apply_calibration(profile.open_cal, cm, _generic_open(c))
     w_score = _apply_calibration(profile.width_cal, cm, _generic_width(c))
     opening = _shape_curve(
-        o_score, c.act, c.closure, profile, profile.open_q, profile.rest_open, tune_speed=True
-    )
+        o_score, c.act, c.closure, profile, profile.open_q, profile.rest_open,
+        profile.max_step, tune_speed=True,
+    )  # fmt: skip
     lo, hi = float(profile.open_q[0]), float(profile.open_q[-1])
     opening = np.clip(opening, min(lo, profile.rest_open), max(hi, profile.rest_open))
     width = _shape_curve(
         w_score, c.act, np.zeros(n_frames), profile, profile.width_q, profile.rest_width,
-        tune_speed=False,
+        profile.width_step, tune_speed=False,
     )  # fmt: skip
     width = _asym_smooth(width, 0.5, 0.5)
     return MouthTargets(
