@@ -1,0 +1,152 @@
+"""The exemplar bank: a person's own lower-face appearances, aligned to one canonical frame.
+
+Every source frame maps to the canonical frame by an affine transform fitted on points
+that mouth motion does not move (eye corners, nose, upper cheeks). In that frame all
+entries line up, so one entry can be warped into any other frame of the same person.
+Entries are chosen to cover the person's range of mouth shapes, and their number is
+capped so that memory does not grow with video length.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+from lipdub.faces.geometry import interocular, mouth_opening, mouth_width
+
+# Points that stay put when the jaw opens: upper jaw line, nose bridge and base, eye corners.
+STABLE = np.array([0, 1, 2, 14, 15, 16, 27, 28, 29, 30, 31, 33, 35, 36, 39, 42, 45])
+# The canonical face: inter-ocular distance in pixels is capped here (entries at 1080p
+# would otherwise take ~1 MB each); below the cap the face's own resolution is kept.
+MAX_CANONICAL_IOD = 110.0
+
+
+@dataclass
+class Canonical:
+    """The canonical frame of one person: a mean stable shape and a patch size."""
+
+    template: np.ndarray  # (68, 2) mean landmarks in canonical pixels
+    size: tuple[int, int]  # patch (width, height)
+
+    @classmethod
+    def from_landmarks(cls, landmarks: np.ndarray) -> Canonical:
+        lm = np.asarray(landmarks, np.float64)
+        iod = float(np.median(interocular(lm)))
+        scale = min(iod, MAX_CANONICAL_IOD) / iod
+        # Normalise each frame by a similarity on the stable points, then average.
+        ref = lm[len(lm) // 2]
+        aligned = []
+        for x in lm[:: max(1, len(lm) // 60)]:
+            m, _ = cv2.estimateAffinePartial2D(x[STABLE], ref[STABLE])
+            if m is not None:
+                aligned.append(x @ m[:, :2].T + m[:, 2])
+        mean = np.mean(aligned, axis=0) * scale
+        x0, y0 = mean.min(axis=0)
+        x1, y1 = mean.max(axis=0)
+        w, h = x1 - x0, y1 - y0
+        # Margins: a third of the face below the chin (the open jaw and the neck), a
+        # fifth at the sides.
+        origin = np.array([x0 - 0.2 * w, y0 - 0.1 * h])
+        template = mean - origin
+        size = (int(np.ceil(w * 1.4)), int(np.ceil(h * 1.45)))
+        return cls(template=template.astype(np.float32), size=size)
+
+    def to_canonical(self, landmarks: np.ndarray) -> np.ndarray:
+        """2x3 affine from a frame's pixels to canonical pixels (None-safe: identity-like)."""
+        m, _ = cv2.estimateAffine2D(
+            np.asarray(landmarks, np.float32)[STABLE], self.template[STABLE],
+            method=cv2.LMEDS,
+        )
+        if m is None:
+            m, _ = cv2.estimateAffinePartial2D(
+                np.asarray(landmarks, np.float32)[STABLE], self.template[STABLE]
+            )
+        return np.asarray(m, np.float64)
+
+
+@dataclass
+class Bank:
+    """Aligned appearances of one person's lower face, with their measured shapes."""
+
+    canonical: Canonical
+    patches: np.ndarray  # (K, H, W, 3) uint8 canonical patches
+    landmarks: np.ndarray  # (K, 68, 2) canonical landmarks
+    opening: np.ndarray  # (K,) geometry units (inner-lip gap / IOD)
+    width: np.ndarray  # (K,)
+    pose: np.ndarray  # (K, 3)
+    frames: np.ndarray  # (K,) source frame of each entry
+    thumbs: np.ndarray  # (K, D) small grey mouth images, for transition costs
+
+    def __len__(self) -> int:
+        return int(self.patches.shape[0])
+
+
+def choose_frames(landmarks: np.ndarray, frames: np.ndarray, cap: int) -> np.ndarray:
+    """Rows to keep: an even stride through time (natural sequences for smooth picks)
+    plus the most open and most closed frames, so the range is covered."""
+    n = len(frames)
+    if n <= cap:
+        return np.arange(n)
+    extremes = cap // 8
+    opening = mouth_opening(landmarks)
+    order = np.argsort(opening)
+    keep = set(order[-extremes:].tolist()) | set(order[: extremes // 2].tolist())
+    stride = np.linspace(0, n - 1, cap - len(keep)).round().astype(int)
+    keep |= set(stride.tolist())
+    return np.array(sorted(keep))[:cap]
+
+
+class BankBuilder:
+    """Collects bank entries while the source frames stream past."""
+
+    def __init__(self, landmarks: np.ndarray, frames: np.ndarray, pose: np.ndarray,
+                 cap: int = 240) -> None:
+        self.canonical = Canonical.from_landmarks(landmarks)
+        rows = choose_frames(landmarks, frames, cap)
+        self._wanted = {int(frames[r]): int(r) for r in rows}
+        self._lm = landmarks
+        self._pose = pose
+        self._entries: list[tuple[int, np.ndarray, np.ndarray]] = []
+
+    def wants(self, frame_index: int) -> bool:
+        return frame_index in self._wanted
+
+    def add(self, frame_index: int, rgb: np.ndarray) -> None:
+        row = self._wanted[frame_index]
+        m = self.canonical.to_canonical(self._lm[row])
+        patch = cv2.warpAffine(rgb, m, self.canonical.size, flags=cv2.INTER_LINEAR,
+                               borderMode=cv2.BORDER_REPLICATE)
+        lm = self._lm[row] @ m[:, :2].T + m[:, 2]
+        self._entries.append((row, patch, lm.astype(np.float32)))
+
+    def build(self) -> Bank:
+        if not self._entries:
+            raise ValueError("no bank entries were collected")
+        rows = np.array([r for r, _, _ in self._entries])
+        patches = np.stack([p for _, p, _ in self._entries])
+        lms = np.stack([lm for _, _, lm in self._entries])
+        thumbs = np.stack([mouth_thumb(p, lm) for _, p, lm in self._entries])
+        return Bank(
+            canonical=self.canonical,
+            patches=patches,
+            landmarks=lms,
+            opening=mouth_opening(lms).astype(np.float32),
+            width=mouth_width(lms).astype(np.float32),
+            pose=self._pose[rows].astype(np.float32),
+            frames=rows,
+            thumbs=thumbs,
+        )
+
+
+def mouth_thumb(patch: np.ndarray, lm: np.ndarray, size: tuple[int, int] = (16, 12)) -> np.ndarray:
+    """A tiny grey image of the mouth area, normalised, to compare appearances cheaply."""
+    x0, y0 = lm[48:68].min(axis=0) - 6
+    x1, y1 = lm[48:68].max(axis=0) + 6
+    h, w = patch.shape[:2]
+    x0, y0 = int(max(x0, 0)), int(max(y0, 0))
+    x1, y1 = int(min(x1, w)), int(min(y1, h))
+    crop = cv2.cvtColor(patch[y0:y1, x0:x1], cv2.COLOR_RGB2GRAY).astype(np.float32)
+    t = cv2.resize(crop, size, interpolation=cv2.INTER_AREA).ravel()
+    return ((t - t.mean()) / (t.std() + 1e-3)).astype(np.float32)

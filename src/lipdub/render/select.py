@@ -1,0 +1,56 @@
+"""Pick one bank entry per output frame: close to the target shape, coherent over time.
+
+A Viterbi pass over the K nearest entries of each frame. The unary cost is the distance to
+the target (opening, width) in the person's units plus a head-pose penalty; the pairwise
+cost favours staying on a natural source sequence (the next source frame) and otherwise
+penalises appearance jumps, which is what makes a mouth flicker.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from lipdub.render.bank import Bank
+
+
+def select_entries(
+    bank: Bank,
+    target_open: np.ndarray,
+    target_width: np.ndarray,
+    target_pose: np.ndarray,
+    *,
+    candidates: int = 12,
+    w_width: float = 0.5,
+    w_pose: float = 0.004,
+    w_jump: float = 0.02,
+    w_look: float = 0.015,
+) -> np.ndarray:
+    """Indices into ``bank`` for each of the T target frames."""
+    t_len = len(target_open)
+    if t_len == 0:
+        return np.zeros(0, np.int64)
+    k = min(candidates, len(bank))
+    # Units: the opening is ~0..0.5; scale width errors down (they matter less).
+    d_shape = (np.abs(bank.opening[None, :] - target_open[:, None])
+               + w_width * np.abs(bank.width[None, :] - target_width[:, None]))
+    d_pose = np.abs(bank.pose[None, :, :2] - target_pose[:, None, :2]).sum(-1)
+    unary_all = d_shape + w_pose * d_pose
+    cand = np.argsort(unary_all, axis=1)[:, :k]  # (T, k)
+    unary = np.take_along_axis(unary_all, cand, axis=1)
+    cost = unary[0].copy()
+    back = np.zeros((t_len, k), np.int64)
+    for t in range(1, t_len):
+        prev, cur = cand[t - 1], cand[t]
+        same_run = (bank.frames[cur][None, :] - bank.frames[prev][:, None])
+        natural = (same_run >= 0) & (same_run <= 2)
+        look = np.abs(bank.thumbs[prev][:, None, :] - bank.thumbs[cur][None, :, :]).mean(-1)
+        trans = np.where(natural, 0.0, w_jump + w_look * look)
+        total = cost[:, None] + trans
+        back[t] = np.argmin(total, axis=0)
+        cost = total[back[t], np.arange(k)] + unary[t]
+    path = np.zeros(t_len, np.int64)
+    j = int(np.argmin(cost))
+    for t in range(t_len - 1, -1, -1):
+        path[t] = cand[t, j]
+        j = int(back[t, j])
+    return path

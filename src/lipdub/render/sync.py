@@ -1,0 +1,192 @@
+"""sync(): make chosen faces in a video speak new audio.
+
+Per face: decode its clip, crop it, place it on the video timeline; mix every clip with
+the original track; turn each face's own clip into per-frame mouth targets in that
+person's units (calibrated on the source when it shows them speaking); render.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from lipdub.errors import InputError
+from lipdub.faces.identify import identify
+from lipdub.faces.session import Face, Session
+from lipdub.media.audio import PlacedClip, crop, decode_audio, mix, read_video_audio, to_mono
+from lipdub.render.engine import ClassicEngine, Engine, FaceJob, Preview, preview_strip
+from lipdub.speech.mouth import build_profile, mouth_targets
+
+OUT_SR = 48000  # the output track's sample rate
+SPEECH_SR = 16000  # analysis rate for mouth targets
+RAMP_FRAMES = 4  # frames over which a window fades in and out
+
+Progress = Callable[[float], None]
+
+
+@dataclass(frozen=True)
+class FaceAudio:
+    """One face's new speech: the clip ``[start_ms, end_ms)`` of ``audio_path``, placed at
+    ``insert_ms`` on the video timeline, at ``volume`` (0..2)."""
+
+    face_id: str
+    audio_path: str | Path
+    start_ms: float = 0.0
+    end_ms: float | None = None
+    insert_ms: float = 0.0
+    volume: float = 1.0
+
+
+@dataclass
+class SyncResult:
+    path: Path
+    duration_ms: int
+    frame_count: int
+    session_id: str
+    faces: list[dict[str, object]] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, object]:
+        return {"output": str(self.path), "duration_ms": self.duration_ms,
+                "frame_count": self.frame_count, "session_id": self.session_id,
+                "faces": self.faces}
+
+
+def sync(
+    video: str | Path,
+    faces: Sequence[FaceAudio],
+    *,
+    out_path: str | Path,
+    session: Session | None = None,
+    original_volume: float = 1.0,
+    progress: Progress | None = None,
+    preview_path: str | Path | None = None,
+    engine: Engine | None = None,
+    max_audio_ms: float | None = None,
+) -> SyncResult:
+    """Render ``video`` with each listed face speaking its audio; write ``out_path`` (mp4)."""
+    video = Path(video)
+    report = progress or (lambda _f: None)
+    if not faces:
+        raise InputError("No face to sync: give at least one face_id with its audio.")
+    ids = [f.face_id for f in faces]
+    if len(set(ids)) != len(ids):
+        raise InputError("A face_id is listed twice: give each face one audio clip.")
+    if session is None:
+        session = identify(video, progress=lambda f: report(0.3 * f))
+        base = 0.3
+    else:
+        base = 0.0
+    info = session.video
+    duration_ms = float(info.duration_ms)
+    n_frames = info.frame_count
+    times = session.frame_times_ms if len(session.frame_times_ms) == n_frames else (
+        np.arange(n_frames) * 1000.0 / info.fps)
+
+    clips: list[PlacedClip] = []
+    jobs: list[FaceJob] = []
+    source_16k = read_video_audio(video, SPEECH_SR, 1) if info.has_audio else None
+    source_mono = to_mono(source_16k) if source_16k is not None else None
+    for fa in faces:
+        face = session.face(fa.face_id)
+        samples = decode_audio(fa.audio_path, OUT_SR, 2, max_duration_ms=max_audio_ms)
+        clip = crop(samples, OUT_SR, fa.start_ms, fa.end_ms)
+        if not 0 <= fa.insert_ms < duration_ms:
+            raise InputError(
+                f"Insert point {fa.insert_ms:.0f} ms is outside the video, which is "
+                f"{duration_ms:.0f} ms long: choose a time from 0 up to its end."
+            )
+        placed = PlacedClip(clip, OUT_SR, fa.insert_ms, fa.volume)
+        clips.append(placed)
+        end_ms = min(fa.insert_ms + placed.duration_ms, duration_ms)
+        _check_overlap(face, fa.insert_ms, end_ms)
+        jobs.append(_job(face, clip, fa.insert_ms, end_ms, times, info.fps, source_mono))
+
+    original = read_video_audio(video, OUT_SR, 2) if info.has_audio else None
+    track = mix(duration_ms, OUT_SR, clips, original, original_volume=original_volume)
+
+    preview = Preview(frames=_preview_frames(jobs)) if preview_path else None
+    out = Path(out_path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(out.stem + ".partial.mp4")
+    written = (engine or ClassicEngine()).render(
+        video, session, jobs, tmp, track, OUT_SR,
+        lambda f: report(base + (1 - base) * f), preview,
+    )
+    tmp.replace(out)  # a crash never leaves a half-written file under the final name
+    if preview is not None and preview_path is not None:
+        preview_strip(preview, Path(preview_path))
+    report(1.0)
+    return SyncResult(
+        path=out,
+        duration_ms=info.duration_ms,
+        frame_count=written,
+        session_id=session.session_id,
+        faces=[{"face_id": j.face.face_id, **j.stats} for j in jobs],
+    )
+
+
+def _check_overlap(face: Face, start_ms: float, end_ms: float) -> None:
+    if not any(a < end_ms and start_ms < b for a, b in face.segments):
+        spans = ", ".join(f"{a}-{b} ms" for a, b in face.segments[:4])
+        raise InputError(
+            f"{face.face_id} is not visible between {start_ms:.0f} and {end_ms:.0f} ms "
+            f"(it is visible at {spans}): move sound_insert_time into a visible span."
+        )
+
+
+def _job(face: Face, clip: np.ndarray, insert_ms: float, end_ms: float, times: np.ndarray,
+         fps: float, source_mono: np.ndarray | None) -> FaceJob:
+    n = len(times)
+    # This face's own speech alone on the video timeline (other faces' clips and the
+    # original sound would move this mouth for words it does not say).
+    mono = to_mono(clip)
+    mono16 = mono[:: OUT_SR // SPEECH_SR] if OUT_SR % SPEECH_SR == 0 else mono
+    timeline = np.zeros(int(np.ceil((float(times[-1]) + 1000.0 / fps) * SPEECH_SR / 1000)) + 1,
+                        np.float32)
+    i0 = int(round(insert_ms * SPEECH_SR / 1000))
+    seg = mono16[: max(0, len(timeline) - i0)]
+    timeline[i0 : i0 + len(seg)] = seg
+    tr = face.track
+    profile = build_profile(tr.landmarks, fps, source_mono, SPEECH_SR, frames=tr.frames)
+    targets = mouth_targets(timeline, SPEECH_SR, fps, n, profile)
+    inside = (times >= insert_ms) & (times < end_ms)
+    visible = np.zeros(n, bool)
+    visible[tr.frames[tr.frames < n]] = True
+    alpha = _ramped(inside & visible, RAMP_FRAMES)
+    return FaceJob(face=face, target_open=targets.open.astype(np.float64),
+                   target_width=targets.width.astype(np.float64), alpha=alpha,
+                   stats={"calibrated": float(profile.open_cal is not None)})
+
+
+def _ramped(on: np.ndarray, ramp: int) -> np.ndarray:
+    """1 inside runs of ``on``, easing from 0 over ``ramp`` frames at each run's ends."""
+    a = on.astype(np.float64)
+    if ramp <= 0 or not on.any():
+        return a
+    # Distance (in frames) to the nearest frame that is off, capped at ramp.
+    n = len(on)
+    dist = np.full(n, ramp + 1.0)
+    last = -np.inf
+    for i in range(n):
+        last = i if not on[i] else last
+        dist[i] = min(dist[i], i - last)
+    last = np.inf
+    for i in range(n - 1, -1, -1):
+        last = i if not on[i] else last
+        dist[i] = min(dist[i], last - i)
+    w = np.clip(dist / (ramp + 1), 0, 1)
+    return a * (0.5 - 0.5 * np.cos(np.pi * w))  # smooth-step ease
+
+
+def _preview_frames(jobs: list[FaceJob], count: int = 6) -> list[int]:
+    j = jobs[0]
+    active = np.nonzero(j.alpha >= 1.0)[0]
+    if len(active) == 0:
+        return []
+    opens = j.target_open[active]
+    order = active[np.argsort(opens)]
+    picks = np.concatenate([order[-(count - 2):], order[:2]])
+    return sorted({int(x) for x in picks})
