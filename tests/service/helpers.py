@@ -3,6 +3,7 @@ records callbacks, and a media server with redirects, big and slow files."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -235,10 +236,9 @@ class MediaServer:
                 self.send_response(status)
                 self.send_header("Content-Length", str(len(body)))
                 self.end_headers()
-                try:
+                # The client may hang up (e.g. it refused an oversize file): fine.
+                with contextlib.suppress(OSError):
                     self.wfile.write(body)
-                except OSError:
-                    pass  # the client hung up (e.g. it refused an oversize file): fine
 
             def log_message(self, *a: Any) -> None:
                 pass
