@@ -22,6 +22,8 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
+import shutil
+import subprocess
 from pathlib import Path
 
 import av
@@ -52,6 +54,24 @@ DUBS = {
     "ru": "sadtalker__eluosi.wav",
     "sing": "infinitetalk__1.wav",
 }
+
+
+FRENCH = (
+    "Bonjour à tous. Aujourd'hui nous allons parler du budget de la ville, des écoles et "
+    "des transports, puis nous répondrons à vos questions sur le nouveau quartier."
+)
+
+
+def french_speech(cache: Path) -> np.ndarray | None:
+    """No French recording is in the media set: synthesise one with espeak-ng if present."""
+    exe = shutil.which("espeak-ng")
+    if exe is None:
+        return None
+    wav = cache / "fr_espeak.wav"
+    if not wav.is_file():
+        cache.mkdir(parents=True, exist_ok=True)
+        subprocess.run([exe, "-v", "fr", "-s", "160", "-w", str(wav), FRENCH], check=True)
+    return to_mono(decode_audio(wav, SR, 1))
 
 
 def landmarks_for(video: Path, cache: Path) -> np.ndarray:
@@ -164,6 +184,11 @@ def main() -> None:
     calibrate = not args.no_calibration
 
     dubs = {k: to_mono(decode_audio(args.media / v, SR, 1)) for k, v in DUBS.items()}
+    fr = french_speech(args.cache)
+    if fr is not None:
+        dubs["fr"] = fr
+    else:
+        print("(no espeak-ng: French skipped)")
     head = f"{'clip':24s} {'dub':5s} {'r_dub':>6s} {'r_old':>6s} {'lag':>4s} {'speed':>6s} {'range':>6s} {'snaps':>6s} {'split':>6s} {'cal':>9s}"  # noqa: E501
     print(head)
     rows = []
@@ -204,7 +229,7 @@ def main() -> None:
 
         cal = prof.open_cal
         cal_s = "-" if cal is None else f"{cal.weight:.2f}/{cal.r_blend - cal.r_generic:+.2f}"
-        langs = list(DUBS)
+        langs = list(dubs)
         for j, lang in enumerate(langs):
             dub = fit_audio(dubs[lang], src_m.size)
             t = mouth_targets(dub, SR, fps, n, prof)

@@ -129,6 +129,25 @@ def test_singing_does_not_break_it() -> None:
     assert np.corrcoef(t.open, speech_loudness(x, SR, FPS, n))[0, 1] > 0.3
 
 
+def test_noise_and_room_tone_leave_the_mouth_at_rest() -> None:
+    prof = typical_profile()
+    rng = np.random.default_rng(5)
+    hiss = (0.05 * rng.standard_normal(4 * SR)).astype(np.float32)
+    # Loud, modulated noise: level statistics alone would call this speech.
+    hiss *= (1 + np.sin(2 * np.pi * 3 * np.arange(hiss.size) / SR)).astype(np.float32)
+    t = mouth_targets(hiss, SR, FPS, 100, prof)
+    np.testing.assert_allclose(t.open, prof.rest_open, atol=1e-6)
+    ambient = MEDIA / "facenetpytorch__video.mp4"  # street sound, no speech
+    if ambient.is_file():
+        from lipdub.media.audio import read_video_audio
+
+        a = read_video_audio(ambient, SR, 1)
+        assert a is not None
+        n = int(a.shape[0] / SR * FPS)
+        t = mouth_targets(to_mono(a), SR, FPS, n, prof)
+        assert np.abs(t.open - prof.rest_open).max() < 0.05 * (prof.open_q[95] - prof.open_q[5])
+
+
 def test_no_closed_to_wide_open_in_one_frame() -> None:
     prof = typical_profile()
     rng = np.random.default_rng(3)

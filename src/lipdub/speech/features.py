@@ -79,6 +79,7 @@ class FrameFeatures:
     flatness: np.ndarray  # spectral flatness 300-6000 Hz, 0 (tonal) .. 1 (noise)
     voicing: np.ndarray  # peak normalised autocorrelation at 80-400 Hz pitch lags
     dip: np.ndarray  # dB by which the quietest 10 ms inside the frame is under the frame
+    fps: float = 25.0
 
     @property
     def n(self) -> int:
@@ -107,6 +108,8 @@ def _analysis_frames(x: np.ndarray) -> np.ndarray:
     sf = (f >= 300) & (f <= 6000)
     low = (f >= 100) & (f <= 4000)
     lag = slice(FEATURE_SR // 400, FEATURE_SR // 80)
+    ac_win = np.fft.irfft(np.abs(np.fft.rfft(win[0], n=1024)) ** 2)
+    ac_win = np.maximum(ac_win / ac_win[0], 1e-3)
     out = np.empty((n, len(BANDS_HZ) + 5))
     for a in range(0, n, _CHUNK):
         b = min(n, a + _CHUNK)
@@ -121,7 +124,11 @@ def _analysis_frames(x: np.ndarray) -> np.ndarray:
         ps = p[:, sf] + eps
         out[a:b, 8] = np.exp(np.log(ps).mean(1)) / ps.mean(1)
         ac = np.fft.irfft(np.abs(np.fft.rfft(frames, n=1024, axis=1)) ** 2, axis=1)
-        out[a:b, 9] = np.clip(ac[:, lag].max(1) / (ac[:, 0] + eps), 0, 1)
+        # Divided by the window's own autocorrelation (Boersma 1993): otherwise the Hann
+        # taper alone caps a perfectly periodic 100 Hz voice near 0.4, and low voices
+        # would read as unvoiced.
+        norm = ac[:, lag] / (ac[:, :1] + eps) / ac_win[lag]
+        out[a:b, 9] = np.clip(norm.max(1), 0, 1)
         out[a:b, 10] = 10 * np.log10(p[:, low].sum(1) + eps)
         out[a:b, 11] = 10 * np.log10(p.sum(1) + eps)
     return out
@@ -135,7 +142,9 @@ def frame_features(
     loud = speech_loudness(samples, sr, fps, n_frames, start_ms)
     if x.size == 0:
         z = np.zeros(n_frames)
-        return FrameFeatures(loud, np.full((n_frames, len(BANDS_HZ)), SILENCE_DB), z + 10, z, z, z)
+        return FrameFeatures(
+            loud, np.full((n_frames, len(BANDS_HZ)), SILENCE_DB), z + 10, z, z, z, fps
+        )
     raw = _analysis_frames(x)
     eps = 1e-10
     nb = len(BANDS_HZ)
@@ -173,4 +182,4 @@ def frame_features(
     bands_v[outside] = SILENCE_DB
     for v, neutral in ((cen_v, 10.0), (flat_v, 1.0), (voi_v, 0.0), (dip, 0.0)):
         v[outside] = neutral
-    return FrameFeatures(loud, bands_v, cen_v, flat_v, voi_v, dip)
+    return FrameFeatures(loud, bands_v, cen_v, flat_v, voi_v, dip, fps)

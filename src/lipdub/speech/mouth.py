@@ -28,6 +28,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import numpy as np
+from scipy.ndimage import maximum_filter1d, uniform_filter1d
 
 from lipdub.errors import InputError
 from lipdub.faces.geometry import mouth_opening, mouth_width
@@ -149,9 +150,26 @@ def _activity(loud: np.ndarray) -> np.ndarray:
     return _sig((loud - thr) / 2.5) * live
 
 
+def _voiced_gate(ff: FrameFeatures) -> np.ndarray:
+    """1 near voiced speech (within a syllable's reach), 0 elsewhere.
+
+    Level statistics alone would call steady noise or room tone "speech" (it is loud
+    relative to itself); every language's speech has voiced stretches, noise has none.
+    """
+    v = ff.voicing
+    voiced = np.zeros(v.shape[0], bool)
+    if v.shape[0] >= 2:
+        run = (v[1:] > 0.65) & (v[:-1] > 0.65)
+        voiced[1:] |= run
+        voiced[:-1] |= run
+    reach = max(1, int(round(0.4 * ff.fps)))
+    gate = maximum_filter1d(voiced.astype(np.float64), 2 * reach + 1)
+    return np.asarray(uniform_filter1d(gate, 3))
+
+
 def _cues(ff: FrameFeatures) -> _Cues:
     loud = ff.loudness
-    act = _activity(loud)
+    act = _activity(loud) * _voiced_gate(ff)
     live = loud > SILENCE_DB + 1
     ref = float(np.percentile(loud[live], 95)) if live.sum() >= 3 else 0.0
     env = np.clip((loud - ref + 30.0) / 30.0, 0.0, 1.0) * act
