@@ -99,6 +99,112 @@ def identify(
         out.print(f"contact sheet: {contact_sheet}")
 
 
+_PER_FACE = {"--start-ms": "start_ms", "--end-ms": "end_ms", "--insert-ms": "insert_ms",
+             "--volume": "volume"}
+
+
+def _face_specs(args: list[str], audio: Path | None) -> tuple[list[dict[str, object]], float]:
+    """Parse ``--face ID=FILE`` groups; timing options apply to the face before them (or
+    to the lone AUDIO when no --face is given). Returns specs and --original-volume."""
+    specs: list[dict[str, object]] = []
+    if audio is not None:
+        specs.append({"face_id": None, "audio_path": audio})
+    original = 1.0
+    i = 0
+    while i < len(args):
+        opt = args[i]
+        name, _, inline = opt.partition("=")
+        if name not in (*_PER_FACE, "--face", "--original-volume"):
+            raise typer.BadParameter(f"unknown option {opt}")
+        if inline and name != "--face":
+            value, i = inline, i + 1
+        elif name == "--face" and "=" in opt[len("--face"):] and opt.startswith("--face="):
+            value, i = opt[len("--face="):], i + 1
+        else:
+            if i + 1 >= len(args):
+                raise typer.BadParameter(f"{name} needs a value")
+            value, i = args[i + 1], i + 2
+        if name == "--face":
+            fid, sep, path = value.partition("=")
+            if not sep or not fid or not path:
+                raise typer.BadParameter(f"--face takes FACE_ID=AUDIO_FILE, got {value!r}")
+            specs.append({"face_id": fid, "audio_path": Path(path)})
+            continue
+        try:
+            number = float(value)
+        except ValueError:
+            raise typer.BadParameter(f"{name} takes a number, got {value!r}") from None
+        if name == "--original-volume":
+            original = number
+        elif not specs:
+            raise typer.BadParameter(f"{name} must follow AUDIO or a --face")
+        else:
+            specs[-1][_PER_FACE[name]] = number
+    return specs, original
+
+
+@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+def sync(
+    ctx: typer.Context,
+    video: Annotated[Path, typer.Argument(help="Video whose faces will speak.")],
+    out_path: Annotated[Path, typer.Option("-o", "--out", help="Output mp4.")] = Path("out.mp4"),
+    session_dir: Annotated[
+        Path | None, typer.Option("--session", help="Reuse an identify result (its --out dir).")
+    ] = None,
+    preview: Annotated[
+        Path | None, typer.Option("--preview", help="Write a before/after strip (JPEG).")
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print only a JSON summary.")] = False,
+) -> None:
+    """Make faces in VIDEO speak new audio (VIDEO AUDIO, or VIDEO --face ID=AUDIO ...).
+
+    \b
+    lipdub sync VIDEO AUDIO -o OUT.mp4              most prominent face, whole audio at 0
+    lipdub sync VIDEO --face face_002=a.wav --insert-ms 1500 --face face_001=b.mp3 -o OUT.mp4
+    Per-face options (--start-ms, --end-ms, --insert-ms, --volume) apply to the face given
+    before them; --original-volume (0..2) scales the video's own sound.
+    """
+    from lipdub.faces.identify import identify as run_identify
+    from lipdub.faces.session import Session
+    from lipdub.render.sync import FaceAudio
+    from lipdub.render.sync import sync as run_sync
+
+    try:
+        # AUDIO and the per-face options are parsed here, in order: click cannot tie an
+        # option to the --face before it.
+        extra = list(ctx.args)
+        audio = Path(extra.pop(0)) if extra and not extra[0].startswith("-") else None
+        specs, original = _face_specs(extra, audio)
+        if not specs:
+            raise typer.BadParameter("give AUDIO, or one --face FACE_ID=AUDIO_FILE per face")
+        bar = not as_json and sys.stderr.isatty()
+        with _progress("lip-syncing", enabled=bar) as cb:
+            session = (Session.load(session_dir) if session_dir is not None
+                       else run_identify(video, progress=lambda f: cb(0.3 * f)))
+            first = session.faces[0].face_id
+            faces = [FaceAudio(**{**spec, "face_id": spec["face_id"] or first})  # type: ignore[arg-type]
+                     for spec in specs]
+            base = 0.0 if session_dir is not None else 0.3
+            result = run_sync(video, faces, out_path=out_path, session=session,
+                              original_volume=original, preview_path=preview,
+                              progress=lambda f: cb(base + (1 - base) * f))
+    except typer.BadParameter as e:
+        _fail(e)
+        return
+    except LipdubError as e:
+        _fail(e)
+        return
+    if as_json:
+        print(json.dumps(result.to_json()))
+        return
+    out.print(f"wrote {result.path}  ({result.frame_count} frames, "
+              f"{result.duration_ms / 1000:.2f} s)")
+    for f in result.faces:
+        out.print(f"  {f['face_id']}: {f.get('frames_changed', 0):.0f} frames re-rendered")
+    if preview is not None:
+        out.print(f"preview: {preview}")
+
+
 def main() -> None:
     app()
 
