@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 MEDIA ?= ../shared/media
 SAMPLE ?= $(MEDIA)/videoretalking__face_2.mp4
 
-.PHONY: run test install install-dev lint clean
+.PHONY: run test install install-dev system-deps lint clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -14,7 +14,12 @@ $(BIN)/python:
 install: $(BIN)/python
 	$(BIN)/pip install -q -e .
 
-install-dev: $(BIN)/python
+# espeak-ng synthesises the French speech the tests need (no French recording is in the
+# shared media). Installed only when missing; CI runs as root.
+system-deps:
+	@command -v espeak-ng >/dev/null || { apt-get update -qq && apt-get install -y -qq espeak-ng >/dev/null; }
+
+install-dev: $(BIN)/python system-deps
 	$(BIN)/pip install -q -e '.[dev]'
 
 run: install

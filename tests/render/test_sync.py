@@ -42,7 +42,8 @@ def wav(path: Path, x: np.ndarray, sr: int = SR) -> Path:
     return path
 
 
-def lower_face_mask(session: Session, frame: int, shape: tuple[int, int], grow: float) -> np.ndarray:
+def lower_face_mask(session: Session, frame: int, shape: tuple[int, int],
+                    grow: float) -> np.ndarray:
     """Lower-face region from the source landmarks, dilated by ``grow`` x face width."""
     m = np.zeros(shape, np.uint8)
     for f in session.faces:
