@@ -221,3 +221,25 @@ def test_calibration_rejected_when_it_does_not() -> None:
     x, op = source_with_mouth("random")
     prof = build_profile(face(op), FPS, x, SR)
     assert prof.open_cal is None or prof.open_cal.weight == 0
+
+
+def test_frame_times_match_the_constant_rate_grid() -> None:
+    prof = typical_profile()
+    x = with_pauses(load(SPEECH["de"], 3.0, 1.0), 0.5)
+    n = int(x.size / SR * FPS)
+    grid = mouth_targets(x, SR, FPS, n, prof)
+    timed = mouth_targets(x, SR, FPS, n, prof, frame_times_ms=np.arange(n) * 1000 / FPS)
+    np.testing.assert_allclose(timed.open, grid.open, atol=1e-6)
+    with pytest.raises(InputError, match="one time per output frame"):
+        mouth_targets(x, SR, FPS, n, prof, frame_times_ms=np.zeros(3))
+
+
+def test_width_stays_in_the_persons_range_and_rests_in_pauses() -> None:
+    prof = typical_profile()
+    x = with_pauses(load(SPEECH["zh"], 4.0, 1.0))
+    n = int(x.size / SR * FPS)
+    t = mouth_targets(x, SR, FPS, n, prof)
+    assert prof.width_q[0] - 1e-6 <= t.width.min() and t.width.max() <= prof.width_q[-1] + 1e-6
+    np.testing.assert_allclose(t.width[3:15], prof.rest_width, atol=1e-3)
+    assert np.abs(np.diff(t.width)).max() <= prof.width_step + 1e-6
+    assert np.ptp(t.width[30:-30]) > 0.2 * (prof.width_q[95] - prof.width_q[5])

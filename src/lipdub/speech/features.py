@@ -36,17 +36,33 @@ def _mono(samples: np.ndarray) -> np.ndarray:
     return np.nan_to_num(x)
 
 
-def frame_times_s(n_frames: int, fps: float, start_ms: float = 0.0) -> np.ndarray:
+def frame_times_s(
+    n_frames: int, fps: float, start_ms: float = 0.0, times_ms: np.ndarray | None = None
+) -> np.ndarray:
+    """Frame instants in seconds: the decoder's own ``times_ms`` when given (variable
+    frame rate video), else the constant-rate grid."""
+    if times_ms is not None:
+        t = np.asarray(times_ms, dtype=np.float64)
+        if t.shape != (n_frames,):
+            raise ValueError(f"times_ms has {t.shape[0]} entries for {n_frames} frames")
+        return t / 1000.0
     return start_ms / 1000.0 + np.arange(n_frames, dtype=np.float64) / fps
 
 
 def speech_loudness(
-    samples: np.ndarray, sr: int, fps: float, n_frames: int, start_ms: float = 0.0
+    samples: np.ndarray,
+    sr: int,
+    fps: float,
+    n_frames: int,
+    start_ms: float = 0.0,
+    *,
+    times_ms: np.ndarray | None = None,
 ) -> np.ndarray:
     """Speech-band loudness per video frame, dB (RMS of 300-3400 Hz over 40 ms centred).
 
     ``samples`` is mono ``(n,)`` or ``(n, channels)`` (channels are averaged). Frames whose
     window falls outside the audio, or that are digitally silent, read ``SILENCE_DB``.
+    ``times_ms`` (one per frame) replaces the ``start_ms + k / fps`` grid when given.
     """
     x = _mono(samples).astype(np.float64)
     out = np.full(n_frames, SILENCE_DB)
@@ -58,7 +74,7 @@ def speech_loudness(
     y = sosfiltfilt(sos, x) if x.size > 30 else x
     c = np.concatenate([[0.0], np.cumsum(y * y)])
     half = LOUDNESS_WINDOW_MS / 2000 * sr
-    t = frame_times_s(n_frames, fps, start_ms) * sr
+    t = frame_times_s(n_frames, fps, start_ms, times_ms) * sr
     i0 = np.clip(np.round(t - half).astype(np.int64), 0, x.size)
     i1 = np.clip(np.round(t + half).astype(np.int64), 0, x.size)
     n = i1 - i0
@@ -135,11 +151,17 @@ def _analysis_frames(x: np.ndarray) -> np.ndarray:
 
 
 def frame_features(
-    samples: np.ndarray, sr: int, fps: float, n_frames: int, start_ms: float = 0.0
+    samples: np.ndarray,
+    sr: int,
+    fps: float,
+    n_frames: int,
+    start_ms: float = 0.0,
+    *,
+    times_ms: np.ndarray | None = None,
 ) -> FrameFeatures:
     """Acoustic features at video frame times, from 10 ms analysis frames (see module doc)."""
     x = _to_16k(_mono(samples), sr)
-    loud = speech_loudness(samples, sr, fps, n_frames, start_ms)
+    loud = speech_loudness(samples, sr, fps, n_frames, start_ms, times_ms=times_ms)
     if x.size == 0:
         z = np.zeros(n_frames)
         return FrameFeatures(
@@ -159,7 +181,7 @@ def frame_features(
     # Video frames are 33-40 ms apart: average the 10 ms frames in each one's span
     # (power-like values in the linear domain) and keep the span's deepest 10 ms dip.
     t_an = np.arange(n_an) * _HOP / FEATURE_SR
-    t_v = frame_times_s(n_frames, fps, start_ms)
+    t_v = frame_times_s(n_frames, fps, start_ms, times_ms)
     half = 0.5 / fps
     lo = np.clip(np.searchsorted(t_an, t_v - half), 0, n_an - 1)
     hi = np.clip(np.searchsorted(t_an, t_v + half, side="right"), 1, n_an)

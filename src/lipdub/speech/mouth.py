@@ -324,14 +324,17 @@ def build_profile(
     sr: int = 16000,
     frames: np.ndarray | None = None,
     *,
+    frame_times_ms: np.ndarray | None = None,
     calibrate: bool = True,
 ) -> SpeakerProfile:
     """Measure how this person's mouth moves, from their source frames (and audio).
 
     ``landmarks`` is ``(N, 68, 2)`` (dlib layout) for video frames ``frames`` (default
-    ``0..N-1``; gaps allowed). ``source_audio`` is the video's own track, sample 0 at frame
-    0's time; with it, pauses and speech are told apart and the person's audio-to-mouth
-    mapping is self-calibrated; without it, every frame counts as speech.
+    ``0..N-1``; gaps allowed). ``source_audio`` is the video's own track (mono or
+    ``(n, ch)``), sample 0 at 0 ms; with it, pauses and speech are told apart and the
+    person's audio-to-mouth mapping is self-calibrated; without it, every frame counts as
+    speech. ``frame_times_ms`` (the session's per-frame times for the whole video, e.g.
+    ``Session.frame_times_ms``) replaces ``index / fps`` for variable-frame-rate video.
     """
     lm = np.asarray(landmarks, dtype=np.float64)
     if lm.ndim != 3 or lm.shape[1:] != (68, 2):
@@ -356,7 +359,16 @@ def build_profile(
     gen_o = gen_w = None
     if source_audio is not None and np.asarray(source_audio).size > 0:
         n_video = int(fr.max()) + 1
-        ff = frame_features(source_audio, sr, fps, n_video)
+        times = None
+        if frame_times_ms is not None:
+            all_times = np.asarray(frame_times_ms, dtype=np.float64)
+            if all_times.shape[0] < n_video:
+                raise InputError(
+                    f"frame_times_ms has {all_times.shape[0]} entries but frame {n_video - 1} "
+                    "is used: pass the times of every video frame."
+                )
+            times = all_times[:n_video]
+        ff = frame_features(source_audio, sr, fps, n_video, times_ms=times)
         c = _cues(ff)
         act = c.act[fr]
         if (act > 0.5).sum() >= 20:
@@ -550,14 +562,22 @@ def mouth_targets(
     n_frames: int,
     profile: SpeakerProfile,
     start_ms: float = 0.0,
+    *,
+    frame_times_ms: np.ndarray | None = None,
 ) -> MouthTargets:
-    """Per-video-frame mouth targets for ``samples`` (mono, already on the video timeline:
-    zeros outside the dubbed clip), in ``profile``'s person's own units.
+    """Per-video-frame mouth targets for ``samples``, in ``profile``'s person's own units.
+
+    ``samples`` is the new speech alone (mono, or ``(n, ch)`` averaged), already placed on
+    the video timeline: sample 0 at 0 ms, zeros outside the dubbed clip. Pass the dub, not
+    the final mix: the original track's speech would move the mouth too. Frame ``k`` is at
+    ``start_ms + k * 1000 / fps``, or at ``frame_times_ms[k]`` when given.
     """
     if n_frames <= 0:
         z = np.zeros(0)
         return MouthTargets(z, z, z, z, z)
-    ff = frame_features(samples, sr, fps, n_frames, start_ms)
+    if frame_times_ms is not None and np.asarray(frame_times_ms).shape != (n_frames,):
+        raise InputError("frame_times_ms must hold one time per output frame (n_frames).")
+    ff = frame_features(samples, sr, fps, n_frames, start_ms, times_ms=frame_times_ms)
     c = _cues(ff)
     cm = c.matrix()
     o_score = _apply_calibration(profile.open_cal, cm, _generic_open(c))
