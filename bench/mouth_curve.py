@@ -32,7 +32,7 @@ import numpy as np
 from lipdub.faces.geometry import mouth_opening
 from lipdub.media.audio import decode_audio, read_video_audio, to_mono
 from lipdub.speech.features import speech_loudness
-from lipdub.speech.mouth import build_profile, mouth_targets
+from lipdub.speech.mouth import Calibration, build_profile, mouth_targets
 
 SR = 16000
 CLIPS = [
@@ -189,11 +189,15 @@ def main() -> None:
         dubs["fr"] = fr
     else:
         print("(no espeak-ng: French skipped)")
-    head = f"{'clip':24s} {'dub':5s} {'r_dub':>6s} {'r_old':>6s} {'lag':>4s} {'speed':>6s} {'range':>6s} {'snaps':>6s} {'split':>6s} {'cal':>9s}"  # noqa: E501
+    head = (
+        f"{'clip':26s} {'r_dub':>6s} {'min':>5s} {'r_old':>6s} {'lag':>6s} {'speed':>6s}"
+        f" {'range':>6s} {'snaps':>6s} {'split':>6s} {'sing r':>6s} {'cal o/w':>11s}"
+    )
+    print("per clip: mean over the speech dubs (" + ", ".join(k for k in dubs if k != "sing") + ")")
     print(head)
-    rows = []
+    clip_rows = []
     per_lang: dict[str, list[tuple[float, int, float, float, float]]] = {}
-    for i, name in enumerate(CLIPS):
+    for name in CLIPS:
         video = args.media / name
         lm = (
             identify_landmarks(video, args.cache)
@@ -227,11 +231,14 @@ def main() -> None:
         k = min(h, m)
         split = pearson(tgt_b.open, real[h:]) - pearson(real[:k], real[h : h + k])
 
-        cal = prof.open_cal
-        cal_s = "-" if cal is None else f"{cal.weight:.2f}/{cal.r_blend - cal.r_generic:+.2f}"
-        langs = list(dubs)
-        for j, lang in enumerate(langs):
-            dub = fit_audio(dubs[lang], src_m.size)
+        def cal_str(cal: Calibration | None) -> str:
+            return "-" if cal is None or cal.weight == 0 else f"{cal.weight:.2f}"
+
+        cal_s = f"{cal_str(prof.open_cal)}/{cal_str(prof.width_cal)}"
+        rows = []
+        sing_r = float("nan")
+        for lang, audio in dubs.items():
+            dub = fit_audio(audio, src_m.size)
             t = mouth_targets(dub, SR, fps, n, prof)
             loud_new = speech_loudness(dub, SR, fps, n)
             r_dub = pearson(t.open, loud_new)
@@ -239,29 +246,32 @@ def main() -> None:
             lag = best_lag(t.open, loud_new)
             speed, rng, snaps = naturalness(t.open, real, src_speaking)
             per_lang.setdefault(lang, []).append((r_dub, lag, speed, rng, snaps))
-            if j == i % len(langs) or lang == "sing":
-                print(
-                    f"{name[:24]:24s} {lang:5s} {r_dub:6.2f} {r_old:6.2f} {lag:4d} {speed:6.2f}"
-                    f" {rng:6.2f} {snaps:6.2f} {split:6.2f} {cal_s:>9s}"
-                )
-            if lang != "sing":
-                rows.append((r_dub, r_old, lag, speed, rng, snaps, split))
-    a = np.array(rows)
+            if lang == "sing":
+                sing_r = r_dub
+            else:
+                rows.append((r_dub, r_old, lag, speed, rng, snaps))
+        a = np.array(rows)
+        clip_rows.append((a[:, 0].mean(), a[:, 1].mean(), a[:, 3].mean(), a[:, 4].mean(), split))
+        lags = f"{int(a[:, 2].min())}..{int(a[:, 2].max())}"
+        print(
+            f"{name[:26]:26s} {a[:, 0].mean():6.2f} {a[:, 0].min():5.2f} {a[:, 1].mean():6.2f}"
+            f" {lags:>6s} {a[:, 3].mean():6.2f} {a[:, 4].mean():6.2f} {a[:, 5].max():6.2f}"
+            f" {split:6.2f} {sing_r:6.2f} {cal_s:>11s}"
+        )
+    c = np.array(clip_rows)
     print("-" * len(head))
     print(
-        f"{'MEAN over clips x speech dubs':30s} {a[:, 0].mean():6.2f} {a[:, 1].mean():6.2f}"
-        f" lag {int(a[:, 2].min())}..{int(a[:, 2].max())} {a[:, 3].mean():6.2f}"
-        f" {a[:, 4].mean():6.2f} {a[:, 5].mean():6.2f} split {a[:, 6].mean():6.2f}"
+        f"{'MEAN over clips':26s} {c[:, 0].mean():6.2f} {'':5s} {c[:, 1].mean():6.2f} {'':6s}"
+        f" {c[:, 2].mean():6.2f} {c[:, 3].mean():6.2f} {'':6s} {c[:, 4].mean():6.2f}"
     )
-    print(
-        f"worst: r_dub {a[:, 0].min():.2f}  speed {a[:, 3].min():.2f}..{a[:, 3].max():.2f}"
-        f"  range {a[:, 4].min():.2f}..{a[:, 4].max():.2f}  snaps max {a[:, 5].max():.2f}"
-    )
+    print("per dub language: mean over clips")
     for lang, vals in per_lang.items():
         v = np.array(vals)
         print(
-            f"  {lang:5s} r_dub {v[:, 0].mean():.2f} lag {int(v[:, 1].min())}..{int(v[:, 1].max())}"
-            f" speed {v[:, 2].mean():.2f} range {v[:, 3].mean():.2f} snaps {v[:, 4].max():.2f}"
+            f"  {lang:5s} r_dub {v[:, 0].mean():.2f} (min {v[:, 0].min():.2f})"
+            f" lag {int(v[:, 1].min())}..{int(v[:, 1].max())} speed {v[:, 2].mean():.2f}"
+            f" ({v[:, 2].min():.2f}-{v[:, 2].max():.2f}) range {v[:, 3].mean():.2f}"
+            f" ({v[:, 3].min():.2f}-{v[:, 3].max():.2f}) snaps max {v[:, 4].max():.2f}"
         )
 
 
