@@ -258,7 +258,12 @@ def _ridge(x: np.ndarray, y: np.ndarray, alpha: float) -> tuple[np.ndarray, floa
 
 
 def _calibrate(
-    cues: np.ndarray, generic: np.ndarray, target: np.ndarray, valid: np.ndarray, folds: int = 4
+    cues: np.ndarray,
+    generic: np.ndarray,
+    target: np.ndarray,
+    valid: np.ndarray,
+    folds: int = 4,
+    min_agreement: float | None = None,
 ) -> Calibration | None:
     """Fit ridge(cues in context -> target); keep it only if it beats ``generic`` held back.
 
@@ -302,7 +307,12 @@ def _calibrate(
         weight = 0.0
         r_blend = r_gen
     coef, icpt = _ridge(x[idx], target[idx], alpha)
-    return Calibration(mean, scale, coef, icpt, weight, r_gen, r_blend)
+    cal = Calibration(mean, scale, coef, icpt, weight, r_gen, r_blend)
+    if weight > 0 and min_agreement is not None:
+        agree = _pearson(cal.predict(cues)[idx], generic[idx])
+        if agree < min_agreement:
+            cal.weight, cal.r_blend = 0.0, r_gen
+    return cal
 
 
 def _apply_calibration(
@@ -434,7 +444,10 @@ def build_profile(
         full_w = np.zeros(cues_m.shape[0])
         valid = np.zeros(cues_m.shape[0], bool)
         full_o[fr], full_w[fr], valid[fr] = op, wd, True
-        prof.open_cal = _calibrate(cues_m, gen_o, full_o, valid)
+        # Whatever a person's style, their mouth opens when they speak: a model whose
+        # opening disagrees with the generic one has learnt an audio/video offset or a
+        # tracking fault of this source (seen on the bench), not a way of speaking.
+        prof.open_cal = _calibrate(cues_m, gen_o, full_o, valid, min_agreement=0.2)
         prof.width_cal = _calibrate(cues_m, gen_w, full_w, valid)
     return prof
 
