@@ -56,6 +56,7 @@ _LEAD_FRAMES = 0.5
 # at rest) lower the speed over a whole clip by 15-35% on the bench dubs, so 1.15 lands
 # whole-clip speed near 1 while speech itself stays within 1.2 of the person's.
 _SPEED_TARGET = 1.15
+_MIN_SPEED_PER_SPAN = 0.08
 
 
 @dataclass
@@ -409,6 +410,11 @@ def build_profile(
         d = _consecutive_diffs(op, fr, np.ones_like(speaking))
     span = float(np.percentile(o_sp, 95) - np.percentile(o_sp, 5))
     speed = float(d.mean()) if d.size else 0.1 * span
+    # Speech opens and closes the mouth 4-6 times a second; raw landmark tracks of the
+    # bench speakers move 0.11-0.18 of their range per frame while speaking. A track much
+    # slower than that has been low-pass filtered (identify's smoothing measured 0.05-0.10)
+    # and copying its speed would blur syllables together and lose sync.
+    speed = max(speed, _MIN_SPEED_PER_SPAN * span)
     # The fastest the person really moves: the 99th percentile of their frame-to-frame
     # change, over speech and over the whole clip, whichever is lower (so our fastest
     # frames are never "snaps" by either measure). Never more than half their range in one
