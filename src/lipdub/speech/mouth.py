@@ -538,7 +538,7 @@ def _shape_curve(
     u_rest = float(np.interp(rest, q, _Q))
     q_speech = np.interp(u_rest + (1 - u_rest) * _Q, _Q, q)
     mapped = _range_map(score, ref, q_speech)
-    act_s = _asym_smooth(act, 0.6, 0.25)
+    act_s = _zero_phase_smooth(act, 0.6, 0.25)
     # Pauses relax toward the person's rest posture; closures press toward their closed end.
     closed = float(q[2])
     base = act_s * mapped + (1 - act_s) * rest
