@@ -243,3 +243,11 @@ def test_width_stays_in_the_persons_range_and_rests_in_pauses() -> None:
     np.testing.assert_allclose(t.width[3:15], prof.rest_width, atol=1e-3)
     assert np.abs(np.diff(t.width)).max() <= prof.width_step + 1e-6
     assert np.ptp(t.width[30:-30]) > 0.2 * (prof.width_q[95] - prof.width_q[5])
+
+
+def test_a_mouth_that_never_moves_gives_flat_finite_targets() -> None:
+    still = build_profile(face(np.full(50, 0.05)), FPS)
+    x = with_pauses(load(SPEECH["en"], 2.0, 1.0), 0.5)
+    t = mouth_targets(x, SR, FPS, int(x.size / SR * FPS), still)
+    assert np.isfinite(t.open).all() and np.isfinite(t.width).all()
+    np.testing.assert_allclose(t.open, 0.05, atol=1e-3)

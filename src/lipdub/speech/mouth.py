@@ -18,9 +18,10 @@ Pipeline (all per video frame):
 4. The score mapped onto the person's own range of opening/width while
    speaking (an affine map anchored at their quantiles); pauses go to their rest
    posture, not pressed shut.
-5. Asymmetric smoothing tuned until the mean frame-to-frame speed matches the person's,
-   a one-frame lead (the mouth forms before the sound), and a per-frame rate limit at the
-   person's own fastest real movement, so there are no closed-to-wide snaps.
+5. Zero-phase smoothing (openings quicker than closings) tuned until the mean
+   frame-to-frame speed matches the person's, a half-frame lead (the mouth forms before
+   the sound), and a per-frame rate limit at the person's own fastest real movement, so
+   there are no closed-to-wide snaps.
 """
 
 from __future__ import annotations
@@ -271,7 +272,7 @@ def _calibrate(
     Folds are contiguous blocks, not random frames: neighbouring frames are nearly copies
     of each other, so random splits would leak and make any model look good. Each block is
     scored on its own (correlation within the block) because only the shape of the curve
-    survives the quantile mapping, not its level.
+    survives the range mapping, not its level.
     """
     idx = np.flatnonzero(valid)
     if idx.size < _CALIBRATION_MIN_FRAMES:
@@ -555,7 +556,7 @@ def _shape_curve(
         att = 0.95 * (0.1 / 0.95) ** k
         rel = 0.8 * (0.06 / 0.8) ** k
         sm = _zero_phase_smooth(base, att, rel)
-        # Smoothing shrinks the range; re-map ranks so the person's range is kept.
+        # Smoothing shrinks the range; map it again so the person's range is kept.
         sm_ref = sm[speech] if speech.sum() >= 5 else sm
         remapped = _range_map(sm, sm_ref, q_speech)
         out = act_s * remapped + (1 - act_s) * sm
@@ -615,7 +616,7 @@ def mouth_targets(
         w_score, c.act, np.zeros(n_frames), profile, profile.width_q, profile.rest_width,
         profile.width_step, tune_speed=False,
     )  # fmt: skip
-    width = _asym_smooth(width, 0.5, 0.5)
+    width = _zero_phase_smooth(width, 0.5, 0.5)
     return MouthTargets(
         open=opening.astype(np.float32),
         width=width.astype(np.float32),
