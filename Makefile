@@ -2,8 +2,6 @@
 PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-MEDIA ?= ../shared/media
-SAMPLE ?= $(MEDIA)/videoretalking__face_2.mp4
 
 .PHONY: run test install install-dev system-deps lint clean
 
@@ -22,8 +20,12 @@ system-deps:
 install-dev: $(BIN)/python system-deps
 	$(BIN)/pip install -q -e '.[dev]'
 
+# The embedded default: SQLite + local disk under LIPDUB_DATA_DIR (./.lipdub), in-process
+# workers. Create a key first with `.venv/bin/lipdub keys create NAME --credits 5`.
+HOST ?= 127.0.0.1
+PORT ?= 8000
 run: install
-	$(BIN)/lipdub identify $(SAMPLE) --out .lipdub/sample
+	$(BIN)/lipdub serve --host $(HOST) --port $(PORT)
 
 lint: install-dev
 	$(BIN)/ruff check src tests bench
