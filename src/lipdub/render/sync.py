@@ -143,22 +143,23 @@ def _job(face: Face, clip: np.ndarray, insert_ms: float, end_ms: float, times: n
     # This face's own speech alone on the video timeline (other faces' clips and the
     # original sound would move this mouth for words it does not say).
     mono = to_mono(clip)
-    mono16 = mono[:: OUT_SR // SPEECH_SR] if OUT_SR % SPEECH_SR == 0 else mono
-    timeline = np.zeros(int(np.ceil((float(times[-1]) + 1000.0 / fps) * SPEECH_SR / 1000)) + 1,
+    timeline = np.zeros(int(np.ceil((float(times[-1]) + 1000.0 / fps) * OUT_SR / 1000)) + 1,
                         np.float32)
-    i0 = int(round(insert_ms * SPEECH_SR / 1000))
-    seg = mono16[: max(0, len(timeline) - i0)]
+    i0 = int(round(insert_ms * OUT_SR / 1000))
+    seg = mono[: max(0, len(timeline) - i0)]
     timeline[i0 : i0 + len(seg)] = seg
     tr = face.track
-    profile = build_profile(tr.landmarks, fps, source_mono, SPEECH_SR, frames=tr.frames)
-    targets = mouth_targets(timeline, SPEECH_SR, fps, n, profile)
+    profile = build_profile(tr.landmarks, fps, source_mono, SPEECH_SR, frames=tr.frames,
+                            frame_times_ms=times)
+    targets = mouth_targets(timeline, OUT_SR, fps, n, profile, frame_times_ms=times)
     inside = (times >= insert_ms) & (times < end_ms)
     visible = np.zeros(n, bool)
     visible[tr.frames[tr.frames < n]] = True
     alpha = _ramped(inside & visible, RAMP_FRAMES)
     return FaceJob(face=face, target_open=targets.open.astype(np.float64),
                    target_width=targets.width.astype(np.float64), alpha=alpha,
-                   stats={"calibrated": float(profile.open_cal is not None)})
+                   stats={"calibrated": float(profile.open_cal is not None
+                                               and profile.open_cal.weight > 0)})
 
 
 def _ramped(on: np.ndarray, ramp: int) -> np.ndarray:
