@@ -31,20 +31,24 @@ class ColourState:
         return self.gain
 
 
+# The mask is smooth by design, so it is built at half resolution: erosion and blur there
+# cost a quarter, and the warp into the frame interpolates it back up.
+MASK_SCALE = 0.5
+
+
 def lower_face_mask(canon_lm: np.ndarray, entry_lm: np.ndarray, size: tuple[int, int],
-                    feather: float) -> np.ndarray:
-    """Float mask (H, W) in canonical pixels covering the lower face of both shapes.
+                    feather: float) -> tuple[np.ndarray, tuple[int, int, int, int]]:
+    """Float mask at ``MASK_SCALE`` of the canonical frame covering the lower face of both
+    shapes, and its bounding box (x0, y0, x1, y1) in canonical pixels.
 
     The sides stay inside the face contour (skin on both sides of the seam); the bottom
     reaches below the lower of the two chins, so an opened jaw is covered whole.
     """
-    w, h = size
     cx = float(canon_lm[_NOSE_BASE, 0].mean())
-    inward = np.array([0.88, 1.0])
     pts = []
     for lm in (canon_lm, entry_lm):
         jaw = lm[_JAW].copy()
-        jaw[:, 0] = cx + (jaw[:, 0] - cx) * inward[0]
+        jaw[:, 0] = cx + (jaw[:, 0] - cx) * 0.88
         pts.append(jaw)
         nose = lm[_NOSE_BASE].copy()
         nose[:, 1] += 0.15 * (lm[51, 1] - lm[33, 1])  # just under the nostrils
@@ -52,13 +56,17 @@ def lower_face_mask(canon_lm: np.ndarray, entry_lm: np.ndarray, size: tuple[int,
     chin = max(canon_lm[8, 1], entry_lm[8, 1])
     face_h = chin - float(canon_lm[27, 1])
     pts.append(np.array([[cx, chin + 0.04 * face_h]]))
-    hull = cv2.convexHull(np.concatenate(pts).astype(np.float32)).astype(np.int32)
-    mask = np.zeros((h, w), np.uint8)
-    cv2.fillConvexPoly(mask, hull, 255)
-    r = max(1, int(feather))
+    hull = cv2.convexHull(np.concatenate(pts).astype(np.float32))
+    w, h = size
+    sw, sh = int(np.ceil(w * MASK_SCALE)), int(np.ceil(h * MASK_SCALE))
+    mask = np.zeros((sh, sw), np.uint8)
+    cv2.fillConvexPoly(mask, (hull * MASK_SCALE).astype(np.int32), 255)
+    r = max(1, int(feather * MASK_SCALE))
     kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * r + 1, 2 * r + 1))
     inner = cv2.erode(mask, kernel)
-    return np.asarray(cv2.GaussianBlur(inner.astype(np.float32) / 255.0, (0, 0), feather / 2.0))
+    soft = cv2.GaussianBlur(inner.astype(np.float32) / 255.0, (0, 0), max(r / 2.0, 0.5))
+    x, y, bw, bh = cv2.boundingRect(hull.astype(np.int32))
+    return np.asarray(soft), (x, y, x + bw, y + bh)
 
 
 def open_further(patch: np.ndarray, lm: np.ndarray, extra_px: float,
@@ -105,6 +113,7 @@ class Compositor:
         self.iod = float(iod)
         self.feather = max(3.0, 0.12 * self.iod)
         self.interior = self._interior_colour()
+        self.max_open = float(bank.opening.max())
 
     def _interior_colour(self) -> np.ndarray:
         k = int(np.argmax(self.bank.opening))
@@ -130,18 +139,17 @@ class Compositor:
         t_canon = target_lm @ to_c[:, :2].T + to_c[:, 2]
         patch = b.patches[entry]
         e_lm = b.landmarks[entry]
+        # Geometric opening only where the bank lacks the shape (the person never opened
+        # this wide in the source); smaller mismatches are the selection's trade-offs, and
+        # stretching a real mouth for them would only add artefacts.
         extra = (want_open - float(b.opening[entry])) * self.iod
-        if extra > 0.02 * self.iod:
+        if want_open > 1.05 * self.max_open and extra > 0.02 * self.iod:
             patch = open_further(patch, e_lm, extra, self.interior)
             e_lm = e_lm.copy()
             e_lm[[56, 57, 58, 65, 66, 67, 7, 8, 9], 1] += extra
-        mask = lower_face_mask(t_canon, e_lm, canon.size, self.feather)
-        # Region of interest in the frame: the warped mask's bounding box.
-        ys, xs = np.nonzero(mask > 0.002)
-        if len(xs) == 0:
-            return None
-        corners = np.array([[xs.min(), ys.min()], [xs.max(), ys.min()],
-                            [xs.min(), ys.max()], [xs.max(), ys.max()]], np.float64)
+        mask, (bx0, by0, bx1, by1) = lower_face_mask(t_canon, e_lm, canon.size, self.feather)
+        # Region of interest in the frame: the mask's bounding box, warped.
+        corners = np.array([[bx0, by0], [bx1, by0], [bx0, by1], [bx1, by1]], np.float64)
         fc = corners @ from_c[:, :2].T + from_c[:, 2]
         h, w = frame.shape[:2]
         x0 = int(max(np.floor(fc[:, 0].min()) - 2, 0))
@@ -155,7 +163,9 @@ class Compositor:
         roi = (x1 - x0, y1 - y0)
         warped = cv2.warpAffine(patch, m, roi, flags=cv2.INTER_LINEAR,
                                 borderMode=cv2.BORDER_REPLICATE).astype(np.float32)
-        wm = cv2.warpAffine(mask, m, roi, flags=cv2.INTER_LINEAR,
+        m_mask = m.copy()
+        m_mask[:, :2] /= MASK_SCALE  # half-resolution mask pixels -> canonical pixels
+        wm = cv2.warpAffine(mask, m_mask, roi, flags=cv2.INTER_LINEAR,
                             borderMode=cv2.BORDER_CONSTANT, borderValue=0.0) * alpha
         region = frame[y0:y1, x0:x1].astype(np.float32)
         ring = (wm > 0.05) & (wm < 0.7)
