@@ -151,8 +151,13 @@ def test_sigkill_while_processing_and_while_a_callback_is_pending(
         server.start()  # same data dir and port: the lease lapses, a worker takes over
         task = wait_task(api, task_id, timeout=120)
         assert task["state"] == "completed", task
-        receiver.wait(2, timeout=20)  # attempt 1 failed, retry after 1 s failed too
-        server.kill()  # SIGKILL with the callback pending (next retry due in 2 s)
+        # Attempt 1 failed, the retry after 1 s failed too; once the store has recorded
+        # both, kill the server with the callback pending (next retry due in 2 s).
+        deadline = time.monotonic() + 30
+        while (wait_task(api, task_id).get("callback") or {}).get("attempts") != 2:
+            assert time.monotonic() < deadline, receiver.hits
+            time.sleep(0.05)
+        server.kill()
         assert len(receiver.hits) == 2
 
         server.start()

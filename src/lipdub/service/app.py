@@ -5,7 +5,6 @@ Every response, errors included, is the contract's ``{code, msg, data}`` envelop
 HTTP status repeated in ``code``.
 """
 
-
 import json
 import logging
 import time
@@ -82,7 +81,7 @@ def create_app(
     app.state.ctx = ctx
     app.state.worker = worker
 
-    def account_of(
+    async def account_of(
         creds: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
     ) -> str:
         if creds is None or creds.scheme.lower() != "bearer" or not creds.credentials:
@@ -177,7 +176,7 @@ def create_app(
         response_model=schemas.TaskEnvelope,
         summary="Query a task's state and result",
     )
-    def get_task(
+    async def get_task(
         account: Account,
         task_id: Annotated[str, Query(min_length=1, max_length=64)],
     ) -> JSONResponse:

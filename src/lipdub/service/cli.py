@@ -105,8 +105,7 @@ def register(app: typer.Typer) -> None:
         database_url: DbUrl = None,
         workers: Annotated[int | None, typer.Option(help="Concurrent tasks.")] = None,
     ) -> None:
-        """Run task workers and callback delivery alone, against the same database and
-        storage as the API (which can then run with --workers 0)."""
+        """Run task workers and callback delivery alone, on the API's database and storage."""
         from lipdub.service.context import Context
         from lipdub.service.worker import Worker
 
@@ -130,8 +129,7 @@ def register(app: typer.Typer) -> None:
         data_dir: DataDir = None,
         database_url: DbUrl = None,
     ) -> None:
-        """Create an API key (and the account if new). The key is printed once, alone
-        on the last line; only its hash is stored."""
+        """Create an API key (and the account if new); the key is printed once, last line."""
         store = _store(_settings(data_dir=data_dir, database_url=database_url))
         key = store.create_key(account_name, _micros(credits_usd))
         console.print(
@@ -205,8 +203,7 @@ def register(app: typer.Typer) -> None:
         data_dir: DataDir = None,
         database_url: DbUrl = None,
     ) -> None:
-        """Turn on Standard Webhooks signatures for the account's callbacks; prints the
-        new secret alone on the last line."""
+        """Sign the account's callbacks (Standard Webhooks); prints the secret, last line."""
         import base64
 
         from lipdub.service.store import UnknownAccount

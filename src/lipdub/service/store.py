@@ -14,7 +14,7 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import and_, case, func, insert, or_, select, update
+from sqlalchemy import and_, bindparam, case, func, insert, or_, select, update
 from sqlalchemy.engine import Connection, RowMapping
 from sqlalchemy.exc import IntegrityError
 
@@ -23,6 +23,10 @@ from lipdub.service.db import Engines, make_engines, migrate, now_ms
 from lipdub.service.payloads import callback_body_for_failure
 
 Row = RowMapping
+
+_TASK_BY_ID = select(t.tasks).where(t.tasks.c.id == bindparam("id"))
+_TASK_BY_ID_ACCOUNT = _TASK_BY_ID.where(t.tasks.c.account == bindparam("account"))
+_DELIVERY_BY_TASK = select(t.deliveries).where(t.deliveries.c.task_id == bindparam("task_id"))
 
 
 class InsufficientBalance(Exception):
@@ -255,11 +259,14 @@ class Store:
         return task, True
 
     def get_task(self, task_id: str, account: str | None = None) -> Row | None:
-        q = select(t.tasks).where(t.tasks.c.id == task_id)
-        if account is not None:
-            q = q.where(t.tasks.c.account == account)
+        # The query path's hot spot: prebuilt statements skip SQLAlchemy's per-call
+        # expression building (about half the cost of a read).
         with self.engines.read.connect() as conn:
-            return conn.execute(q).mappings().first()
+            if account is None:
+                res = conn.execute(_TASK_BY_ID, {"id": task_id})
+            else:
+                res = conn.execute(_TASK_BY_ID_ACCOUNT, {"id": task_id, "account": account})
+            return res.mappings().first()
 
     def claim(self, worker: str, lease_ms: int, max_attempts: int) -> Row | None:
         """Take the oldest runnable task under a lease: pending, or processing whose
@@ -528,11 +535,7 @@ class Store:
 
     def delivery_for_task(self, task_id: str) -> Row | None:
         with self.engines.read.connect() as conn:
-            return (
-                conn.execute(select(t.deliveries).where(t.deliveries.c.task_id == task_id))
-                .mappings()
-                .first()
-            )
+            return conn.execute(_DELIVERY_BY_TASK, {"task_id": task_id}).mappings().first()
 
     # --- retention and metrics -----------------------------------------------------------
 
