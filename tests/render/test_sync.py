@@ -260,3 +260,16 @@ def test_bad_input_one_line_errors(case: str, toned: tuple[Path, Session], tmp_p
         lipdub.sync(video, [fa], out_path=tmp_path / "x.mp4", session=session)
     assert words in str(e.value) and "\n" not in str(e.value)
     assert not (tmp_path / "x.mp4").exists()
+
+
+def test_still_face_opens_by_geometric_fallback(toned: tuple[Path, Session],
+                                                tmp_path: Path) -> None:
+    """A face that never opens its mouth in the source (a photo) still speaks."""
+    video, session = toned
+    out = tmp_path / "still.mp4"
+    lipdub.sync(video, [lipdub.FaceAudio("face_001", media("videoretalking__audio_1.wav"),
+                                         end_ms=3500)], out_path=out, session=session)
+    src_open = float(np.nanmedian(measured_opening(video)))
+    out_open = measured_opening(out)
+    assert np.nanpercentile(out_open, 90) > src_open + 0.08
+    assert np.nanpercentile(out_open, 10) < src_open + 0.04  # and it closes again

@@ -57,6 +57,10 @@ _LEAD_FRAMES = 0.5
 # at rest) lower the speed over a whole clip by 15-35% on the bench dubs, so 1.15 lands
 # whole-clip speed near 1 while speech itself stays within 1.2 of the person's.
 _SPEED_TARGET = 1.15
+# A speaking mouth spans at least this much opening (inner-lip gap / inter-ocular distance);
+# the bench speakers span 0.12-0.35. Below it the source shows no speech to learn from.
+_MIN_SPEAKING_SPAN = 0.06
+_GENERIC_SPAN = 0.25
 _MIN_SPEED_PER_SPAN = 0.08
 
 
@@ -410,6 +414,14 @@ def build_profile(
     if d.size < 5:
         d = _consecutive_diffs(op, fr, np.ones_like(speaking))
     span = float(np.percentile(o_sp, 95) - np.percentile(o_sp, 5))
+    if span < _MIN_SPEAKING_SPAN:
+        # The source never shows this mouth speaking (a photo, a silent listener): its own
+        # range is unknown, so take a typical speaker's, starting from its resting shape.
+        # The renderer opens such a mouth geometrically beyond what its bank holds.
+        rest_o = float(np.median(op))
+        o_sp = rest_o + _GENERIC_SPAN * np.linspace(0.0, 1.0, 101) ** 1.5
+        span = float(np.percentile(o_sp, 95) - np.percentile(o_sp, 5))
+        d = np.zeros(0)
     speed = float(d.mean()) if d.size else 0.1 * span
     # Speech opens and closes the mouth 4-6 times a second; raw landmark tracks of the
     # bench speakers move 0.11-0.18 of their range per frame while speaking. A track much
