@@ -13,7 +13,7 @@ import httpx
 import numpy as np
 import pytest
 
-from .helpers import MEDIA, MediaServer, Server, wait_task
+from .helpers import MEDIA, MediaServer, Receiver, Server, wait_task
 
 GEN = "/api/v1/audio/generations"
 VIDEO = "videoretalking__face_2.mp4"
@@ -225,13 +225,18 @@ def make_faceless_video(path: Path) -> None:
             out.mux(packet)
 
 
-def test_failed_task_is_refunded(server: Server, tmp_path: Path) -> None:
+def test_failed_task_is_refunded_and_called_back(
+    server: Server, tmp_path: Path, receiver: Receiver
+) -> None:
     key = server.new_key("refund", "0.0007")
     video = tmp_path / "blank.mp4"
     make_faceless_video(video)
     b64 = "data:video/mp4;base64," + base64.b64encode(video.read_bytes()).decode()
     with server.client(key) as c:
-        r = c.post(GEN, json={"model": "kling-identify-face", "video_url": b64})
+        r = c.post(
+            GEN,
+            json={"model": "kling-identify-face", "video_url": b64, "callback_url": receiver.url},
+        )
         assert r.status_code == 200, r.text
         check_error(
             c.post(GEN, json={"model": "kling-identify-face", "video_url": b64}), 402, "$0.0007"
@@ -239,6 +244,10 @@ def test_failed_task_is_refunded(server: Server, tmp_path: Path) -> None:
         data = wait_task(c, r.json()["data"]["taskId"])
     assert data["state"] == "failed" and data["failMsg"] == "Face detection failed: no faces found"
     assert data["failCode"] == "no_faces"
+    cb = receiver.wait(1)[0].json()["data"]
+    assert cb["state"] == "failed" and cb["model"] == "kling-video/kling-identify-face"
+    assert cb["failMsg"] == data["failMsg"] and cb["failCode"] == "no_faces"
+    assert cb["resultJson"] is None and json.loads(cb["param"])["video_url"].startswith("<inline")
     show = server.cli("account", "show", "refund", "--json")
     summary = json.loads(show.stdout)
     assert summary["balance_micros"] == 700 and summary["reserved_micros"] == 0

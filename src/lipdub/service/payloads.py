@@ -67,8 +67,10 @@ def task_view(
         data["progress"] = round(float(row["progress"] or 0.0), 3)
     elif state == "completed":
         if row["purged"]:
-            data["failMsg"] = None
+            # Past the retention period the files are gone; say so instead of dead links.
             data["expired"] = True
+            if row["model"] == SYNC:
+                data["resultUrls"] = []
         else:
             result = json.loads(row["result_json"]) if row["result_json"] else None
             data.update(

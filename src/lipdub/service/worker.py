@@ -101,10 +101,12 @@ class Worker:
                 spec = self._spec(row)
                 out = self.engine.run(spec, lambda f: progress.__setitem__("value", f), cancel)
                 if cancel.is_set():
-                    return  # lease lost or shutting down: the next owner records the outcome
+                    self._give_back(task_id, owner)
+                    return
                 self._complete(row, owner, out)
             except JobFailed as e:
                 if cancel.is_set():
+                    self._give_back(task_id, owner)
                     return
                 done = now_ms()
                 body = callback_body_for_failure(row, e.code, e.message, done)
@@ -113,6 +115,12 @@ class Worker:
             cancel.set()
             self._running.pop(task_id, None)
             hb.join()
+
+    def _give_back(self, task_id: str, owner: str) -> None:
+        # Cancelled: either our lease was lost (the new owner records the outcome and this
+        # release matches nothing) or we are shutting down (requeue the task now).
+        if self._stop.is_set():
+            self.ctx.store.release(task_id, owner)
 
     def _heartbeat(
         self, task_id: str, owner: str, progress: dict[str, float], cancel: threading.Event

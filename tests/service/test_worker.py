@@ -1,0 +1,106 @@
+"""Workers outside the API process, on PostgreSQL; retention; graceful hand-back."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import httpx
+
+from lipdub.service.db import now_ms
+from lipdub.service.store import Submission, new_task_id
+from lipdub.service.worker import Worker
+
+from .helpers import MediaServer, Receiver, Server, lipdub_cmd, wait_task
+
+GEN = "/api/v1/audio/generations"
+
+
+def test_api_and_separate_worker_process_share_the_store(
+    tmp_path: Path, db_url: str, media_server: MediaServer, receiver: Receiver
+) -> None:
+    env = {"LIPDUB_DATABASE_URL": db_url, "LIPDUB_SIGNING_KEY": "shared-secret"}
+    api_server = Server(tmp_path / "shared", env=env, workers=0)
+    # A worker on another machine must know the API's public address for the URLs it signs.
+    api_server.env["LIPDUB_PUBLIC_URL"] = api_server.url
+    api_server.start()
+    worker = subprocess.Popen(
+        [*lipdub_cmd(), "worker", "--workers", "1"],
+        env=api_server.env,
+        stdout=subprocess.DEVNULL,
+        stderr=(tmp_path / "worker.log").open("wb"),
+    )
+    try:
+        key = api_server.new_key("split", "1")
+        with api_server.client(key) as api:
+            r = api.post(
+                GEN,
+                json={
+                    "model": "kling-identify-face",
+                    "video_url": media_server.url("videoretalking__face_3.mp4"),
+                    "callback_url": receiver.url,
+                },
+            )
+            data = wait_task(api, r.json()["data"]["taskId"])
+        assert data["state"] == "completed", data
+        assert httpx.get(data["faceData"]["face_list"][0]["face_reference"]).status_code == 200
+        (hit,) = receiver.wait(1)  # delivered by the worker process
+        assert hit.json()["data"]["model"] == "kling-video/kling-identify-face"
+        assert json.loads(hit.json()["data"]["resultJson"])["faceData"] == data["faceData"]
+    finally:
+        worker.send_signal(signal.SIGTERM)
+        worker.wait(20)
+        api_server.kill()
+    assert worker.returncode == 0
+
+
+def test_results_are_deleted_after_retention(ctx) -> None:  # type: ignore[no-untyped-def]
+    ctx.store.create_key("acme", 10_000)
+    tid = new_task_id()
+    ctx.store.submit(Submission("acme", "kling-advanced-lip-sync", {}, {}, 6300, None, None, tid))
+    row = ctx.store.claim("w", 60_000, 3)
+    result_file = ctx.storage.path(f"tasks/{tid}/result.mp4")
+    result_file.parent.mkdir(parents=True)
+    result_file.write_bytes(b"mp4")
+    result = {"result_key": f"tasks/{tid}/result.mp4", "videoDuration": 1.0}
+    ctx.store.complete(tid, row["lease_owner"], result, now_ms() - 31 * 86400_000, None)
+    assert Worker(ctx, slots=0).purge_expired() == 1
+    assert not result_file.exists()
+    from lipdub.service.payloads import task_view
+
+    view = task_view(ctx.store.get_task(tid), ctx.storage, ctx.retention_ms)
+    assert view["expired"] is True and view["resultUrls"] == []
+    assert Worker(ctx, slots=0).purge_expired() == 0
+
+
+class SlowEngineForTests:
+    """Test-only engine: waits until cancelled. Stands in for a long render where only
+    the queue mechanics matter."""
+
+    def run(self, spec, progress, cancel):  # type: ignore[no-untyped-def]
+        progress(0.5)
+        cancel.wait(30)
+        from lipdub.service.engine import JobFailed
+
+        raise JobFailed("cancelled", "The task was cancelled while running.")
+
+
+def test_clean_shutdown_gives_the_task_back(ctx) -> None:  # type: ignore[no-untyped-def]
+    ctx.store.create_key("acme", 10_000)
+    tid = new_task_id()
+    ctx.store.submit(
+        Submission("acme", "kling-identify-face", {}, {"video_key": "x"}, 700, None, None, tid)
+    )
+    w = Worker(ctx, SlowEngineForTests(), slots=1)
+    w.start()
+    deadline = time.monotonic() + 10
+    while ctx.store.get_task(tid)["state"] != "processing":
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    w.stop()
+    row = ctx.store.get_task(tid)
+    assert row["state"] == "pending" and row["attempts"] == 0 and row["lease_owner"] is None
+    assert ctx.store.account_summary("acme")["reserved_micros"] == 700  # still reserved
