@@ -12,7 +12,7 @@ import dataclasses
 import ipaddress
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -79,7 +79,6 @@ class Settings:
 
     # Embedded default: `lipdub serve` runs workers in-process when true.
     embedded_workers: bool = True
-    extra: Mapping[str, str] = field(default_factory=dict)
 
     # --- derived -----------------------------------------------------------------
 
@@ -137,8 +136,6 @@ class Settings:
         env = os.environ if env is None else env
         values: dict[str, Any] = {}
         for f in dataclasses.fields(cls):
-            if f.name == "extra":
-                continue
             raw = env.get(f"LIPDUB_{f.name.upper()}")
             if raw is not None and raw != "":
                 values[f.name] = _parse(f.name, raw, cls.__dataclass_fields__[f.name].type)

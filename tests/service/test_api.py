@@ -289,3 +289,23 @@ def test_fifty_concurrent_submissions_accept_exactly_ten(
         assert summary["balance_micros"] == 0 and summary["reserved_micros"] == 7000
     finally:
         s.kill()
+
+
+def test_oversize_body_is_refused_and_server_stays_up(tmp_path: Path) -> None:
+    s = Server(
+        tmp_path / "limits",
+        workers=0,
+        env={"LIPDUB_MAX_UPLOAD_BYTES": "1048576", "LIPDUB_MAX_VIDEO_BYTES": "1048576"},
+    )
+    s.start()
+    try:
+        key = s.new_key("big", "1")
+        with s.client(key) as c:
+            big = "A" * (4 * 1024 * 1024)
+            r = c.post(GEN, json={"model": "kling-identify-face", "video_url": big})
+            check_error(r, 400, "larger than 2 MB")
+            r = c.post("/api/v1/files", files={"file": ("x.mp4", b"\0" * (3 * 1024 * 1024))})
+            check_error(r, 400, "larger than")
+        assert httpx.get(s.url + "/healthz").status_code == 200
+    finally:
+        s.kill()

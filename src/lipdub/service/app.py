@@ -23,6 +23,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from lipdub.config import Settings
 from lipdub.service import schemas
+from lipdub.service.body_limit import BodyLimit
 from lipdub.service.context import Context
 from lipdub.service.db import now_ms
 from lipdub.service.engine import Engine
@@ -80,6 +81,9 @@ def create_app(
     )
     app.state.ctx = ctx
     app.state.worker = worker
+    # Base64 inflates by 4/3; allow the largest upload or inline video plus headroom.
+    limit = max(settings.max_upload_bytes, settings.max_video_bytes * 4 // 3) + 1024 * 1024
+    app.add_middleware(BodyLimit, max_bytes=limit)
 
     async def account_of(
         creds: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
