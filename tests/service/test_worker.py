@@ -104,3 +104,17 @@ def test_clean_shutdown_gives_the_task_back(ctx) -> None:  # type: ignore[no-unt
     row = ctx.store.get_task(tid)
     assert row["state"] == "pending" and row["attempts"] == 0 and row["lease_owner"] is None
     assert ctx.store.account_summary("acme")["reserved_micros"] == 700  # still reserved
+
+
+def test_internal_error_fails_and_refunds_at_once(ctx) -> None:  # type: ignore[no-untyped-def]
+    ctx.store.create_key("acme", 10_000)
+    tid = new_task_id()
+    # A job without its storage keys: the worker cannot even build the engine's spec.
+    ctx.store.submit(Submission("acme", "kling-identify-face", {}, {}, 700, None, None, tid))
+    w = Worker(ctx, SlowEngineForTests(), slots=1)
+    row = ctx.store.claim(w.name, 60_000, 3)
+    w.run_task(row)
+    final = ctx.store.get_task(tid)
+    assert final["state"] == "failed" and final["fail_code"] == "internal_error"
+    assert "resubmit" in final["fail_msg"]
+    assert ctx.store.account_summary("acme")["balance_micros"] == 10_000

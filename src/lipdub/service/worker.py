@@ -108,13 +108,27 @@ class Worker:
                 if cancel.is_set():
                     self._give_back(task_id, owner)
                     return
-                done = now_ms()
-                body = callback_body_for_failure(row, e.code, e.message, done)
-                self.ctx.store.fail(task_id, owner, e.code, e.message, done, body)
+                self._fail(row, owner, e.code, e.message)
+            except Exception as e:
+                # A bug on our side, not the engine's: fail now (and refund) rather than
+                # let the lease lapse and repeat the same error max_attempts times.
+                log.exception("task %s: internal error", task_id)
+                self._fail(
+                    row,
+                    owner,
+                    "internal_error",
+                    f"The service failed while running the task ({type(e).__name__}): "
+                    "resubmit it, and report it if it repeats.",
+                )
         finally:
             cancel.set()
             self._running.pop(task_id, None)
             hb.join()
+
+    def _fail(self, row: Row, owner: str, code: str, message: str) -> None:
+        done = now_ms()
+        body = callback_body_for_failure(row, code, message, done)
+        self.ctx.store.fail(str(row["id"]), owner, code, message, done, body)
 
     def _give_back(self, task_id: str, owner: str) -> None:
         # Cancelled: either our lease was lost (the new owner records the outcome and this
