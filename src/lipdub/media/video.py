@@ -89,6 +89,14 @@ class Frame:
         self._gray: np.ndarray | None = None
 
     @property
+    def av_frame(self) -> av.VideoFrame:
+        return self._frame
+
+    @property
+    def rotation(self) -> int:
+        return self._rotation
+
+    @property
     def rgb(self) -> np.ndarray:
         if self._rgb is None:
             self._rgb = _upright(self._frame.to_ndarray(format="rgb24"), self._rotation)
@@ -352,6 +360,22 @@ class VideoWriter:
     def write(self, rgb: np.ndarray, pts: int | None = None) -> None:
         h, w = self._video.height, self._video.width
         frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(rgb[:h, :w]), format="rgb24")
+        self._encode(frame, pts)
+
+    def write_source(self, src: Frame, pts: int | None = None) -> None:
+        """Re-encode an untouched decoded frame without a round trip through RGB (the two
+        colour conversions cost as much as the compositing of a face)."""
+        f = src.av_frame
+        # Only frames already in the encoder's format pass straight through: a full-range
+        # (yuvj420p) or 10-bit frame would be read with the wrong levels.
+        same = f.format.name == "yuv420p" and f.color_range in (0, 1)
+        if (not same or src.rotation or f.width != self._video.width
+                or f.height != self._video.height):
+            self.write(src.rgb, pts)
+            return
+        self._encode(f, pts)
+
+    def _encode(self, frame: av.VideoFrame, pts: int | None) -> None:
         frame.pts = pts if pts is not None else self._index
         frame.time_base = self._time_base
         for packet in self._video.encode(frame):

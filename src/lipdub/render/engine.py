@@ -101,8 +101,7 @@ class ClassicEngine:
         with VideoWriter(out, info.width, info.height, rate, time_base=time_base, audio=audio,
                          sample_rate=sample_rate, crf=self.crf, preset=self.preset) as writer:
             for fr in iter_frames(video):
-                rgb = fr.rgb
-                touched = False
+                rgb: np.ndarray | None = None
                 for job, comp, plan in plans:
                     entry = plan.get(fr.index)
                     if entry is None:
@@ -110,11 +109,10 @@ class ClassicEngine:
                     row = job.face.track.index_of(fr.index)
                     if row is None:
                         continue
-                    if not touched:
+                    if rgb is None:
+                        rgb = fr.rgb
                         if fr.index in wanted and preview is not None:
                             preview.before.append(_mouth_crop(rgb, job.face, row))
-                        rgb = rgb.copy()
-                        touched = True
                     comp.render(rgb, job.face.track.landmarks[row], entry,
                                 float(job.alpha[fr.index]), float(job.target_open[fr.index]))
                     if fr.index in wanted and preview is not None:
@@ -122,7 +120,10 @@ class ClassicEngine:
                 if first_pts is None:
                     first_pts = fr.pts
                 pts = None if fr.pts is None or first_pts is None else fr.pts - first_pts
-                writer.write(rgb, pts)
+                if rgb is None:
+                    writer.write_source(fr, pts)
+                else:
+                    writer.write(rgb, pts)
                 written += 1
                 progress(0.25 + 0.75 * written / total)
         return written
