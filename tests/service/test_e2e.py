@@ -180,3 +180,48 @@ def test_sigkill_while_processing_and_while_a_callback_is_pending(
     finally:
         server.kill()
         receiver.close()
+
+
+def test_several_faces_in_one_task(tmp_path: Path, media_server: MediaServer) -> None:
+    pytest.importorskip("lipdub.render.sync", reason="lipdub.sync has not landed yet")
+    server = Server(tmp_path / "multi").start()
+    try:
+        key = server.new_key("multi", "1")
+        api = server.client(key)
+        r = api.post(
+            GEN,
+            json={
+                "model": "kling-identify-face",
+                "video_url": media_server.url("vasp__combine001.mp4"),
+            },
+        )
+        task = wait_task(api, r.json()["data"]["taskId"])
+        faces = [f["face_id"] for f in task["faceData"]["face_list"]]
+        assert len(faces) >= 2, task
+        speech = [media_server.url(SPEECH), media_server.url("sadtalker__RD_Radio31_000.wav")]
+        body = {
+            "model": "kling-advanced-lip-sync",
+            "session_id": task["faceData"]["session_id"],
+            "face_choose": [
+                {"face_id": faces[0], "sound_file": speech[0], "sound_end_time": 2000},
+                {
+                    "face_id": faces[1],
+                    "sound_file": speech[1],
+                    "sound_end_time": 2500,
+                    "sound_insert_time": 2000,
+                },
+            ],
+        }
+        r = api.post(GEN, json=body)
+        assert r.status_code == 200, r.text
+        data = wait_task(api, r.json()["data"]["taskId"], timeout=300)
+        assert data["state"] == "completed", data
+        out = tmp_path / "multi.mp4"
+        out.write_bytes(httpx.get(data["resultUrls"][0], timeout=60).content)
+        _, frames, has_audio = probe(out)
+        assert frames == probe(MEDIA / "vasp__combine001.mp4")[1] and has_audio
+        # Two faces, 2.0 s and 2.5 s: one started 5 s block each.
+        summary = json.loads(server.cli("account", "show", "multi", "--json").stdout)
+        assert summary["balance_micros"] == 1_000_000 - 700 - 2 * 6300
+    finally:
+        server.kill()

@@ -138,3 +138,22 @@ def test_delivery_claim_is_exclusive_and_records_outcome(store: Store) -> None:
     )
     final = store.delivery_for_task(t["id"])
     assert final is not None and final["state"] == "delivered" and final["attempts"] == 2
+
+
+def test_concurrent_claimers_never_share_a_task(store: Store) -> None:
+    store.create_key("acme", 100_000)
+    ids = {store.submit(sub("acme", 700))[0]["id"] for _ in range(20)}
+    claimed: list[str] = []
+    lock = threading.Lock()
+
+    def claimer(name: str) -> None:
+        while (row := store.claim(name, 60_000, 3)) is not None:
+            with lock:
+                claimed.append(row["id"])
+
+    threads = [threading.Thread(target=claimer, args=(f"w{i}",)) for i in range(4)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    assert sorted(claimed) == sorted(ids)  # each task once, none lost

@@ -74,7 +74,9 @@ def prepare_identify(ctx: Context, account: str, req: IdentifyRequest) -> Submis
     from lipdub.media.video import probe
 
     s = ctx.settings
-    if req.video_id is not None and req.video_url is None:
+    if req.video_id is not None and req.video_url is not None:
+        raise RequestError("Give either video_url or video_id, not both: drop video_id.")
+    if req.video_id is not None:
         raise RequestError(
             "video_id names a Kling-generated video, which lipdub does not have: send video_url."
         )
@@ -165,7 +167,11 @@ def prepare_sync(ctx: Context, account: str, req: SyncRequest) -> Submission:
                 f"face_choose[{i}].face_id {fc.face_id!r} is listed twice: one entry per face."
             )
         seen.add(fc.face_id)
-        if fc.audio_id is not None and fc.sound_file is None:
+        if fc.audio_id is not None and fc.sound_file is not None:
+            raise RequestError(
+                f"face_choose[{i}] has both audio_id and sound_file: send only sound_file."
+            )
+        if fc.audio_id is not None:
             raise RequestError(
                 f"face_choose[{i}].audio_id is not supported by lipdub: send sound_file instead."
             )
