@@ -10,6 +10,7 @@ the face and ends at its last confirmed frame.
 
 from __future__ import annotations
 
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -104,6 +105,10 @@ class FaceTracker:
         self._next_id = 0
         self._prev_thumb: np.ndarray | None = None
         self.cuts: list[int] = []
+        # HOG runs in a thread (dlib releases the GIL) while the next frame is tracked; its
+        # boxes are matched one frame later, when faces have moved by a pixel or two.
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="lipdub-hog")
+        self._pending: Future[list[tuple[float, float, float, float]]] | None = None
 
     # -- per frame ---------------------------------------------------------------------
     def feed(self, frame: Frame) -> None:
@@ -112,14 +117,29 @@ class FaceTracker:
         if cut:
             self.cuts.append(frame.index)
             self._end_all()
+            self._collect()  # boxes from the previous shot are of no use
         for tr in self.active:
             self._follow(tr, gray, frame)
-        if cut or frame.index % self.s.detect_every == 0:
-            self._detect(gray, frame)
+        late = self._collect()
+        if late is not None:
+            self._match(late, gray, frame)
+        if cut or frame.index == 0:
+            # A new shot starts with nobody tracked: detect now, not one frame late.
+            self._match(self._hog(gray), gray, frame)
+        elif frame.index % self.s.detect_every == 0:
+            self._pending = self._pool.submit(self._hog, gray.copy())
 
     def close(self) -> list[Track]:
+        self._collect()
+        self._pool.shutdown(wait=True)
         self._end_all()
         return self.finished
+
+    def _collect(self) -> list[tuple[float, float, float, float]] | None:
+        if self._pending is None:
+            return None
+        dets, self._pending = self._pending.result(), None
+        return dets
 
     # -- internals ---------------------------------------------------------------------
     def _is_cut(self, gray: np.ndarray) -> bool:
@@ -175,7 +195,7 @@ class FaceTracker:
         tr.times.append(frame.time_ms)
         tr.landmarks.append(lm)
 
-    def _detect(self, gray: np.ndarray, frame: Frame) -> None:
+    def _hog(self, gray: np.ndarray) -> list[tuple[float, float, float, float]]:
         small = cv2.resize(gray, None, fx=self.scale, fy=self.scale,
                            interpolation=cv2.INTER_AREA if self.scale < 1 else cv2.INTER_LINEAR)
         dets = [
@@ -183,7 +203,10 @@ class FaceTracker:
              d.bottom() / self.scale)
             for d in self.detector(small, 0)
         ]
-        dets = [d for d in dets if min(d[2] - d[0], d[3] - d[1]) >= self.s.min_face_px]
+        return [d for d in dets if min(d[2] - d[0], d[3] - d[1]) >= self.s.min_face_px]
+
+    def _match(self, dets: list[tuple[float, float, float, float]], gray: np.ndarray,
+               frame: Frame) -> None:
         # Greedy matching by IoU: faces rarely overlap, so greedy equals optimal here.
         pairs = []
         for ti, tr in enumerate(self.active):
