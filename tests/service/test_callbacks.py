@@ -6,6 +6,7 @@ import base64
 import hashlib
 import hmac
 import json
+import time
 from pathlib import Path
 from typing import Any
 
@@ -83,8 +84,6 @@ def test_resend_schedule_then_give_up_with_time_scale(tmp_path: Path) -> None:
     try:
         hits = recv.wait(10, timeout=10)
         # Nothing after the 30-minute mark: wait a scaled minute more and count again.
-        import time
-
         time.sleep(120 * scale + 0.3)
     finally:
         d.stop()
@@ -147,3 +146,23 @@ def test_signed_callbacks_keep_their_id_across_retries(tmp_path: Path) -> None:
         mac = hmac.new(b"k" * 24, signed, hashlib.sha256).digest()
         assert h.headers["webhook-signature"] == "v1," + base64.b64encode(mac).decode()
     assert ctx.store.delivery_for_task(task_id)["state"] == "delivered"  # type: ignore[index]
+
+
+def test_callback_to_a_refused_address_fails_without_retries(tmp_path: Path) -> None:
+    ctx = make_ctx(tmp_path)
+    recv = Receiver()
+    task_id = finish_task_with_callback(ctx, recv.url.replace("127.0.0.1", "127.0.0.2"))
+    d = CallbackDispatcher(ctx)
+    d.start()
+    try:
+        deadline = time.monotonic() + 5
+        while ctx.store.delivery_for_task(task_id)["state"] == "pending":  # type: ignore[index]
+            assert time.monotonic() < deadline
+            time.sleep(0.02)
+    finally:
+        d.stop()
+        recv.close()
+    final = ctx.store.delivery_for_task(task_id)
+    assert final is not None and final["state"] == "failed" and final["attempts"] == 1
+    assert "private or reserved address (127.0.0.2)" in final["last_error"]
+    assert recv.hits == []

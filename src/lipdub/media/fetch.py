@@ -37,6 +37,10 @@ class FetchError(InputError):
     """A user URL or inline payload could not be fetched; the message says why."""
 
 
+class AddressNotAllowed(FetchError):
+    """The URL resolves to an address the policy refuses (retrying will not help)."""
+
+
 @dataclass(frozen=True)
 class UrlPolicy:
     """Which addresses a user URL may reach besides the public internet."""
@@ -83,7 +87,7 @@ def resolve_checked(host: str, port: int, policy: UrlPolicy, field: str) -> IPAd
             raise FetchError(f"{field} host {host!r} has no address: check the URL.")
     for ip in addrs:
         if not policy.permits(ip):
-            raise FetchError(
+            raise AddressNotAllowed(
                 f"{field} points to a private or reserved address ({ip}): use a public http(s) URL."
             )
     return addrs[0]

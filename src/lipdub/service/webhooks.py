@@ -20,7 +20,7 @@ import threading
 import time
 
 from lipdub.errors import LipdubError
-from lipdub.media.fetch import open_url
+from lipdub.media.fetch import AddressNotAllowed, open_url
 from lipdub.service.context import Context
 from lipdub.service.db import now_ms
 from lipdub.service.store import Row
@@ -131,7 +131,7 @@ class CallbackDispatcher:
                     resp.read()
         except LipdubError as e:
             error = str(e)
-            permanent = "private or reserved" in error
+            permanent = isinstance(e, AddressNotAllowed)
         ok = status is not None and 200 <= status < 300
         if not ok and error is None:
             error = f"receiver answered HTTP {status}"
