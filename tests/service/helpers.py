@@ -87,6 +87,9 @@ class Server:
             self.proc.send_signal(sig)
             self.proc.wait(15)
 
+    def cli_args(self, *args: str) -> list[str]:
+        return [*lipdub_cmd(), *args]
+
     def cli(self, *args: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
             [*lipdub_cmd(), *args], env=self.env, capture_output=True, text=True, timeout=60
