@@ -85,3 +85,8 @@ def test_base64_and_data_uri(tmp_path: Path) -> None:
         fetch("ftp://example.com/a.wav", tmp_path)
     with pytest.raises(LimitError):
         fetch(b64, tmp_path, max_bytes=1000)
+
+
+def test_unresolvable_host_is_a_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(FetchError, match="does not resolve|did not resolve within 2 s"):
+        fetch("http://no-such-host.invalid/v.mp4", tmp_path, connect_timeout_s=2.0)

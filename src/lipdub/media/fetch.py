@@ -17,12 +17,14 @@ import functools
 import ipaddress
 import socket
 import ssl
+import threading
 import time
 import urllib.parse
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -67,7 +69,34 @@ class FetchResult:
     content_type: str
 
 
-def resolve_checked(host: str, port: int, policy: UrlPolicy, field: str) -> IPAddress:
+def _getaddrinfo(host: str, port: int, timeout_s: float, field: str) -> list[IPAddress]:
+    """getaddrinfo with a deadline: the C resolver has none of its own that we control,
+    so it runs in a daemon thread that we stop waiting for."""
+    box: list[object] = []
+
+    def run() -> None:
+        try:
+            box.append(socket.getaddrinfo(host, port, type=socket.SOCK_STREAM))
+        except (OSError, UnicodeError) as e:
+            box.append(e)
+
+    th = threading.Thread(target=run, name="resolve", daemon=True)
+    th.start()
+    th.join(timeout_s)
+    if not box:
+        raise FetchError(
+            f"{field} host {host!r} did not resolve within {timeout_s:g} s: check the host name."
+        )
+    res = box[0]
+    if isinstance(res, BaseException):
+        raise FetchError(f"{field} host {host!r} does not resolve: check the URL's host name.")
+    infos: list[Any] = res  # type: ignore[assignment]
+    return [ipaddress.ip_address(str(info[4][0]).split("%")[0]) for info in infos]
+
+
+def resolve_checked(
+    host: str, port: int, policy: UrlPolicy, field: str, timeout_s: float = 10.0
+) -> IPAddress:
     """Resolve ``host`` and return one address, refusing if any answer is not permitted."""
     try:
         literal: IPAddress | None = ipaddress.ip_address(host.strip("[]"))
@@ -76,13 +105,7 @@ def resolve_checked(host: str, port: int, policy: UrlPolicy, field: str) -> IPAd
     if literal is not None:
         addrs: list[IPAddress] = [literal]
     else:
-        try:
-            infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
-        except (socket.gaierror, UnicodeError):
-            raise FetchError(
-                f"{field} host {host!r} does not resolve: check the URL's host name."
-            ) from None
-        addrs = [ipaddress.ip_address(str(info[4][0]).split("%")[0]) for info in infos]
+        addrs = _getaddrinfo(host, port, timeout_s, field)
         if not addrs:
             raise FetchError(f"{field} host {host!r} has no address: check the URL.")
     for ip in addrs:
@@ -101,13 +124,14 @@ def _pinned_request(
     field: str,
     headers: dict[str, str] | None = None,
     content: bytes | None = None,
+    resolve_timeout_s: float = 10.0,
 ) -> httpx.Request:
     if url.scheme not in ("http", "https"):
         raise FetchError(f"{field} must be an http or https URL, not {url.scheme!r}.")
     if not url.host:
         raise FetchError(f"{field} has no host: give a full http(s) URL.")
     port = url.port or (443 if url.scheme == "https" else 80)
-    ip = resolve_checked(url.host, port, policy, field)
+    ip = resolve_checked(url.host, port, policy, field, resolve_timeout_s)
     host_header = url.netloc.decode("ascii").rsplit("@", 1)[-1]
     pinned = url.copy_with(host=str(ip))
     hdrs = {"Host": host_header, **(headers or {})}
@@ -147,7 +171,9 @@ def open_url(
         timeout=timeout, trust_env=False, follow_redirects=False, verify=_tls_context()
     ) as client:
         for _hop in range(max_redirects + 1):
-            req = _pinned_request(client, method, current, policy, field, headers, content)
+            req = _pinned_request(
+                client, method, current, policy, field, headers, content, connect_timeout_s
+            )
             try:
                 resp = client.send(req, stream=True)
             except httpx.TimeoutException:
