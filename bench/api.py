@@ -7,6 +7,7 @@ a lean asyncio client (raw HTTP/1.1, so the client costs little of the 2 cores) 
 fixed time. Prints figures; it is not a pass/fail test.
 
     .venv/bin/python bench/api.py [--seconds 10] [--connections 8]
+    .venv/bin/python bench/api.py --postgresql postgresql+psycopg://postgres@127.0.0.1/test
 """
 
 from __future__ import annotations
@@ -65,11 +66,26 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=10.0)
     ap.add_argument("--connections", type=int, default=8)
     ap.add_argument("--warmup", type=float, default=2.0)
+    ap.add_argument(
+        "--postgresql",
+        metavar="URL",
+        help="run against PostgreSQL (a throw-away schema in this database) instead of SQLite",
+    )
     args = ap.parse_args()
+    env = {}
+    schema = None
+    if args.postgresql:
+        from sqlalchemy import create_engine, text
+
+        schema = f"bench_{int(time.time())}"
+        admin = create_engine(args.postgresql)
+        with admin.begin() as conn:
+            conn.execute(text(f"CREATE SCHEMA {schema}"))
+        env["LIPDUB_DATABASE_URL"] = f"{args.postgresql}?options=-csearch_path%3D{schema}"
 
     media = MediaServer()
     with tempfile.TemporaryDirectory() as tmp:
-        server = Server(Path(tmp) / "bench").start()
+        server = Server(Path(tmp) / "bench", env=env).start()
         try:
             key = server.new_key("bench", "1")
             with server.client(key) as api:
@@ -93,9 +109,13 @@ def main() -> None:
         finally:
             server.kill()
             media.close()
+            if schema:
+                with admin.begin() as conn:
+                    conn.execute(text(f"DROP SCHEMA {schema} CASCADE"))
     lat.sort()
     q = statistics.quantiles(lat, n=100) if len(lat) > 100 else [float("nan")] * 99
     figures = {
+        "store": "postgresql" if args.postgresql else "sqlite",
         "requests": len(lat),
         "errors": len(errors),
         "seconds": round(elapsed, 2),
