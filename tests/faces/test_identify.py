@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from fractions import Fraction
 from pathlib import Path
 
 import cv2
@@ -228,3 +229,56 @@ def test_moving_face_video_keeps_flat_geometry(tmp_path: Path) -> None:
     xs = s.faces[0].track.landmarks[:, 30, 0]  # nose tip follows the pan, 3 px a frame
     assert len(xs) >= 48
     np.testing.assert_allclose(np.diff(xs).mean(), 3.0, atol=0.5)
+
+
+def test_rotation_metadata_is_honoured(tmp_path: Path) -> None:
+    """A phone-style clip stored sideways with a display rotation: the face is found
+    upright (HOG finds no sideways or upside-down faces) and the size is the displayed one."""
+    import av
+
+    upright = cv2.cvtColor(cv2.imread(str(media("facerecognition__obama.jpg"))),
+                           cv2.COLOR_BGR2RGB)
+    upright = cv2.resize(upright, (320, 400))
+    stored = np.ascontiguousarray(np.rot90(upright, -1))  # 400 wide, 320 high, sideways
+    path = tmp_path / "rotated.mp4"
+    with av.open(str(path), "w") as c:
+        s = c.add_stream("libx264", rate=25)
+        s.width, s.height, s.pix_fmt = 400, 320, "yuv420p"
+        s.set_display_rotation(90)  # displayed = stored turned 90 degrees counter-clockwise
+        for i in range(30):
+            f = av.VideoFrame.from_ndarray(stored, format="rgb24")
+            f.pts = i
+            for p in s.encode(f):
+                c.mux(p)
+        for p in s.encode():
+            c.mux(p)
+    session = lipdub.identify(path)
+    assert (session.video.width, session.video.height, session.video.rotation) == (320, 400, 90)
+    assert len(session.faces) == 1
+    lm = session.faces[0].track.landmarks[0]
+    assert lm[36:48, 1].mean() < lm[48:68, 1].mean()  # eyes above the mouth: upright
+
+
+def test_variable_frame_rate_uses_timestamps(tmp_path: Path) -> None:
+    import av
+
+    img = cv2.cvtColor(cv2.imread(str(media("facerecognition__obama.jpg"))), cv2.COLOR_BGR2RGB)
+    img = cv2.resize(img, (320, 400))
+    pts = [0, 40, 80, 200, 240, 400, 433, 466, 500, 700, 740, 780, 820, 860, 900]
+    path = tmp_path / "vfr.mkv"
+    with av.open(str(path), "w") as c:
+        s = c.add_stream("libx264", rate=25)
+        s.width, s.height, s.pix_fmt = 320, 400, "yuv420p"
+        s.codec_context.time_base = Fraction(1, 1000)
+        for p_ms in pts:
+            f = av.VideoFrame.from_ndarray(img, format="rgb24")
+            f.pts, f.time_base = p_ms, Fraction(1, 1000)
+            for p in s.encode(f):
+                c.mux(p)
+        for p in s.encode():
+            c.mux(p)
+    session = lipdub.identify(path)
+    np.testing.assert_allclose(session.frame_times_ms, pts, atol=1.5)
+    assert session.video.frame_count == len(pts)
+    seg = session.faces[0].segments
+    assert seg[0][0] == 0 and seg[-1][1] >= 900
