@@ -309,3 +309,12 @@ def test_oversize_body_is_refused_and_server_stays_up(tmp_path: Path) -> None:
         assert httpx.get(s.url + "/healthz").status_code == 200
     finally:
         s.kill()
+
+
+def test_body_without_json_content_type_says_so(api: httpx.Client) -> None:
+    r = api.post(
+        GEN,
+        content=b'{"model": "kling-identify-face"}',
+        headers={"Content-Type": "application/x-www-form-urlencoded"},
+    )
+    check_error(r, 400, "Content-Type: application/json")

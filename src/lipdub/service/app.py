@@ -5,7 +5,6 @@ Every response, errors included, is the contract's ``{code, msg, data}`` envelop
 HTTP status repeated in ``code``.
 """
 
-import json
 import logging
 import time
 import uuid
@@ -122,8 +121,17 @@ def create_app(
         return envelope(e.status, e.message, e.data)
 
     @app.exception_handler(RequestValidationError)
-    async def _invalid(_r: Request, e: RequestValidationError) -> JSONResponse:
-        return envelope(400, validation_message(e.errors()))
+    async def _invalid(r: Request, e: RequestValidationError) -> JSONResponse:
+        ctype = r.headers.get("content-type", "")
+        errs = e.errors()
+        body_shape = errs and errs[0].get("type") in ("model_attributes_type", "dict_type")
+        if r.method == "POST" and body_shape and "json" not in ctype and "multipart" not in ctype:
+            return envelope(
+                400,
+                f"The body was sent as {ctype or 'no content type'!r}: send JSON with the "
+                "header 'Content-Type: application/json'.",
+            )
+        return envelope(400, validation_message(errs))
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(_r: Request, e: StarletteHTTPException) -> JSONResponse:
@@ -261,4 +269,4 @@ def create_app(
     return app
 
 
-__all__ = ["create_app", "json"]
+__all__ = ["create_app"]
