@@ -173,7 +173,7 @@ class FaceTracker:
         if scale >= 1.0:
             return _shape_array(self.predictor(gray, _rect(box)))
         h, w = gray.shape[:2]
-        m = side * 0.6
+        m = side * 0.25  # the predictor reads pixels near the box only
         x0, y0 = int(max(box[0] - m, 0)), int(max(box[1] - m, 0))
         x1, y1 = int(min(box[2] + m, w)), int(min(box[3] + m, h))
         if x1 <= x0 or y1 <= y0:
