@@ -91,6 +91,10 @@ class Worker:
         task_id, owner = str(row["id"]), str(row["lease_owner"])
         cancel = threading.Event()
         self._running[task_id] = cancel
+        # stop() sets _stop, then cancels what is in _running: a task claimed just before
+        # stop() but registered just after it would otherwise run on, unseen.
+        if self._stop.is_set():
+            cancel.set()
         progress = {"value": float(row["progress"] or 0.0)}
         hb = threading.Thread(
             target=self._heartbeat, args=(task_id, owner, progress, cancel), daemon=True
