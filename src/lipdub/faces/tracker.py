@@ -26,6 +26,7 @@ from lipdub.media.video import Frame
 @dataclass(frozen=True)
 class TrackerSettings:
     detect_every: int = 6  # frames between detections (and at every scene cut)
+    detect_lag: int = 3  # frames a detection runs beside tracking before it is matched
     detect_long_side: int = 640  # the detector sees frames resized to this long side
     max_upscale: float = 1.5  # small videos are enlarged so small faces reach HOG's 80 px
     min_face_px: int = 40  # faces smaller than this (box side, source pixels) are ignored
@@ -105,10 +106,12 @@ class FaceTracker:
         self._next_id = 0
         self._prev_thumb: np.ndarray | None = None
         self.cuts: list[int] = []
-        # HOG runs in a thread (dlib releases the GIL) while the next frame is tracked; its
-        # boxes are matched one frame later, when faces have moved by a pixel or two.
+        # HOG runs in a thread (dlib releases the GIL) while the next frames are tracked;
+        # its boxes are matched ``detect_lag`` frames later, when faces have moved by a few
+        # pixels (the IoU match tolerates that), so detection never stalls tracking.
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="lipdub-hog")
         self._pending: Future[list[tuple[float, float, float, float]]] | None = None
+        self._pending_at = 0
 
     # -- per frame ---------------------------------------------------------------------
     def feed(self, frame: Frame) -> None:
@@ -120,14 +123,16 @@ class FaceTracker:
             self._collect()  # boxes from the previous shot are of no use
         for tr in self.active:
             self._follow(tr, gray, frame)
-        late = self._collect()
-        if late is not None:
-            self._match(late, gray, frame)
+        if self._pending is not None and frame.index - self._pending_at >= self.s.detect_lag:
+            late = self._collect()
+            if late is not None:
+                self._match(late, gray, frame)
         if cut or frame.index == 0:
             # A new shot starts with nobody tracked: detect now, not one frame late.
             self._match(self._hog(gray), gray, frame)
-        elif frame.index % self.s.detect_every == 0:
+        elif frame.index % self.s.detect_every == 0 and self._pending is None:
             self._pending = self._pool.submit(self._hog, gray.copy())
+            self._pending_at = frame.index
 
     def close(self) -> list[Track]:
         self._collect()
