@@ -54,17 +54,30 @@ def identify(
     contact_sheet: Annotated[
         Path | None, typer.Option("--contact-sheet", help="Write a JPEG of all faces.")
     ] = None,
+    min_face_px: Annotated[
+        int, typer.Option(help="Ignore faces smaller than this (box side, pixels).")
+    ] = 40,
+    min_visible_ms: Annotated[
+        int, typer.Option(help="Leave out people visible for less than this in total.")
+    ] = 400,
 ) -> None:
     """Find every face in VIDEO: ids, visible segments, thumbnails."""
+    from dataclasses import replace
+
     from lipdub.faces.contact_sheet import contact_sheet as draw
+    from lipdub.faces.identify import IdentifySettings
     from lipdub.faces.identify import identify as run
     from lipdub.faces.session import Session
+
+    base = IdentifySettings()
+    settings = replace(base, min_visible_ms=min_visible_ms,
+                       tracker=replace(base.tracker, min_face_px=min_face_px))
 
     try:
         sid = Session.new_id()
         target = out_dir or Path(".lipdub") / "sessions" / sid
         with _progress("identifying faces", enabled=not as_json and sys.stderr.isatty()) as cb:
-            session = run(video, out_dir=target, progress=cb, session_id=sid)
+            session = run(video, out_dir=target, progress=cb, session_id=sid, settings=settings)
         if contact_sheet is not None:
             draw(session, contact_sheet)
     except LipdubError as e:

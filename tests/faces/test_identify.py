@@ -282,3 +282,15 @@ def test_variable_frame_rate_uses_timestamps(tmp_path: Path) -> None:
     assert session.video.frame_count == len(pts)
     seg = session.faces[0].segments
     assert seg[0][0] == 0 and seg[-1][1] >= 900
+
+
+def test_min_visible_time_is_a_setting(tmp_path: Path) -> None:
+    from lipdub.faces.identify import IdentifySettings
+
+    r = _cli("identify", str(media("vasp__combine001.mp4")), "--json",
+             "--min-visible-ms", "3000", "--out", str(tmp_path / "s"))
+    assert r.returncode == 0, r.stderr
+    faces = json.loads(r.stdout)["faces"]
+    # face_003 is visible for 2.7 s only; the two others for the whole 4.8 s.
+    assert [f["face_id"] for f in faces] == ["face_001", "face_002"]
+    assert IdentifySettings().min_visible_ms == 400
