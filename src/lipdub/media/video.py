@@ -219,12 +219,14 @@ def iter_frames(
     *,
     progress: Callable[[int], None] | None = None,
     prefetch: int = 4,
+    rgb_for: Callable[[int], bool] | None = None,
 ) -> Iterator[Frame]:
     """Yield upright frames in presentation order, streaming.
 
     Decoding runs in a thread ``prefetch`` frames ahead: PyAV releases the GIL while it
     decodes, so on two cores decoding overlaps with whatever the caller does per frame.
-    Memory holds at most ``prefetch + 1`` frames.
+    Memory holds at most ``prefetch + 1`` frames. Frames whose index ``rgb_for`` accepts
+    are converted to RGB in that thread too (the conversion also releases the GIL).
     """
     if prefetch <= 0:
         yield from _decode(path, progress)
@@ -236,6 +238,8 @@ def iter_frames(
     def produce() -> None:
         try:
             for fr in _decode(path, progress):
+                if rgb_for is not None and rgb_for(fr.index):
+                    _ = fr.rgb
                 while not stop.is_set():
                     try:
                         q.put(fr, timeout=0.1)

@@ -67,7 +67,7 @@ class ClassicEngine:
         builders = [BankBuilder(j.face.track.landmarks, j.face.track.frames,
                                 j.face.track.pose, cap=self.bank_size) for j in jobs]
         last = max(int(j.face.track.frames[-1]) for j in jobs)
-        for fr in iter_frames(video):
+        for fr in iter_frames(video, rgb_for=lambda i: any(b.wants(i) for b in builders)):
             for b in builders:
                 if b.wants(fr.index):
                     b.add(fr.index, fr.rgb)
@@ -100,7 +100,8 @@ class ClassicEngine:
         wanted = set(preview.frames) if preview else set()
         with VideoWriter(out, info.width, info.height, rate, time_base=time_base, audio=audio,
                          sample_rate=sample_rate, crf=self.crf, preset=self.preset) as writer:
-            for fr in iter_frames(video):
+            touched = set().union(*(plan.keys() for _, _, plan in plans))
+            for fr in iter_frames(video, rgb_for=touched.__contains__):
                 rgb: np.ndarray | None = None
                 for job, comp, plan in plans:
                     entry = plan.get(fr.index)
