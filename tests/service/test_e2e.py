@@ -61,7 +61,6 @@ def probe(path: Path) -> tuple[float, int, bool]:
 def test_identify_then_lip_sync_with_callbacks(
     tmp_path: Path, media_server: MediaServer, receiver: Receiver
 ) -> None:
-    pytest.importorskip("lipdub.render.sync", reason="lipdub.sync has not landed yet")
     server = Server(tmp_path / "e2e").start()
     try:
         key = server.new_key("studio", "1")
@@ -186,7 +185,6 @@ def test_sigkill_while_processing_and_while_a_callback_is_pending(
 
 
 def test_several_faces_in_one_task(tmp_path: Path, media_server: MediaServer) -> None:
-    pytest.importorskip("lipdub.render.sync", reason="lipdub.sync has not landed yet")
     server = Server(tmp_path / "multi").start()
     try:
         key = server.new_key("multi", "1")
