@@ -12,7 +12,6 @@ from typing import Any
 
 import av
 import httpx
-import pytest
 
 from .helpers import MEDIA, Hit, MediaServer, Receiver, Server, wait_task
 
