@@ -273,3 +273,12 @@ def test_still_face_opens_by_geometric_fallback(toned: tuple[Path, Session],
     out_open = measured_opening(out)
     assert np.nanpercentile(out_open, 90) > src_open + 0.08
     assert np.nanpercentile(out_open, 10) < src_open + 0.04  # and it closes again
+
+
+def test_a_session_of_another_video_is_refused(toned: tuple[Path, Session],
+                                               tmp_path: Path) -> None:
+    _, session = toned
+    with pytest.raises(lipdub.InputError, match="made from another video"):
+        lipdub.sync(media("videoretalking__face_5.mp4"),
+                    [lipdub.FaceAudio("face_001", media("videoretalking__audio_1.wav"))],
+                    out_path=tmp_path / "x.mp4", session=session)

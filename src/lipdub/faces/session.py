@@ -86,11 +86,6 @@ class Session:
     frame_times_ms: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float64))
     directory: Path | None = None
 
-    def frame_time(self, index: int) -> float:
-        if 0 <= index < self.frame_times_ms.shape[0]:
-            return float(self.frame_times_ms[index])
-        return index * 1000.0 / self.video.fps
-
     @staticmethod
     def new_id() -> str:
         return f"session_{uuid.uuid4().hex}"

@@ -7,7 +7,6 @@ picture upright. Timestamps come from the container, so variable frame rates wor
 
 from __future__ import annotations
 
-import math
 import queue
 import threading
 from collections.abc import Callable, Iterator
@@ -434,10 +433,3 @@ def source_timing(path: str | Path) -> tuple[Fraction, Fraction]:
     finally:
         container.close()
 
-
-def even(n: int) -> int:
-    return n - n % 2
-
-
-def ms_to_frame(ms: float, fps: float) -> int:
-    return int(math.floor(ms * fps / 1000.0 + 1e-6))

@@ -17,6 +17,7 @@ from lipdub.errors import InputError
 from lipdub.faces.identify import identify
 from lipdub.faces.session import Face, Session
 from lipdub.media.audio import PlacedClip, crop, decode_audio, mix, read_video_audio, to_mono
+from lipdub.media.video import probe
 from lipdub.render.engine import ClassicEngine, Engine, FaceJob, Preview, preview_strip
 from lipdub.speech.mouth import build_profile, mouth_targets
 
@@ -79,6 +80,17 @@ def sync(
         base = 0.3
     else:
         base = 0.0
+        facts = probe(video)
+        sv = session.video
+        # Both sides come from probe (identify may lower frame_count to what decodes).
+        if (facts.width, facts.height, facts.duration_ms) != (sv.width, sv.height,
+                                                              sv.duration_ms):
+            raise InputError(
+                f"Session {session.session_id} was made from another video "
+                f"({sv.width}x{sv.height}, {sv.duration_ms} ms; this one is "
+                f"{facts.width}x{facts.height}, {facts.duration_ms} ms): identify this "
+                "video first."
+            )
     info = session.video
     duration_ms = float(info.duration_ms)
     n_frames = info.frame_count
