@@ -22,7 +22,6 @@ from lipdub.render.engine import ClassicEngine, Engine, FaceJob, Preview, previe
 from lipdub.speech.mouth import build_profile, mouth_targets
 
 OUT_SR = 48000  # the output track's sample rate
-SPEECH_SR = 16000  # analysis rate for mouth targets
 RAMP_FRAMES = 4  # frames over which a window fades in and out
 
 Progress = Callable[[float], None]
@@ -99,8 +98,10 @@ def sync(
 
     clips: list[PlacedClip] = []
     jobs: list[FaceJob] = []
-    source_16k = read_video_audio(video, SPEECH_SR, 1) if info.has_audio else None
-    source_mono = to_mono(source_16k) if source_16k is not None else None
+    # The video's own track, decoded once: mixed into the output, and (mono) the person's
+    # own speech for self-calibration.
+    original = read_video_audio(video, OUT_SR, 2) if info.has_audio else None
+    source_mono = to_mono(original) if original is not None else None
     for fa in faces:
         face = session.face(fa.face_id)
         samples = decode_audio(fa.audio_path, OUT_SR, 2, max_duration_ms=max_audio_ms)
@@ -116,7 +117,6 @@ def sync(
         _check_overlap(face, fa.insert_ms, end_ms)
         jobs.append(_job(face, clip, fa.insert_ms, end_ms, times, info.fps, source_mono))
 
-    original = read_video_audio(video, OUT_SR, 2) if info.has_audio else None
     track = mix(duration_ms, OUT_SR, clips, original, original_volume=original_volume)
 
     preview = Preview(frames=_preview_frames(jobs)) if preview_path else None
@@ -161,7 +161,7 @@ def _job(face: Face, clip: np.ndarray, insert_ms: float, end_ms: float, times: n
     seg = mono[: max(0, len(timeline) - i0)]
     timeline[i0 : i0 + len(seg)] = seg
     tr = face.track
-    profile = build_profile(tr.landmarks, fps, source_mono, SPEECH_SR, frames=tr.frames,
+    profile = build_profile(tr.landmarks, fps, source_mono, OUT_SR, frames=tr.frames,
                             frame_times_ms=times)
     targets = mouth_targets(timeline, OUT_SR, fps, n, profile, frame_times_ms=times)
     inside = (times >= insert_ms) & (times < end_ms)
