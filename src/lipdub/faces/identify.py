@@ -29,6 +29,9 @@ class IdentifySettings:
     tracker: TrackerSettings = field(default_factory=TrackerSettings)
     min_visible_ms: int = 400  # people seen for less than this in total are left out
     min_track_frames: int = 3
+    # The mouth model needs this many frames of a person to learn their range; a face
+    # seen less (possible at low frame rates even past min_visible_ms) cannot be synced.
+    min_person_frames: int = 10
     same_person: float = 0.5  # embedding distance under which two tracks are one person
     bridge_gap_ms: int = 300  # visible segments closer than this are one segment
     thumbnail_px: int = 256
@@ -103,7 +106,8 @@ def _people(
         visible_ms = len(frames) * frame_ms
         boxes = np.array([landmark_box(lm) for lm in lms], dtype=np.float32)
         sides = np.minimum(boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1])
-        if visible_ms < s.min_visible_ms or float(np.median(sides)) < s.tracker.min_face_px:
+        too_small = float(np.median(sides)) < s.tracker.min_face_px
+        if visible_ms < s.min_visible_ms or len(frames) < s.min_person_frames or too_small:
             continue
         pose = np.stack([head_pose(lm, width, height) for lm in lms]).astype(np.float32)
         area = float(np.mean((boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])))
