@@ -112,11 +112,13 @@ class ClassicEngine:
                         continue
                     if rgb is None:
                         rgb = fr.rgb
-                        if fr.index in wanted and preview is not None:
-                            preview.before.append(_mouth_crop(rgb, job.face, row))
+                    # The strip shows the first face (its frames were the ones picked).
+                    shot = preview is not None and fr.index in wanted and job is jobs[0]
+                    if shot and preview is not None:
+                        preview.before.append(_mouth_crop(rgb, job.face, row))
                     comp.render(rgb, job.face.track.landmarks[row], entry,
                                 float(job.alpha[fr.index]), float(job.target_open[fr.index]))
-                    if fr.index in wanted and preview is not None:
+                    if shot and preview is not None:
                         preview.after.append(_mouth_crop(rgb, job.face, row))
                 if first_pts is None:
                     first_pts = fr.pts
