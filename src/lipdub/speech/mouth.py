@@ -400,15 +400,16 @@ def build_profile(
 
     o_sp, w_sp = op[speaking], wd[speaking]
     # A relaxed mouth sits near the low end of the speaking range: lips together or just
-    # parted, never pressed (below ~5%) and never as open as a typical vowel. The measured
+    # parted, never pressed (below the 5th percentile) and never as open as a typical vowel
+    # (the 8-25 % band first used left dubbed pauses visibly parted on the bench). The measured
     # pause median is used inside that band only: in short clips "pauses" are few frames,
     # often breaths or hesitations with the mouth still open.
-    lo_rest, hi_rest = np.percentile(o_sp, [8, 25])
+    lo_rest, hi_rest = np.percentile(o_sp, [5, 15])
     if pauses.sum() >= 5:
         rest_o = float(np.clip(np.median(op[pauses]), lo_rest, hi_rest))
         rest_w = float(np.median(wd[pauses]))
     else:
-        rest_o = float(np.percentile(o_sp, 15))
+        rest_o = float(np.percentile(o_sp, 10))
         rest_w = float(np.percentile(wd, 30))
     d = _consecutive_diffs(op, fr, speaking)
     if d.size < 5:
