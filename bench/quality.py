@@ -66,6 +66,7 @@ from _clips import CACHE, MEDIA, talking_head  # noqa: E402
 from lipdub.faces import models  # noqa: E402
 from lipdub.faces.geometry import mouth_opening  # noqa: E402
 from lipdub.media.audio import decode_audio, read_video_audio, to_mono  # noqa: E402
+from lipdub.media.video import VideoWriter, iter_frames, probe  # noqa: E402
 from lipdub.speech.features import SILENCE_DB, speech_loudness  # noqa: E402
 
 SR = 16000
@@ -274,21 +275,13 @@ def measure_output(
 # ---------------------------------------------------------------------------- media helpers
 
 
-def reencode(video: Path, dst: Path, crf: int = 18) -> None:
-    """The source re-encoded alone (x264 veryfast, the engine's default settings): the
+def reencode(video: Path, dst: Path) -> None:
+    """The source re-encoded alone with the engine's own writer and settings: the
     encoding-loss reference for the PSNR outside the mask."""
-    with av.open(str(video)) as src, av.open(str(dst), "w") as out:
-        vin = src.streams.video[0]
-        vout = out.add_stream("libx264", rate=vin.average_rate)
-        vout.width, vout.height, vout.pix_fmt = vin.width, vin.height, "yuv420p"
-        vout.options = {"crf": str(crf), "preset": "veryfast"}
-        for k, fr in enumerate(src.decode(vin)):
-            vf = av.VideoFrame.from_ndarray(fr.to_ndarray(format="rgb24"), format="rgb24")
-            vf.pts = k
-            for p in vout.encode(vf):
-                out.mux(p)
-        for p in vout.encode():
-            out.mux(p)
+    info = probe(video)
+    with VideoWriter(dst, info.width, info.height, info.fps) as out:
+        for fr in iter_frames(video):
+            out.write(fr.rgb)
 
 
 def encoding_psnr(video: Path, src_lm: np.ndarray, tmp: Path) -> float:
@@ -308,33 +301,14 @@ def write_wav(path: Path, x: np.ndarray, sr: int) -> None:
 def cut_first_half(video: Path, n_half: int, fps: float, dst: Path) -> None:
     """First ``n_half`` frames re-encoded (x264 crf 16) with the matching audio."""
     pcm = read_video_audio(video, 48000, 2)
-    with av.open(str(video)) as src, av.open(str(dst), "w") as out:
-        vin = src.streams.video[0]
-        vout = out.add_stream("libx264", rate=vin.average_rate)
-        vout.width, vout.height, vout.pix_fmt = vin.width, vin.height, "yuv420p"
-        vout.options = {"crf": "16", "preset": "veryfast"}
-        aout = out.add_stream("aac", rate=48000) if pcm is not None else None
-        for k, fr in enumerate(src.decode(vin)):
-            if k >= n_half:
+    audio = None if pcm is None else pcm[: int(round(n_half / fps * 48000))]
+    info = probe(video)
+    with VideoWriter(dst, info.width, info.height, fps, audio=audio, sample_rate=48000,
+                     crf=16) as out:
+        for fr in iter_frames(video):
+            if fr.index >= n_half:
                 break
-            vf = av.VideoFrame.from_ndarray(fr.to_ndarray(format="rgb24"), format="rgb24")
-            vf.pts = k
-            for p in vout.encode(vf):
-                out.mux(p)
-        for p in vout.encode():
-            out.mux(p)
-        if aout is not None and pcm is not None:
-            a = np.ascontiguousarray(pcm[: int(round(n_half / fps * 48000))].T)
-            for i in range(0, a.shape[1], 1024):
-                af = av.AudioFrame.from_ndarray(
-                    np.ascontiguousarray(a[:, i : i + 1024]), format="fltp", layout="stereo"
-                )
-                af.sample_rate = 48000
-                af.pts = i
-                for p in aout.encode(af):
-                    out.mux(p)
-            for p in aout.encode():
-                out.mux(p)
+            out.write(fr.rgb)
 
 
 def run_sync(video: Path, audio: Path, out: Path, end_ms: float) -> tuple[float, float]:

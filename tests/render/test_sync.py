@@ -100,7 +100,6 @@ def test_output_format_and_audio_mix(toned: tuple[Path, Session], tmp_path: Path
     src, dst = frames_of(video), frames_of(out)
     assert len(dst) == len(src) == r.frame_count == 100
     assert dst[0].shape == src[0].shape
-    info = lipdub.faces.session.VideoInfo  # noqa: F841 - the module re-exports it
     with av.open(str(out)) as c:
         v = c.streams.video[0]
         assert v.codec_context.name == "h264" and v.format.name == "yuv420p"

@@ -7,7 +7,7 @@ embedding -> smooth landmarks, estimate pose -> rank people by prominence -> ses
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import cv2
@@ -69,8 +69,6 @@ def identify(
     frame_times = np.asarray(times, dtype=np.float64)
     if len(frame_times) != info.frame_count:
         # The decoder is the truth (a truncated tail, or packets without pictures).
-        from dataclasses import replace
-
         info = replace(info, frame_count=len(frame_times))
     faces = _people(tracks, frame_times, info.width, info.height, info.fps, s)
     if not faces:
