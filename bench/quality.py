@@ -63,7 +63,8 @@ from scipy.io import wavfile
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import lipdub  # noqa: E402
 from _clips import CACHE, MEDIA, talking_head  # noqa: E402
-from lipdub.faces import models  # noqa: E402
+from _landmarks import Detector, frames  # noqa: E402
+from _landmarks import source_landmarks as _source_landmarks  # noqa: E402
 from lipdub.faces.geometry import mouth_opening  # noqa: E402
 from lipdub.media.audio import decode_audio, read_video_audio, to_mono  # noqa: E402
 from lipdub.media.video import VideoWriter, iter_frames, probe  # noqa: E402
@@ -72,7 +73,6 @@ from lipdub.speech.features import SILENCE_DB, speech_loudness  # noqa: E402
 SR = 16000
 OUT = CACHE / "quality"
 MAX_LAG = 10
-DETECT_SIDE = 480  # frames are downscaled to at most this for the HOG detector only
 
 # (video, new audio): every video gets a different real speech clip at least as long as it.
 CLIPS = [
@@ -100,54 +100,8 @@ TARGETS = {
 }
 
 
-# ---------------------------------------------------------------------------- landmarks
-
-
-class Detector:
-    """dlib HOG + 68-point predictor on every frame; the largest face wins. When the
-    detector misses a frame the previous box is reused for the predictor (counted)."""
-
-    def __init__(self) -> None:
-        self.det = models.hog_detector()
-        self.pred = models.landmark_predictor()
-        self.prev: object | None = None
-        self.misses = 0
-
-    def __call__(self, rgb: np.ndarray) -> np.ndarray:
-        import dlib
-
-        h, w = rgb.shape[:2]
-        s = min(1.0, DETECT_SIDE / max(h, w))
-        small = cv2.resize(rgb, (round(w * s), round(h * s)), interpolation=cv2.INTER_AREA)
-        dets = self.det(small, 0)
-        if len(dets):
-            r = max(dets, key=lambda d: d.area())
-            self.prev = dlib.rectangle(
-                int(r.left() / s), int(r.top() / s), int(r.right() / s), int(r.bottom() / s)
-            )
-        else:
-            self.misses += 1
-        if self.prev is None:
-            return np.full((68, 2), np.nan, np.float32)
-        sh = self.pred(rgb, self.prev)
-        return np.array([[p.x, p.y] for p in sh.parts()], np.float32)
-
-
-def frames(path: Path):  # type: ignore[no-untyped-def]
-    with av.open(str(path)) as c:
-        for fr in c.decode(c.streams.video[0]):
-            yield fr.to_ndarray(format="rgb24")
-
-
 def source_landmarks(video: Path) -> np.ndarray:
-    out = OUT / (video.name + ".lm.npy")
-    if out.is_file():
-        return np.load(out)
-    det = Detector()
-    arr = np.stack([det(f) for f in frames(video)])
-    OUT.mkdir(parents=True, exist_ok=True)
-    np.save(out, arr)
-    return arr
+    return _source_landmarks(video, OUT)
 
 
 # ---------------------------------------------------------------------------- measures
