@@ -28,7 +28,7 @@ run: install
 	$(BIN)/lipdub serve --host $(HOST) --port $(PORT)
 
 lint: install-dev
-	$(BIN)/ruff check src tests bench
+	$(BIN)/ruff check src tests bench tools
 	$(BIN)/mypy
 
 test: install-dev lint

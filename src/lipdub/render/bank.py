@@ -23,6 +23,31 @@ STABLE = np.array([0, 1, 2, 14, 15, 16, 27, 28, 29, 30, 31, 33, 35, 36, 39, 42, 
 MAX_CANONICAL_IOD = 110.0
 
 
+def similarity_to_canonical(landmarks: np.ndarray, template: np.ndarray,
+                            stable: np.ndarray = STABLE) -> np.ndarray:
+    """2x3 similarity (rotation, uniform scale, shift) from a frame's pixels to canonical
+    pixels, fitted robustly on ``stable`` points. Unlike a full affine it cannot shear, so it
+    cannot flip to a half-the-points solution when the head turns."""
+    src = np.asarray(landmarks, np.float32)[stable]
+    dst = np.asarray(template, np.float32)[stable]
+    m, _ = cv2.estimateAffinePartial2D(src, dst, method=cv2.LMEDS)
+    if m is None or not np.all(np.isfinite(m)):
+        m = umeyama(src.astype(np.float64), dst.astype(np.float64))
+    return np.asarray(m, np.float64)
+
+
+def umeyama(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
+    """Least-squares similarity src -> dst (2x3)."""
+    mu_s, mu_d = src.mean(0), dst.mean(0)
+    s, d = src - mu_s, dst - mu_d
+    u, sig, vt = np.linalg.svd(d.T @ s)
+    r = u @ np.diag([1.0, float(np.sign(np.linalg.det(u @ vt)))]) @ vt
+    scale = float(sig.sum() / max((s**2).sum(), 1e-12))
+    t = mu_d - scale * r @ mu_s
+    return np.hstack([scale * r, t[:, None]])
+
+
+
 @dataclass
 class Canonical:
     """The canonical frame of one person: a mean stable shape and a patch size."""
@@ -34,7 +59,9 @@ class Canonical:
     def from_landmarks(cls, landmarks: np.ndarray) -> Canonical:
         lm = np.asarray(landmarks, np.float64)
         iod = float(np.median(interocular(lm)))
-        scale = min(iod, MAX_CANONICAL_IOD) / iod
+        # Small faces are stored at up to twice their size: two resamplings (into the
+        # canonical frame and back) then cost no sharpness.
+        scale = min(2.0 * iod, MAX_CANONICAL_IOD) / iod
         # Normalise each frame by a similarity on the stable points, then average.
         ref = lm[len(lm) // 2]
         aligned = []
@@ -54,16 +81,13 @@ class Canonical:
         return cls(template=template.astype(np.float32), size=size)
 
     def to_canonical(self, landmarks: np.ndarray) -> np.ndarray:
-        """2x3 affine from a frame's pixels to canonical pixels (None-safe: identity-like)."""
-        m, _ = cv2.estimateAffine2D(
-            np.asarray(landmarks, np.float32)[STABLE], self.template[STABLE],
-            method=cv2.LMEDS,
-        )
-        if m is None:
-            m, _ = cv2.estimateAffinePartial2D(
-                np.asarray(landmarks, np.float32)[STABLE], self.template[STABLE]
-            )
-        return np.asarray(m, np.float64)
+        """2x3 similarity from a frame's pixels to canonical pixels.
+
+        A similarity, not a full affine: with the head turned, a robust affine fit can
+        flip to a sheared solution that fits half the points, and an entry warped back
+        through it smears the cheek across the mouth (the vasp glitch, frames 62-64).
+        """
+        return similarity_to_canonical(landmarks, self.template)
 
 
 @dataclass
@@ -116,7 +140,7 @@ class BankBuilder:
     def add(self, frame_index: int, rgb: np.ndarray) -> None:
         row = self._wanted[frame_index]
         m = self.canonical.to_canonical(self._lm[row])
-        patch = cv2.warpAffine(rgb, m, self.canonical.size, flags=cv2.INTER_LINEAR,
+        patch = cv2.warpAffine(rgb, m, self.canonical.size, flags=cv2.INTER_CUBIC,
                                borderMode=cv2.BORDER_REPLICATE)
         lm = self._lm[row] @ m[:, :2].T + m[:, 2]
         self._entries.append((row, patch, lm.astype(np.float32)))

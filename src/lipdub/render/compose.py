@@ -14,6 +14,7 @@ import cv2
 import numpy as np
 
 from lipdub.render.bank import Bank
+from lipdub.render.vet import match_sharpness
 
 # Jaw points that bound the mask at the sides and below (cheek to cheek under the chin).
 _JAW = np.arange(3, 14)
@@ -30,6 +31,12 @@ class ColourState:
         self.gain = g if self.gain is None else keep * self.gain + (1 - keep) * g
         return self.gain
 
+
+# Below these the chosen entry is close enough: reshaping a real mouth for small misses
+# would only add artefacts. Opening in geometry units (inner-lip gap / IOD), width as a
+# ratio.
+_CLOSE_TOLERANCE = 0.02
+_WIDTH_TOLERANCE = 0.04
 
 # The mask is smooth by design, so it is built at half resolution: erosion and blur there
 # cost a quarter, and the warp into the frame interpolates it back up.
@@ -90,7 +97,7 @@ def open_further(patch: np.ndarray, lm: np.ndarray, extra_px: float,
     disp = extra_px * sy[:, None] * wx[None, :]
     map_x = np.broadcast_to(xs[None, :], (h, w)).astype(np.float32)
     map_y = (ys[:, None] - disp).astype(np.float32)
-    out = cv2.remap(patch, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+    out = cv2.remap(patch, map_x, map_y, cv2.INTER_CUBIC, borderMode=cv2.BORDER_REPLICATE)
     # Pixels that now sample from above the lip line are the newly opened gap.
     inner_w = np.clip(1.0 - ((xs - cx) / (0.95 * half)) ** 2, 0.0, 1.0)
     gap = (ys[:, None] >= y_c) & (map_y < y_c) & (inner_w[None, :] > 0.05)
@@ -100,6 +107,58 @@ def open_further(patch: np.ndarray, lm: np.ndarray, extra_px: float,
         a = cv2.GaussianBlur(gap.astype(np.float32), (0, 0), 1.2)[..., None]
         out = (out * (1 - a) + fill * a).astype(np.uint8)
     return out
+
+
+# Landmarks that ride on the lower lip and the jaw when the mouth closes or opens.
+_LOWER_LIP_JAW = np.array([5, 6, 7, 8, 9, 10, 11, 55, 56, 57, 58, 59, 64, 65, 66, 67, 60])
+_LIPS = np.arange(48, 68)
+
+
+def close_and_narrow(patch: np.ndarray, lm: np.ndarray, close_px: float,
+                     width_scale: float) -> tuple[np.ndarray, np.ndarray]:
+    """Make a shape the bank lacks from its nearest entry, in one remap: raise the lower
+    lip and jaw by ``close_px`` (up to the lips meeting) and scale the mouth's width by
+    ``width_scale`` about its centre (< 1 rounds, > 1 spreads). Returns the patch and its
+    moved landmarks.
+
+    Closing lifts everything under the upper lip's inner edge, as the jaw does, so the
+    lower lip meets the upper one and the inside of the mouth disappears between them;
+    the lift fades out below the chin. The width change is strongest on the lips and
+    fades out over the cheeks, so the face's outline does not move.
+    """
+    h, w = patch.shape[:2]
+    lm = np.asarray(lm, np.float32)
+    y_u = float(lm[[61, 62, 63], 1].mean())
+    y_l = float(lm[[65, 66, 67], 1].mean())
+    close_px = float(np.clip(close_px, 0.0, max(y_l - y_u, 0.0)))
+    chin = float(lm[8, 1])
+    fade_end = chin + 0.6 * max(chin - y_u, 1.0)
+    x_l, x_r = float(lm[48, 0]), float(lm[54, 0])
+    cx, half = (x_l + x_r) / 2, max((x_r - x_l) / 2, 1.0)
+    my = float(lm[_LIPS, 1].mean())
+    lip_h = max(float(lm[57, 1] - lm[51, 1]), 2.0)
+    xs = np.arange(w, dtype=np.float32)
+    ys = np.arange(h, dtype=np.float32)
+    map_x = np.broadcast_to(xs[None, :], (h, w)).astype(np.float32).copy()
+    map_y = np.broadcast_to(ys[:, None], (h, w)).astype(np.float32).copy()
+    new_lm = lm.copy()
+    if close_px >= 0.5:
+        wx = np.clip((2.2 * half - np.abs(xs - cx)) / half, 0.0, 1.0)
+        sy = np.where(ys < y_u, 0.0, np.where(
+            ys <= chin, 1.0, np.clip((fade_end - ys) / max(fade_end - chin, 1.0), 0, 1)))
+        map_y += close_px * sy[:, None] * wx[None, :]
+        new_lm[_LOWER_LIP_JAW, 1] -= close_px
+    if abs(width_scale - 1.0) > 0.01:
+        # Horizontal: full inside the corners, none from 2.4 half-widths out; vertical:
+        # a band around the lips.
+        dx = xs - cx
+        wx = np.clip((2.4 * half - np.abs(dx)) / (1.2 * half), 0.0, 1.0)
+        wy = np.clip(1.0 - ((ys - my) / (1.6 * lip_h + 1.0)) ** 2, 0.0, 1.0)
+        factor = (1.0 / width_scale - 1.0) * wy[:, None] * wx[None, :]
+        map_x += (dx[None, :] * factor).astype(np.float32)
+        new_lm[_LIPS, 0] = cx + (new_lm[_LIPS, 0] - cx) * width_scale
+    out = cv2.remap(patch, map_x, map_y, cv2.INTER_CUBIC, borderMode=cv2.BORDER_REPLICATE)
+    return out, new_lm
 
 
 class Compositor:
@@ -126,7 +185,8 @@ class Compositor:
         return pix.mean(axis=0).astype(np.float64) if len(pix) else np.array([60.0, 30, 30])
 
     def render(self, frame: np.ndarray, target_lm: np.ndarray, entry: int, alpha: float,
-               want_open: float) -> tuple[int, int, int, int] | None:
+               want_open: float, want_width: float | None = None,
+               ) -> tuple[int, int, int, int] | None:
         """Blend ``entry`` into ``frame`` (in place) over the face with landmarks
         ``target_lm``; returns the changed region (x0, y0, x1, y1) or None."""
         if alpha <= 0.0:
@@ -147,6 +207,18 @@ class Compositor:
             patch = open_further(patch, e_lm, extra, self.interior)
             e_lm = e_lm.copy()
             e_lm[[56, 57, 58, 65, 66, 67, 7, 8, 9], 1] += extra
+        # Closing and rounding are made whenever the entry misses them: a bilabial must
+        # close whatever the bank holds, and rounded lips are often rarer in a source
+        # than the shapes around them.
+        close_px = -extra if extra < -_CLOSE_TOLERANCE * self.iod else 0.0
+        e_width = float(b.width[entry])
+        scale = 1.0
+        if want_width is not None and e_width > 0:
+            ratio = want_width / e_width
+            if abs(ratio - 1.0) > _WIDTH_TOLERANCE:
+                scale = float(np.clip(ratio, 0.8, 1.12))
+        if close_px > 0 or scale != 1.0:
+            patch, e_lm = close_and_narrow(patch, e_lm, close_px, scale)
         mask, (bx0, by0, bx1, by1) = lower_face_mask(t_canon, e_lm, canon.size, self.feather)
         # Region of interest in the frame: the mask's bounding box, warped.
         corners = np.array([[bx0, by0], [bx1, by0], [bx0, by1], [bx1, by1]], np.float64)
@@ -161,7 +233,9 @@ class Compositor:
         m = from_c.copy()
         m[:, 2] -= (x0, y0)
         roi = (x1 - x0, y1 - y0)
-        warped = cv2.warpAffine(patch, m, roi, flags=cv2.INTER_LINEAR,
+        # Cubic, not bilinear: the patch was resampled once already (into the canonical
+        # frame), and two bilinear passes halve the lips' texture (Laplacian variance).
+        warped = cv2.warpAffine(patch, m, roi, flags=cv2.INTER_CUBIC,
                                 borderMode=cv2.BORDER_REPLICATE).astype(np.float32)
         m_mask = m.copy()
         m_mask[:, :2] /= MASK_SCALE  # half-resolution mask pixels -> canonical pixels
@@ -173,6 +247,8 @@ class Compositor:
             g = (region[ring].mean(0) + 1.0) / (warped[ring].mean(0) + 1.0)
             g = self.colour.update(np.clip(g, 0.8, 1.25))
             warped *= g[None, None, :]
+        # What resampling still took, an unsharp mask gives back: as sharp as the source.
+        warped = match_sharpness(warped, region, wm / max(alpha, 1e-6))
         out = region * (1 - wm[..., None]) + warped * wm[..., None]
         frame[y0:y1, x0:x1] = np.clip(out + 0.5, 0, 255).astype(np.uint8)
         return x0, y0, x1, y1

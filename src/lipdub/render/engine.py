@@ -5,6 +5,7 @@ engines implement :class:`Engine` and plug in through :func:`lipdub.sync`'s ``en
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,6 +19,16 @@ from lipdub.media.video import VideoWriter, iter_frames, source_timing
 from lipdub.render.bank import Bank, BankBuilder
 from lipdub.render.compose import Compositor
 from lipdub.render.select import select_entries
+from lipdub.render.vet import (
+    check_patch,
+    plausible_target,
+    roi_box,
+    score_entries,
+    subset_bank,
+    vet_entries,
+)
+
+log = logging.getLogger(__name__)
 
 Progress = Callable[[float], None]
 
@@ -30,6 +41,7 @@ class FaceJob:
     target_open: np.ndarray  # (n_frames,)
     target_width: np.ndarray  # (n_frames,)
     alpha: np.ndarray  # (n_frames,) 0..1, ramps at the window edges
+    target_closure: np.ndarray | None = None  # (n_frames,) 1 where the lips must touch
     stats: dict[str, float] = field(default_factory=dict)
 
 
@@ -79,17 +91,21 @@ class ClassicEngine:
     def render(self, video: Path, session: Session, jobs: list[FaceJob], out: Path,
                audio: np.ndarray | None, sample_rate: int, progress: Progress,
                preview: Preview | None = None) -> int:
-        banks = self._banks(video, jobs, progress)
+        banks = [_vetted(b, j.face.face_id) for b, j in
+                 zip(self._banks(video, jobs, progress), jobs, strict=True)]
         plans = []
         for job, bank in zip(jobs, banks, strict=True):
             tr = job.face.track
             rows_frames = tr.frames
             active = job.alpha[rows_frames] > 0
             sel_frames = rows_frames[active]
+            closure = (None if job.target_closure is None
+                       else job.target_closure[sel_frames])
             picks = select_entries(bank, job.target_open[sel_frames],
-                                   job.target_width[sel_frames], tr.pose[active])
+                                   job.target_width[sel_frames], tr.pose[active],
+                                   target_closure=closure)
             plan = {int(f): int(k) for f, k in zip(sel_frames, picks, strict=True)}
-            plans.append((job, Compositor(bank), plan))
+            plans.append((job, _Guarded(Compositor(bank), job.face.face_id), plan))
             job.stats.update(bank_entries=float(len(bank)), frames_changed=float(len(plan)),
                              distinct_entries=float(len(set(plan.values()))))
         rate, time_base = source_timing(video)
@@ -116,8 +132,9 @@ class ClassicEngine:
                     shot = preview is not None and fr.index in wanted and job is jobs[0]
                     if shot and preview is not None:
                         preview.before.append(_mouth_crop(rgb, job.face, row))
-                    comp.render(rgb, job.face.track.landmarks[row], entry,
-                                float(job.alpha[fr.index]), float(job.target_open[fr.index]))
+                    comp.render(rgb, fr.index, job.face.track.landmarks[row], entry,
+                                float(job.alpha[fr.index]), float(job.target_open[fr.index]),
+                                float(job.target_width[fr.index]))
                     if shot and preview is not None:
                         preview.after.append(_mouth_crop(rgb, job.face, row))
                 if first_pts is None:
@@ -129,7 +146,75 @@ class ClassicEngine:
                     writer.write(rgb, pts)
                 written += 1
                 progress(0.25 + 0.75 * written / total)
+        for job, comp, _ in plans:
+            job.stats.update(frames_rejected=float(comp.rejected))
         return written
+
+
+def _vetted(bank: Bank, face_id: str) -> Bank:
+    """The bank without entries that would show garbage (occlusion, landmark failure,
+    blur, extreme pose), each dropped entry logged with its reason."""
+    scores = score_entries(bank.patches, bank.landmarks, bank.canonical.template, bank.pose)
+    keep = vet_entries(bank.patches, bank.landmarks, bank.canonical.template, bank.pose,
+                       scores=scores)
+    for k in np.flatnonzero(~keep):
+        log.info("%s: bank entry from frame %d dropped (%s)", face_id, int(bank.frames[k]),
+                 scores.reason(int(k)))
+    return subset_bank(bank, keep) if not keep.all() else bank
+
+
+class _Guarded:
+    """A compositor whose every rendered patch is checked before it is kept.
+
+    A frame whose tracked landmarks cannot carry a warp is left as it is; a patch that
+    fails the check (colour, structure, a jump beyond what the source does) is rendered
+    again with the last entry that passed, and if that fails too the frame keeps its
+    original pixels. Each fallback is logged and counted.
+    """
+
+    def __init__(self, comp: Compositor, face_id: str) -> None:
+        self.comp = comp
+        self.face_id = face_id
+        self.prev_lm: np.ndarray | None = None
+        self.prev_out: np.ndarray | None = None
+        self.prev_src: np.ndarray | None = None
+        self.last_good: int | None = None
+        self.rejected = 0
+
+    def render(self, rgb: np.ndarray, index: int, lm: np.ndarray, entry: int, alpha: float,
+               want_open: float, want_width: float) -> None:
+        canon = self.comp.bank.canonical
+        if not plausible_target(lm, self.prev_lm, canon.template,
+                                transform=canon.to_canonical(lm)):
+            self._reject(index, "tracked landmarks implausible", lm, None, None)
+            return
+        x0, y0, x1, y1 = roi_box(lm, rgb.shape)
+        src = rgb[y0:y1, x0:x1].copy()
+        lips = lm[48:68] - (x0, y0)
+        why = ""
+        for k in dict.fromkeys([entry, self.last_good]):
+            if k is None:
+                continue
+            self.comp.render(rgb, lm, k, alpha, want_open, want_width)
+            out = rgb[y0:y1, x0:x1]
+            changed = cv2.dilate((out != src).any(axis=2).astype(np.uint8), np.ones((5, 5)))
+            ok, why = check_patch(out, src, self.prev_out, changed.astype(np.float32),
+                                  prev_source_roi=self.prev_src, lips=lips)
+            if ok:
+                self.last_good = k
+                self._accept(lm, out.copy(), src)
+                return
+            rgb[y0:y1, x0:x1] = src
+        self._reject(index, why, lm, src, src)
+
+    def _accept(self, lm: np.ndarray, out: np.ndarray, src: np.ndarray) -> None:
+        self.prev_lm, self.prev_out, self.prev_src = lm, out, src
+
+    def _reject(self, index: int, why: str, lm: np.ndarray, out: np.ndarray | None,
+                src: np.ndarray | None) -> None:
+        self.rejected += 1
+        log.warning("%s: frame %d kept original pixels (%s)", self.face_id, index, why)
+        self.prev_lm, self.prev_out, self.prev_src = lm, out, src
 
 
 def _mouth_crop(rgb: np.ndarray, face: Face, row: int, size: int = 160) -> np.ndarray:

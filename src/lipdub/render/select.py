@@ -1,7 +1,10 @@
 """Pick one bank entry per output frame: close to the target shape, coherent over time.
 
 A Viterbi pass over the K nearest entries of each frame. The unary cost is the distance to
-the target (opening, width) in the person's units plus a head-pose penalty; the pairwise
+the target (opening, width) in the person's units plus a head-pose penalty, with width
+errors counted on the scale of the person's own width range (rounding and spreading are
+as visible as opening, though smaller in pixels) and an extra cost for any opening on a
+frame whose lips must be closed (a bilabial is never traded for smoothness); the pairwise
 cost favours staying on a natural source sequence (the next source frame) and otherwise
 penalises appearance jumps, which is what makes a mouth flicker.
 """
@@ -19,8 +22,10 @@ def select_entries(
     target_width: np.ndarray,
     target_pose: np.ndarray,
     *,
+    target_closure: np.ndarray | None = None,
     candidates: int = 12,
-    w_width: float = 0.5,
+    w_width: float = 0.6,
+    w_closure: float = 2.0,
     w_pose: float = 0.004,
     w_jump: float = 0.02,
     w_look: float = 0.015,
@@ -30,9 +35,16 @@ def select_entries(
     if t_len == 0:
         return np.zeros(0, np.int64)
     k = min(candidates, len(bank))
-    # Units: the opening is ~0..0.5; scale width errors down (they matter less).
+    # Units: the opening (~0..0.5); a width error counts as the same share of the width
+    # range as an opening error of the opening range.
+    o_span = float(np.ptp(bank.opening)) or 1.0
+    w_span = float(np.ptp(bank.width)) or 1.0
     d_shape = (np.abs(bank.opening[None, :] - target_open[:, None])
-               + w_width * np.abs(bank.width[None, :] - target_width[:, None]))
+               + w_width * o_span / w_span
+               * np.abs(bank.width[None, :] - target_width[:, None]))
+    if target_closure is not None:
+        excess = np.maximum(bank.opening[None, :] - target_open[:, None], 0.0)
+        d_shape = d_shape + w_closure * np.asarray(target_closure)[:, None] * excess
     d_pose = np.abs(bank.pose[None, :, :2] - target_pose[:, None, :2]).sum(-1)
     unary_all = d_shape + w_pose * d_pose
     cand = np.argsort(unary_all, axis=1)[:, :k]  # (T, k)

@@ -170,6 +170,7 @@ def _job(face: Face, clip: np.ndarray, insert_ms: float, end_ms: float, times: n
     alpha = _ramped(inside & visible, RAMP_FRAMES)
     return FaceJob(face=face, target_open=targets.open.astype(np.float64),
                    target_width=targets.width.astype(np.float64), alpha=alpha,
+                   target_closure=targets.closure.astype(np.float64),
                    stats={"calibrated": float(profile.open_cal is not None
                                                and profile.open_cal.weight > 0)})
 

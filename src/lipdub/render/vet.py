@@ -27,7 +27,7 @@ import cv2
 import numpy as np
 
 from lipdub.faces.geometry import interocular, mouth_opening, mouth_width
-from lipdub.render.bank import STABLE, Bank
+from lipdub.render.bank import STABLE, Bank, similarity_to_canonical, umeyama
 
 __all__ = [
     "EntryScores",
@@ -77,30 +77,6 @@ def plausible_transform(m: np.ndarray | None, *, max_aniso: float = 1.35,
     return aniso <= max_aniso and shear <= max_shear_deg
 
 
-def similarity_to_canonical(landmarks: np.ndarray, template: np.ndarray,
-                            stable: np.ndarray = STABLE) -> np.ndarray:
-    """2x3 similarity (rotation, uniform scale, shift) from a frame's pixels to canonical
-    pixels, fitted robustly on ``stable`` points. Unlike a full affine it cannot shear, so it
-    cannot flip to a half-the-points solution when the head turns."""
-    src = np.asarray(landmarks, np.float32)[stable]
-    dst = np.asarray(template, np.float32)[stable]
-    m, _ = cv2.estimateAffinePartial2D(src, dst, method=cv2.LMEDS)
-    if m is None or not np.all(np.isfinite(m)):
-        m = _umeyama(src.astype(np.float64), dst.astype(np.float64))
-    return np.asarray(m, np.float64)
-
-
-def _umeyama(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
-    """Least-squares similarity src -> dst (2x3)."""
-    mu_s, mu_d = src.mean(0), dst.mean(0)
-    s, d = src - mu_s, dst - mu_d
-    u, sig, vt = np.linalg.svd(d.T @ s)
-    r = u @ np.diag([1.0, float(np.sign(np.linalg.det(u @ vt)))]) @ vt
-    scale = float(sig.sum() / max((s**2).sum(), _EPS))
-    t = mu_d - scale * r @ mu_s
-    return np.hstack([scale * r, t[:, None]])
-
-
 def _full_affine_like_bank(landmarks: np.ndarray, template: np.ndarray) -> np.ndarray | None:
     """The transform ``Canonical.to_canonical`` computes today (full affine, LMEDS)."""
     src = np.asarray(landmarks, np.float32)[STABLE]
@@ -138,7 +114,7 @@ def plausible_target(landmarks: np.ndarray, prev: np.ndarray | None, template: n
         return False
     if prev is not None:
         p = np.asarray(prev, np.float64)
-        s = _umeyama(p[STABLE], lm[STABLE])
+        s = umeyama(p[STABLE], lm[STABLE])
         moved = p @ s[:, :2].T + s[:, 2]
         jump = float(np.median(np.linalg.norm(moved[_LOWER] - lm[_LOWER], axis=1)))
         if jump > max_jump * float(interocular(lm)):

@@ -34,6 +34,19 @@ from scipy.ndimage import maximum_filter1d, uniform_filter1d
 from lipdub.errors import InputError
 from lipdub.faces.geometry import mouth_opening, mouth_width
 from lipdub.speech.features import SILENCE_DB, FrameFeatures, frame_features
+from lipdub.speech.visemes import (
+    BILABIAL,
+    CLASSES,
+    CONS,
+    LABIODENTAL,
+    MID,
+    OPEN,
+    ROUND,
+    SIL,
+    SPREAD,
+    FrameVisemes,
+    frame_visemes,
+)
 
 _Q = np.linspace(0.0, 1.0, 101)
 # Offsets (frames) of the context a calibration sees; skewed to the future because the
@@ -113,6 +126,13 @@ class SpeakerProfile:
 # ---------------------------------------------------------------------------- cues
 
 
+# How far each viseme opens the jaw, 0 (lips together) .. 1 (an open vowel like /a/).
+_VISEME_OPEN = np.zeros(len(CLASSES))
+for _k, _v in ((SIL, 0.0), (BILABIAL, 0.0), (LABIODENTAL, 0.12), (ROUND, 0.42),
+               (SPREAD, 0.48), (OPEN, 1.0), (MID, 0.7), (CONS, 0.38)):
+    _VISEME_OPEN[_k] = _v
+
+
 @dataclass
 class _Cues:
     act: np.ndarray  # 0..1 speech activity
@@ -123,13 +143,23 @@ class _Cues:
     fric: np.ndarray  # 0..1 unvoiced-fricative likeness (teeth close, lips apart a little)
     closure: np.ndarray  # 0..1 bilabial closure likeness
     voicing: np.ndarray
+    gate: np.ndarray  # 1 within a syllable's reach of voiced speech
+    vis: FrameVisemes | None = None  # viseme posteriors (None: acoustic cues alone)
 
     def matrix(self) -> np.ndarray:
-        return np.stack(
-            [self.act, self.env, self.jaw, self.spread, self.rounding, self.fric,
-             self.closure, self.voicing, self.env * self.jaw],
-            axis=1,
-        )  # fmt: skip
+        cols = [self.act, self.env, self.jaw, self.spread, self.rounding, self.fric,
+                self.closure, self.voicing, self.env * self.jaw]
+        if self.vis is not None:
+            cols += [self.vis.post[:, k] for k in range(len(CLASSES))]
+        return np.stack(cols, axis=1)
+
+    def viseme_open(self) -> np.ndarray:
+        """0..1 openness the visemes call for (open vowels 1, closures 0), speech only."""
+        if self.vis is None:
+            return np.asarray(self.jaw)
+        p = self.vis.post
+        speech = np.maximum(1.0 - p[:, SIL], 0.2)
+        return np.asarray(np.clip((p @ _VISEME_OPEN) / speech, 0.0, 1.0))
 
 
 def _sig(x: np.ndarray) -> np.ndarray:
@@ -177,9 +207,10 @@ def _voiced_gate(ff: FrameFeatures) -> np.ndarray:
     return np.asarray(uniform_filter1d(gate, 3))
 
 
-def _cues(ff: FrameFeatures) -> _Cues:
+def _cues(ff: FrameFeatures, vis: FrameVisemes | None = None) -> _Cues:
     loud = ff.loudness
-    act = _activity(loud) * _voiced_gate(ff)
+    gate = _voiced_gate(ff)
+    act = _activity(loud) * gate
     live = loud > SILENCE_DB + 1
     ref = float(np.percentile(loud[live], 95)) if live.sum() >= 3 else 0.0
     env = np.clip((loud - ref + 30.0) / 30.0, 0.0, 1.0) * act
@@ -196,7 +227,7 @@ def _cues(ff: FrameFeatures) -> _Cues:
     # Bilabials: a short deep dip inside speech (p/b stop gap) or a voiced murmur with the
     # energy in the low band and little above 1 kHz (m).
     closure = _closures(loud, act, ff)
-    return _Cues(act, env, jaw, spread, rounding, fric, closure, ff.voicing * act)
+    return _Cues(act, env, jaw, spread, rounding, fric, closure, ff.voicing * act, gate, vis)
 
 
 def _closures(loud: np.ndarray, act: np.ndarray, ff: FrameFeatures) -> np.ndarray:
@@ -225,14 +256,14 @@ def _closures(loud: np.ndarray, act: np.ndarray, ff: FrameFeatures) -> np.ndarra
 
 
 def _generic_open(c: _Cues) -> np.ndarray:
+    if c.vis is not None:
+        # What the sound is (the viseme) sets the shape; how loud it is, the emphasis.
+        score = c.act * (0.6 * c.viseme_open() + 0.25 * c.env / max(float(c.env.max()), 1e-6)
+                         + 0.15 * c.jaw)
+        return np.asarray(score * (1.0 - 0.9 * c.vis.bilabial))
     score = 0.5 * c.env + 0.3 * c.jaw * c.act + 0.2 * c.voicing
     score = score * (1.0 - 0.85 * c.closure) * (1.0 - 0.45 * c.fric)
     return np.asarray(score)
-
-
-def _generic_width(c: _Cues) -> np.ndarray:
-    # Lips spread for i/e, pucker for u/o; a wide-open jaw pulls the corners in a little.
-    return np.asarray(0.6 * np.tanh(c.spread / 2) - 0.5 * c.rounding - 0.2 * c.env * c.jaw)
 
 
 # ---------------------------------------------------------------------- calibration
@@ -376,7 +407,7 @@ def build_profile(
     speaking = np.ones(op.shape[0], bool)
     pauses = np.zeros(op.shape[0], bool)
     cues_m: np.ndarray | None = None
-    gen_o = gen_w = None
+    gen_o = None
     if source_audio is not None and np.asarray(source_audio).size > 0:
         n_video = int(fr.max()) + 1
         times = None
@@ -389,14 +420,13 @@ def build_profile(
                 )
             times = all_times[:n_video]
         ff = frame_features(source_audio, sr, fps, n_video, times_ms=times)
-        c = _cues(ff)
+        c = _cues(ff, frame_visemes(source_audio, sr, fps, n_video, times_ms=times))
         act = c.act[fr]
         if (act > 0.5).sum() >= 20:
             speaking = act > 0.5
         pauses = act < 0.2
         cues_m = c.matrix()
         gen_o = _generic_open(c)
-        gen_w = _generic_width(c)
 
     o_sp, w_sp = op[speaking], wd[speaking]
     # A relaxed mouth sits near the low end of the speaking range: lips together or just
@@ -459,16 +489,16 @@ def build_profile(
         n_frames=int(op.shape[0]),
         n_speaking=int(speaking.sum()),
     )
-    if calibrate and cues_m is not None and gen_o is not None and gen_w is not None:
+    if calibrate and cues_m is not None and gen_o is not None:
         full_o = np.zeros(cues_m.shape[0])
-        full_w = np.zeros(cues_m.shape[0])
         valid = np.zeros(cues_m.shape[0], bool)
-        full_o[fr], full_w[fr], valid[fr] = op, wd, True
+        full_o[fr], valid[fr] = op, True
         # Whatever a person's style, their mouth opens when they speak: a model whose
         # opening disagrees with the generic one has learnt an audio/video offset or a
         # tracking fault of this source (seen on the bench), not a way of speaking.
         prof.open_cal = _calibrate(cues_m, gen_o, full_o, valid, min_agreement=0.2)
-        prof.width_cal = _calibrate(cues_m, gen_w, full_w, valid)
+        # Width is not calibrated: it follows the visemes (spread, rounded), which a few
+        # seconds of one person's speech cannot teach better than they say it.
     return prof
 
 
@@ -592,6 +622,68 @@ def _shape_curve(
     return best
 
 
+def closed_level(profile: SpeakerProfile) -> float:
+    """The opening of lips pressed together for this person: their own most-closed
+    speaking frames when those are closed, else (a mouth never shut in the source) a
+    true closure that the renderer has to make. Landmarks put closed lips near 0."""
+    return min(float(profile.open_q[1]), 0.25 * float(profile.open_q[50]))
+
+
+def closing_step(profile: SpeakerProfile) -> float:
+    """The largest per-frame change into and out of a closure: lips close and part
+    within a frame or two in real speech, faster than the person's average movements
+    that bound the rest of the curve."""
+    return max(profile.max_step, 0.45 * float(profile.open_q[95] - profile.open_q[5]))
+
+
+def width_range(profile: SpeakerProfile) -> tuple[float, float]:
+    """(rounded, spread) width targets: spread at the person's wide end; rounded below
+    anything an unrounding speaker shows (the renderer narrows the mouth geometrically
+    where its bank has no such shape)."""
+    wq = profile.width_q
+    w_rest = profile.rest_width
+    w_hi = max(float(wq[97]), w_rest)
+    w_lo = min(float(wq[3]), w_rest) - 0.35 * max(float(wq[95] - wq[5]), 0.03 * w_rest)
+    return w_lo, w_hi
+
+
+def _lower_limit(x: np.ndarray, step: float) -> np.ndarray:
+    """Lower ``x`` where a neighbour is much lower, never raise it: ramps of at most
+    ``step`` per frame into and out of every forced low (a closure) on both sides."""
+    y = x.copy()
+    for i in range(1, y.size):
+        y[i] = min(y[i], y[i - 1] + step)
+    for i in range(y.size - 2, -1, -1):
+        y[i] = min(y[i], y[i + 1] + step)
+    return y
+
+
+def _anticipate(x: np.ndarray, weights: tuple[float, ...]) -> np.ndarray:
+    """Each frame takes the strongest of the coming frames' values, weighted by nearness:
+    the lips form a rounding (or spreading) before its vowel is heard."""
+    out = x.copy()
+    n = x.size
+    for k, w in enumerate(weights, start=1):
+        if k < n:
+            out[:-k] = np.maximum(out[:-k], w * x[k:])
+    return out
+
+
+def closure_frames(vis: FrameVisemes, gate: np.ndarray, loudness: np.ndarray) -> np.ndarray:
+    """Frames whose lips must touch: a bilabial (p b m) is being said at the frame's
+    instant (see ``FrameVisemes.bilabial`` for timing and short stops).
+
+    Lips together let little sound out (a stop's silence, a nasal's hum below the speech
+    band), so a frame that is about as loud as the loudest of its syllable is not taken
+    as a closure whatever the model says: on real recordings, that is where its rare
+    false closures fall (a loud vowel misheard as a murmur).
+    """
+    n = loudness.shape[0]
+    peak = maximum_filter1d(loudness, 9) if n else loudness
+    quiet = _sig((peak - loudness - 4.0) / 1.5)
+    return np.asarray(vis.bilabial * (gate > 0.2) * quiet > 0.5)
+
+
 def mouth_targets(
     samples: np.ndarray,
     sr: int,
@@ -608,6 +700,12 @@ def mouth_targets(
     the video timeline: sample 0 at 0 ms, zeros outside the dubbed clip. Pass the dub, not
     the final mix: the original track's speech would move the mouth too. Frame ``k`` is at
     ``start_ms + k * 1000 / fps``, or at ``frame_times_ms[k]`` when given.
+
+    Opening follows the visemes (jaw height by vowel, emphasis by loudness) in the
+    person's range and speed; then articulation is imposed on top: lips pressed together
+    for every bilabial frame however short (reached and left in ramps of at most
+    ``closing_step``), nearly closed on /f v/; width spread on /i e/ and narrowed on
+    rounded sounds, starting before them.
     """
     if n_frames <= 0:
         z = np.zeros(0)
@@ -615,25 +713,44 @@ def mouth_targets(
     if frame_times_ms is not None and np.asarray(frame_times_ms).shape != (n_frames,):
         raise InputError("frame_times_ms must hold one time per output frame (n_frames).")
     ff = frame_features(samples, sr, fps, n_frames, start_ms, times_ms=frame_times_ms)
-    c = _cues(ff)
+    vis = frame_visemes(samples, sr, fps, n_frames, start_ms, times_ms=frame_times_ms)
+    c = _cues(ff, vis)
     cm = c.matrix()
     o_score = _apply_calibration(profile.open_cal, cm, _generic_open(c))
-    w_score = _apply_calibration(profile.width_cal, cm, _generic_width(c))
     opening = _shape_curve(
-        o_score, c.act, c.closure, profile, profile.open_q, profile.rest_open,
+        o_score, c.act, np.zeros(n_frames), profile, profile.open_q, profile.rest_open,
         profile.max_step, tune_speed=True,
     )  # fmt: skip
     lo, hi = float(profile.open_q[0]), float(profile.open_q[-1])
     opening = np.clip(opening, min(lo, profile.rest_open), max(hi, profile.rest_open))
-    width = _shape_curve(
-        w_score, c.act, np.zeros(n_frames), profile, profile.width_q, profile.rest_width,
-        profile.width_step, tune_speed=False,
-    )  # fmt: skip
-    width = _zero_phase_smooth(width, 0.5, 0.5)
+
+    closed = closure_frames(vis, c.gate, ff.loudness)
+    labio = (vis.labiodental * (c.gate > 0.2) > 0.5) & ~closed
+    q = profile.open_q
+    span = float(q[95] - q[5])
+    labio_level = min(float(q[10]), 0.45 * float(q[50]))
+    opening = np.where(labio, np.minimum(opening, labio_level), opening)
+    opening = np.where(closed, closed_level(profile), opening)
+    opening = _lower_limit(opening, closing_step(profile))
+
+    speech = _zero_phase_smooth(np.clip(c.act, 0, 1), 0.6, 0.25)
+    p = vis.post
+    voiced = np.maximum(1.0 - p[:, SIL], 0.2)
+    round_raw = np.clip(p[:, ROUND] / voiced, 0, 1) * speech
+    spread_raw = np.clip(p[:, SPREAD] / voiced, 0, 1) * speech
+    # Rounding is anticipated across up to three frames (~120 ms), spreading less.
+    rounding = _zero_phase_smooth(_anticipate(round_raw, (0.9, 0.7, 0.45)), 0.7, 0.5)
+    spreading = _zero_phase_smooth(_anticipate(spread_raw, (0.8, 0.5)), 0.7, 0.5)
+    w_rest = profile.rest_width
+    w_lo, w_hi = width_range(profile)
+    open_frac = np.clip((opening - profile.rest_open) / max(span, 1e-6), 0, 1)
+    width = (w_rest + spreading * (w_hi - w_rest) - rounding * (w_rest - w_lo)
+             - 0.15 * open_frac * (w_rest - w_lo) * speech)
+    width = _rate_limit(width, 2.0 * profile.width_step)
     return MouthTargets(
         open=opening.astype(np.float32),
         width=width.astype(np.float32),
-        rounding=_shift_lead(c.rounding, _LEAD_FRAMES).astype(np.float32),
-        closure=_shift_lead(c.closure, _LEAD_FRAMES).astype(np.float32),
+        rounding=rounding.astype(np.float32),
+        closure=closed.astype(np.float32),
         speaking=c.act.astype(np.float32),
     )
