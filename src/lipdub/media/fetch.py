@@ -43,6 +43,42 @@ class AddressNotAllowed(FetchError):
     """The URL resolves to an address the policy refuses (retrying will not help)."""
 
 
+# IPv6 prefixes whose addresses carry an IPv4 address that the traffic really goes to.
+NAT64 = ipaddress.ip_network("64:ff9b::/96")  # RFC 6052 well-known prefix
+NAT64_LOCAL = ipaddress.ip_network("64:ff9b:1::/48")  # RFC 8215 local-use prefix
+SIX_TO_FOUR = ipaddress.ip_network("2002::/16")  # RFC 3056
+TEREDO = ipaddress.ip_network("2001::/32")  # RFC 4380
+V4_LOW32 = 0xFFFF_FFFF
+
+
+def embedded_ipv4(ip: ipaddress.IPv6Address) -> list[ipaddress.IPv4Address] | None:
+    """The IPv4 addresses an IPv6 address stands for, or None if it embeds none.
+
+    An address like ``64:ff9b::a9fe:a9fe`` (NAT64) or ``2002:a9fe:a9fe::`` (6to4) reaches
+    169.254.169.254 through a translator or relay, so it must be judged as that address.
+    An empty list means "embeds something we cannot judge": refuse it."""
+    n = int(ip)
+    low = ipaddress.IPv4Address(n & V4_LOW32)
+    if ip.ipv4_mapped is not None:  # ::ffff:a.b.c.d
+        return [ip.ipv4_mapped]
+    if n >> 32 == 0xFFFF_0000:  # ::ffff:0:a.b.c.d (SIIT, RFC 2765)
+        return [low]
+    if n >> 32 == 0:  # ::a.b.c.d (deprecated IPv4-compatible; also :: and ::1)
+        return [low]
+    if ip in NAT64:
+        return [low]
+    if ip in NAT64_LOCAL:
+        # A local translator may embed the IPv4 address at other offsets (/48../64
+        # prefixes); only the /96 form, with the bits between zero, is unambiguous.
+        return [low] if (n >> 32) & 0xFFFF_FFFF_FFFF == 0 else []
+    if ip.sixtofour is not None:
+        return [ip.sixtofour]
+    if ip.teredo is not None:
+        server, client = ip.teredo
+        return [server, client]
+    return None
+
+
 @dataclass(frozen=True)
 class UrlPolicy:
     """Which addresses a user URL may reach besides the public internet."""
@@ -51,15 +87,17 @@ class UrlPolicy:
     allowed_networks: tuple[Network, ...] = ()
 
     def permits(self, ip: IPAddress) -> bool:
-        if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-            ip = ip.ipv4_mapped  # ::ffff:10.0.0.1 is 10.0.0.1
-        if self.allow_all_private:
+        if self.allow_all_private or any(ip in net for net in self.allowed_networks):
             return True
-        if any(ip in net for net in self.allowed_networks):
-            return True
+        if isinstance(ip, ipaddress.IPv6Address):
+            inner = embedded_ipv4(ip)
+            if inner is not None:
+                # Every IPv4 address the IPv6 form carries must be allowed on its own.
+                return bool(inner) and all(self.permits(v4) for v4 in inner)
         # is_global is False for private, loopback, link-local (169.254.169.254),
-        # shared (100.64/10), reserved and unspecified ranges; multicast is never media.
-        return ip.is_global and not ip.is_multicast
+        # shared (100.64/10) and unspecified ranges; multicast is never media, and
+        # reserved space (e.g. the rest of ::/8, which Python 3.11 calls global) neither.
+        return ip.is_global and not ip.is_multicast and not ip.is_reserved
 
 
 @dataclass(frozen=True)
