@@ -69,7 +69,8 @@ class Server:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"server exited: {self.read_log()[-2000:]}")
             try:
-                if httpx.get(self.url + "/healthz", timeout=1).status_code == 200:
+                # 503 is a server that runs but is low on disk (the disk tests start so).
+                if httpx.get(self.url + "/healthz", timeout=1).status_code in (200, 503):
                     return self
             except httpx.HTTPError:
                 pass
