@@ -53,10 +53,28 @@ class Settings:
     max_faces_per_task: int = 8
     max_upload_bytes: int = 100 * MB
 
-    # Fetching user URLs.
+    # Fetching user URLs. A source slower than fetch_min_bytes_per_s over any window of
+    # fetch_rate_window_s (or silent that long) is cut then, not at the overall deadline.
     fetch_timeout_s: float = 60.0
     fetch_connect_timeout_s: float = 10.0
     max_redirects: int = 5
+    fetch_min_bytes_per_s: int = 16 * 1024
+    fetch_rate_window_s: float = 5.0
+    # Inputs downloading at once, over all accounts (503 past it) and per account (429).
+    max_downloads: int = 32
+    max_downloads_per_account: int = 4
+
+    # Per-account limits, answered with 429; 0 switches one off. Tasks count while
+    # pending or processing; upload bytes over the last 24 h; stored bytes are the
+    # account's uploads not yet expired.
+    rate_limit_per_s: int = 50
+    max_tasks_per_account: int = 20
+    max_upload_bytes_per_day: int = 2048 * MB
+    max_stored_bytes_per_account: int = 1024 * MB
+
+    # Below this much free space on the data dir's disk new work is refused (503),
+    # /healthz answers 503, and running tasks fail with a refund.
+    min_free_bytes: int = 1024 * MB
 
     # Prices in micro-dollars (1 USD = 1,000,000).
     price_identify_micros: int = 700
@@ -76,6 +94,13 @@ class Settings:
     callback_give_up_s: float = 1800.0
     # Multiplies every callback delay; 1.0 is real time, tests use e.g. 0.002.
     callback_time_scale: float = 1.0
+    # Attempts in flight at once, at most callback_per_host of them to one receiver
+    # (scheme://host:port); after a timeout or refused connection that receiver waits
+    # callback_host_backoff_s (scaled) before its next attempt, so a dead receiver
+    # cannot hold the senders that other accounts' callbacks need.
+    callback_senders: int = 16
+    callback_per_host: int = 2
+    callback_host_backoff_s: float = 1.0
 
     # Embedded default: `lipdub serve` runs workers in-process when true.
     embedded_workers: bool = True
@@ -153,6 +178,16 @@ class Settings:
             raise ValueError("LIPDUB_WORKERS must be 0 or more: set a non-negative count.")
         if self.callback_time_scale <= 0:
             raise ValueError("LIPDUB_CALLBACK_TIME_SCALE must be positive: 1.0 is real time.")
+        for name in (
+            "max_downloads",
+            "max_downloads_per_account",
+            "callback_senders",
+            "callback_per_host",
+        ):
+            if getattr(self, name) < 1:
+                raise ValueError(f"LIPDUB_{name.upper()} must be 1 or more: set a count.")
+        if self.fetch_rate_window_s <= 0:
+            raise ValueError("LIPDUB_FETCH_RATE_WINDOW_S must be positive: e.g. 5 (seconds).")
         self.allowed_private_networks  # noqa: B018 - parses, so a typo fails at start-up
 
 

@@ -69,7 +69,8 @@ class Server:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"server exited: {self.read_log()[-2000:]}")
             try:
-                if httpx.get(self.url + "/healthz", timeout=1).status_code == 200:
+                # 503 is a server that runs but is low on disk (the disk tests start so).
+                if httpx.get(self.url + "/healthz", timeout=1).status_code in (200, 503):
                     return self
             except httpx.HTTPError:
                 pass
@@ -135,9 +136,12 @@ class Receiver:
 
     statuses: list[int] = field(default_factory=list)
     hits: list[Hit] = field(default_factory=list)
+    # A receiver that hangs: it reads the request, then answers only when closed.
+    hang: bool = False
 
     def __post_init__(self) -> None:
         recv = self
+        self.released = threading.Event()
 
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self) -> None:  # noqa: N802 - http.server's naming
@@ -151,8 +155,12 @@ class Receiver:
                         body,
                     )
                 )
+                if recv.hang:
+                    recv.released.wait(60)
                 status = recv.statuses.pop(0) if recv.statuses else 200
                 self.send_response(status)
+                if 300 <= status < 400:
+                    self.send_header("Location", "/moved")
                 self.send_header("Content-Length", "2")
                 self.end_headers()
                 self.wfile.write(b"ok")
@@ -160,7 +168,7 @@ class Receiver:
             def log_message(self, *a: Any) -> None:
                 pass
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server = _BusyServer(("127.0.0.1", 0), Handler)
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook"
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
 
@@ -174,6 +182,7 @@ class Receiver:
         return self.hits
 
     def close(self) -> None:
+        self.released.set()
         self.server.shutdown()
         self.server.server_close()
 
@@ -257,3 +266,64 @@ class MediaServer:
     def close(self) -> None:
         self.server.shutdown()
         self.server.server_close()
+
+
+class _BusyServer(ThreadingHTTPServer):
+    daemon_threads = True
+    request_queue_size = 128  # many clients connect at once
+
+
+class TrickleServer:
+    """A source that trickles: GET /t/<tag> declares 1 MB, then sends one byte every
+    ``interval_s`` until the client hangs up or ``close()``. Records which tags connected
+    and how many are being served right now."""
+
+    def __init__(self, interval_s: float = 0.1, max_s: float = 60.0) -> None:
+        self.seen: list[str] = []
+        self.active = 0
+        self._lock = threading.Lock()
+        self._closing = threading.Event()
+        trickle = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def do_GET(self) -> None:  # noqa: N802
+                with trickle._lock:
+                    trickle.seen.append(self.path.rsplit("/", 1)[-1])
+                    trickle.active += 1
+                try:
+                    self.send_response(200)
+                    self.send_header("Content-Length", "1000000")
+                    self.end_headers()
+                    deadline = time.monotonic() + max_s
+                    while time.monotonic() < deadline and not trickle._closing.is_set():
+                        self.wfile.write(b"\0")
+                        self.wfile.flush()
+                        time.sleep(interval_s)
+                except OSError:
+                    pass  # the client cut us off: what the service should do
+                finally:
+                    with trickle._lock:
+                        trickle.active -= 1
+                    self.close_connection = True
+
+            def log_message(self, *a: Any) -> None:
+                pass
+
+        self.server = _BusyServer(("127.0.0.1", 0), Handler)
+        self.base = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def url(self, tag: str) -> str:
+        return f"{self.base}/t/{tag}"
+
+    def close(self) -> None:
+        self._closing.set()
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]

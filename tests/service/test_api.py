@@ -272,7 +272,13 @@ def test_docs_show_real_schemas(server: Server) -> None:
 def test_fifty_concurrent_submissions_accept_exactly_ten(
     tmp_path: Path, media_server: MediaServer
 ) -> None:
-    s = Server(tmp_path / "billing", workers=0).start()  # no workers: tasks stay queued
+    # No workers: tasks stay queued. Download slots for all 50 at once: this is a test
+    # of the database deciding who gets the last cent, not of the per-account limits.
+    s = Server(
+        tmp_path / "billing",
+        workers=0,
+        env={"LIPDUB_MAX_DOWNLOADS_PER_ACCOUNT": "50", "LIPDUB_MAX_DOWNLOADS": "50"},
+    ).start()
     try:
         key = s.new_key("race", "0.007")  # covers exactly 10 identify calls
         body = {"model": "kling-identify-face", "video_url": media_server.url(VIDEO)}

@@ -30,13 +30,13 @@ def make_ctx(tmp_path: Path, url: str | None = None, **settings: Any) -> Context
     return Context.build(s, Store.open(url or f"sqlite:///{tmp_path / 'cb.db'}"))
 
 
-def finish_task_with_callback(ctx: Context, callback_url: str) -> str:
+def finish_task_with_callback(ctx: Context, callback_url: str, account: str = "acme") -> str:
     """A task that completed and queued its callback, as a worker would leave it."""
-    ctx.store.create_key("acme", 10_000)
+    ctx.store.create_key(account, 10_000)
     task_id = new_task_id()
     ctx.store.submit(
         Submission(
-            "acme",
+            account,
             "kling-advanced-lip-sync",
             {"model": "kling-advanced-lip-sync"},
             {},
@@ -166,3 +166,86 @@ def test_callback_to_a_refused_address_fails_without_retries(tmp_path: Path) -> 
     assert final is not None and final["state"] == "failed" and final["attempts"] == 1
     assert "private or reserved address (127.0.0.2)" in final["last_error"]
     assert recv.hits == []
+
+
+def test_hanging_receiver_of_one_account_does_not_delay_another(
+    tmp_path: Path, db_url: str
+) -> None:
+    """Issue 8, case 4: ten callbacks of account X to a receiver that never answers; account
+    Y's callback, queued after them, still arrives at once."""
+    ctx = make_ctx(tmp_path, db_url, callback_timeout_s=5.0)
+    hanging, prompt = Receiver(hang=True), Receiver()
+    try:
+        for _ in range(10):
+            finish_task_with_callback(ctx, hanging.url, "x")
+        d = CallbackDispatcher(ctx)
+        d.start()
+        try:
+            hanging.wait(2, timeout=5)  # X's receiver is holding attempts now
+            queued = time.monotonic()
+            y_task = finish_task_with_callback(ctx, prompt.url, "y")
+            d.wake()
+            (hit,) = prompt.wait(1, timeout=5)
+            delay = hit.at - queued
+            assert hit.json()["data"]["taskId"] == y_task
+            assert delay < 1.0, f"Y's callback took {delay:.2f} s"
+            # At most callback_per_host attempts hang at X at any time.
+            time.sleep(0.3)
+            assert len(hanging.hits) == ctx.settings.callback_per_host
+        finally:
+            hanging.released.set()
+            d.stop()
+    finally:
+        hanging.close()
+        prompt.close()
+
+
+def test_timeouts_and_redirects_are_recorded_with_a_clear_reason(tmp_path: Path) -> None:
+    """The recorded error says what happened and names the status: no more "redirects
+    more than 0 times"."""
+    ctx = make_ctx(tmp_path, callback_timeout_s=0.5)
+    hanging, redirecting = Receiver(hang=True), Receiver(statuses=[302] * 10)
+    try:
+        slow = finish_task_with_callback(ctx, hanging.url, "slow")
+        moved = finish_task_with_callback(ctx, redirecting.url, "moved")
+        d = CallbackDispatcher(ctx)
+        d.start()
+        try:
+            deadline = time.monotonic() + 10
+            while time.monotonic() < deadline:
+                rows = [ctx.store.delivery_for_task(t) for t in (slow, moved)]
+                if all(r is not None and r["attempts"] >= 1 for r in rows):
+                    break
+                time.sleep(0.05)
+        finally:
+            hanging.released.set()
+            d.stop()
+    finally:
+        hanging.close()
+        redirecting.close()
+    timed_out, redirected = rows
+    assert timed_out is not None and redirected is not None
+    assert timed_out["last_error"] == "the receiver did not answer within 0.5 s"
+    assert timed_out["last_status"] is None
+    assert redirected["last_status"] == 302
+    assert "answered HTTP 302, a redirect, and redirects are not followed" in (
+        redirected["last_error"]
+    )
+    assert "more than 0 times" not in redirected["last_error"]
+
+
+def test_failed_attempt_names_the_status(tmp_path: Path) -> None:
+    ctx = make_ctx(tmp_path, callback_time_scale=0.01)
+    recv = Receiver(statuses=[503, 503, 503, 503] + [503] * 20)
+    task_id = finish_task_with_callback(ctx, recv.url)
+    d = CallbackDispatcher(ctx)
+    d.start()
+    try:
+        recv.wait(1)
+        time.sleep(0.2)
+    finally:
+        d.stop()
+        recv.close()
+    row = ctx.store.delivery_for_task(task_id)
+    assert row is not None and row["last_status"] == 503
+    assert "HTTP 503" in row["last_error"]

@@ -36,11 +36,56 @@ REDIRECTS = {301, 302, 303, 307, 308}
 
 
 class FetchError(InputError):
-    """A user URL or inline payload could not be fetched; the message says why."""
+    """A user URL or inline payload could not be fetched; the message says why, and
+    ``status`` is the HTTP status that caused it, if one did."""
+
+    def __init__(self, message: str, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class TimedOut(FetchError):
+    """The other side did not answer (or send) in time."""
 
 
 class AddressNotAllowed(FetchError):
     """The URL resolves to an address the policy refuses (retrying will not help)."""
+
+
+# IPv6 prefixes whose addresses carry an IPv4 address that the traffic really goes to.
+NAT64 = ipaddress.ip_network("64:ff9b::/96")  # RFC 6052 well-known prefix
+NAT64_LOCAL = ipaddress.ip_network("64:ff9b:1::/48")  # RFC 8215 local-use prefix
+SIX_TO_FOUR = ipaddress.ip_network("2002::/16")  # RFC 3056
+TEREDO = ipaddress.ip_network("2001::/32")  # RFC 4380
+V4_LOW32 = 0xFFFF_FFFF
+
+
+def embedded_ipv4(ip: ipaddress.IPv6Address) -> list[ipaddress.IPv4Address] | None:
+    """The IPv4 addresses an IPv6 address stands for, or None if it embeds none.
+
+    An address like ``64:ff9b::a9fe:a9fe`` (NAT64) or ``2002:a9fe:a9fe::`` (6to4) reaches
+    169.254.169.254 through a translator or relay, so it must be judged as that address.
+    An empty list means "embeds something we cannot judge": refuse it."""
+    n = int(ip)
+    low = ipaddress.IPv4Address(n & V4_LOW32)
+    if ip.ipv4_mapped is not None:  # ::ffff:a.b.c.d
+        return [ip.ipv4_mapped]
+    if n >> 32 == 0xFFFF_0000:  # ::ffff:0:a.b.c.d (SIIT, RFC 2765)
+        return [low]
+    if n >> 32 == 0:  # ::a.b.c.d (deprecated IPv4-compatible; also :: and ::1)
+        return [low]
+    if ip in NAT64:
+        return [low]
+    if ip in NAT64_LOCAL:
+        # A local translator may embed the IPv4 address at other offsets (/48../64
+        # prefixes); only the /96 form, with the bits between zero, is unambiguous.
+        return [low] if (n >> 32) & 0xFFFF_FFFF_FFFF == 0 else []
+    if ip.sixtofour is not None:
+        return [ip.sixtofour]
+    if ip.teredo is not None:
+        server, client = ip.teredo
+        return [server, client]
+    return None
 
 
 @dataclass(frozen=True)
@@ -51,15 +96,17 @@ class UrlPolicy:
     allowed_networks: tuple[Network, ...] = ()
 
     def permits(self, ip: IPAddress) -> bool:
-        if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-            ip = ip.ipv4_mapped  # ::ffff:10.0.0.1 is 10.0.0.1
-        if self.allow_all_private:
+        if self.allow_all_private or any(ip in net for net in self.allowed_networks):
             return True
-        if any(ip in net for net in self.allowed_networks):
-            return True
+        if isinstance(ip, ipaddress.IPv6Address):
+            inner = embedded_ipv4(ip)
+            if inner is not None:
+                # Every IPv4 address the IPv6 form carries must be allowed on its own.
+                return bool(inner) and all(self.permits(v4) for v4 in inner)
         # is_global is False for private, loopback, link-local (169.254.169.254),
-        # shared (100.64/10), reserved and unspecified ranges; multicast is never media.
-        return ip.is_global and not ip.is_multicast
+        # shared (100.64/10) and unspecified ranges; multicast is never media, and
+        # reserved space (e.g. the rest of ::/8, which Python 3.11 calls global) neither.
+        return ip.is_global and not ip.is_multicast and not ip.is_reserved
 
 
 @dataclass(frozen=True)
@@ -159,13 +206,21 @@ def open_url(
     method: str = "GET",
     headers: dict[str, str] | None = None,
     content: bytes | None = None,
+    read_timeout_s: float | None = None,
 ) -> Iterator[httpx.Response]:
-    """Open ``url`` with every hop checked and pinned; yields the streaming final response."""
+    """Open ``url`` with every hop checked and pinned; yields the streaming final response.
+
+    ``read_timeout_s`` bounds each wait for bytes (default ``timeout_s``). With
+    ``max_redirects`` 0 a redirect is refused as such, naming its status."""
     try:
         current = httpx.URL(url)
     except (httpx.InvalidURL, TypeError, ValueError):
         raise FetchError(f"{field} is not a valid URL: give a full http(s) URL.") from None
-    timeout = httpx.Timeout(timeout_s, connect=min(connect_timeout_s, timeout_s))
+    timeout = httpx.Timeout(
+        timeout_s,
+        connect=min(connect_timeout_s, timeout_s),
+        read=min(read_timeout_s or timeout_s, timeout_s),
+    )
     # trust_env=False: a proxy from the environment would defeat the address pinning.
     with httpx.Client(
         timeout=timeout, trust_env=False, follow_redirects=False, verify=_tls_context()
@@ -177,13 +232,19 @@ def open_url(
             try:
                 resp = client.send(req, stream=True)
             except httpx.TimeoutException:
-                raise FetchError(f"{field} timed out: use a faster or smaller source.") from None
+                raise TimedOut(f"{field} timed out: use a faster or smaller source.") from None
             except httpx.HTTPError as e:
                 raise FetchError(
                     f"{field} could not be fetched ({type(e).__name__}): check the URL."
                 ) from None
             if resp.status_code in REDIRECTS and "location" in resp.headers:
                 resp.close()
+                if max_redirects == 0:
+                    raise FetchError(
+                        f"{field} answered HTTP {resp.status_code}, a redirect, and redirects "
+                        "are not followed: give the final URL.",
+                        status=resp.status_code,
+                    )
                 try:
                     current = current.join(resp.headers["location"])
                 except (httpx.InvalidURL, ValueError):
@@ -209,14 +270,21 @@ def fetch_to_file(
     timeout_s: float = 60.0,
     connect_timeout_s: float = 10.0,
     max_redirects: int = 5,
+    min_bytes_per_s: int = 0,
+    rate_window_s: float = 5.0,
 ) -> FetchResult:
-    """Write the media named by ``source`` (URL, data: URI or Base64) to ``dest``."""
+    """Write the media named by ``source`` (URL, data: URI or Base64) to ``dest``.
+
+    A download slower than ``min_bytes_per_s`` over any ``rate_window_s`` window is cut
+    at the end of that window: a trickling source must not hold a download slot (and a
+    thread) until the overall ``timeout_s``."""
     dest.parent.mkdir(parents=True, exist_ok=True)
     s = source.strip()
     low = s[:8].lower()
     if low.startswith(("http://", "https://")):
+        rate = _MinRate(field, min_bytes_per_s, rate_window_s)
         return _download(
-            s, dest, policy, field, max_bytes, timeout_s, connect_timeout_s, max_redirects
+            s, dest, policy, field, max_bytes, timeout_s, connect_timeout_s, max_redirects, rate
         )
     if low.startswith("data:"):
         header, sep, payload = s.partition(",")
@@ -263,6 +331,7 @@ def _download(
     timeout_s: float,
     connect_timeout_s: float,
     max_redirects: int,
+    rate: _MinRate,
 ) -> FetchResult:
     deadline = time.monotonic() + timeout_s
     too_big = f"{field} is larger than {max_bytes // (1024 * 1024)} MB: send a smaller file."
@@ -273,6 +342,8 @@ def _download(
         timeout_s=timeout_s,
         connect_timeout_s=connect_timeout_s,
         max_redirects=max_redirects,
+        # Silence for a whole window is the slowest trickle of all.
+        read_timeout_s=rate.window_s if rate.min_bytes_per_s else None,
     ) as resp:
         if resp.status_code >= 400:
             raise FetchError(
@@ -283,6 +354,7 @@ def _download(
         if declared and declared.isdigit() and int(declared) > max_bytes:
             raise LimitError(too_big)
         size = 0
+        rate.start()
         tmp = dest.with_name(dest.name + ".part")
         try:
             with tmp.open("wb") as out:
@@ -295,9 +367,12 @@ def _download(
                             f"{field} took longer than {timeout_s:.0f} s to download: "
                             "use a faster or smaller source."
                         )
+                    rate.received(len(chunk))
                     out.write(chunk)
         except httpx.TimeoutException:
             tmp.unlink(missing_ok=True)
+            if rate.min_bytes_per_s:
+                raise rate.too_slow() from None
             raise FetchError(f"{field} timed out: use a faster or smaller source.") from None
         except httpx.HTTPError:
             tmp.unlink(missing_ok=True)
@@ -310,6 +385,43 @@ def _download(
             raise FetchError(f"{field} is empty: the URL returned no bytes.")
         tmp.replace(dest)
         return FetchResult(dest, size, resp.headers.get("content-type", ""))
+
+
+def origin(url: str) -> str:
+    """``scheme://host[:port]`` of a URL (credentials dropped): one callback destination."""
+    parts = urllib.parse.urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc.rsplit('@', 1)[-1]}".lower()[:300]
+
+
+class _MinRate:
+    """Cuts a download whose bytes in a window of ``window_s`` fall short of the rate."""
+
+    def __init__(self, field: str, min_bytes_per_s: int, window_s: float) -> None:
+        self.field = field
+        self.min_bytes_per_s = min_bytes_per_s
+        self.window_s = window_s
+        self._window_start = 0.0
+        self._window_bytes = 0
+
+    def start(self) -> None:
+        self._window_start = time.monotonic()
+        self._window_bytes = 0
+
+    def received(self, n: int) -> None:
+        if not self.min_bytes_per_s:
+            return
+        self._window_bytes += n
+        now = time.monotonic()
+        if now - self._window_start >= self.window_s:
+            if self._window_bytes < self.min_bytes_per_s * (now - self._window_start):
+                raise self.too_slow()
+            self._window_start, self._window_bytes = now, 0
+
+    def too_slow(self) -> FetchError:
+        return FetchError(
+            f"{self.field} sent less than {self.min_bytes_per_s / 1024:g} KB/s for "
+            f"{self.window_s:g} s and was cut off: use a faster source, or upload the file."
+        )
 
 
 def url_file_name(url: str, default: str) -> str:

@@ -5,14 +5,15 @@ Every response, errors included, is the contract's ``{code, msg, data}`` envelop
 HTTP status repeated in ``code``.
 """
 
+import errno
 import logging
-import time
 import uuid
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Annotated, Any, TypeVar
 
-from fastapi import Depends, FastAPI, File, Query, Request, UploadFile
+import anyio
+from fastapi import Depends, FastAPI, Header, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, Response
@@ -22,25 +23,64 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from lipdub.config import Settings
 from lipdub.service import schemas
+from lipdub.service.admission import Admission
 from lipdub.service.body_limit import BodyLimit
 from lipdub.service.context import Context
 from lipdub.service.db import now_ms
+from lipdub.service.disk import DiskLow
 from lipdub.service.engine import Engine
 from lipdub.service.errors import ApiError, validation_message
 from lipdub.service.metrics import make_registry
 from lipdub.service.payloads import task_view
-from lipdub.service.store import InsufficientBalance, Store, hash_key
-from lipdub.service.submission import RequestError, prepare_identify, prepare_sync
+from lipdub.service.store import (
+    InsufficientBalance,
+    Store,
+    TooManyTasks,
+    UploadQuota,
+)
+from lipdub.service.submission import RequestError, prepare
+from lipdub.service.uploads import UploadTooLarge, receive_file
 from lipdub.service.worker import Worker
 
 log = logging.getLogger("lipdub.api")
 T = TypeVar("T")
 API = "/api/v1"
-AUTH_CACHE_S = 30.0
+MB = 1024 * 1024
+
+# The upload endpoint parses its body itself (see uploads.py); this documents it.
+UPLOAD_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "required": ["file"],
+                    "properties": {"file": {"type": "string", "format": "binary"}},
+                }
+            }
+        },
+    }
+}
 
 
-def envelope(code: int, msg: str, data: Any = None) -> JSONResponse:
-    return JSONResponse({"code": code, "msg": msg, "data": data}, status_code=code)
+def envelope(
+    code: int, msg: str, data: Any = None, headers: dict[str, str] | None = None
+) -> JSONResponse:
+    return JSONResponse({"code": code, "msg": msg, "data": data}, status_code=code, headers=headers)
+
+
+def insufficient(needed: int, balance: int, what: str = "this task costs") -> ApiError:
+    return ApiError(
+        402,
+        f"Insufficient balance: {what} ${needed / 1e6:.4f} and the balance is "
+        f"${balance / 1e6:.4f}; add credits and retry.",
+        {"needed_micros": needed, "balance_micros": balance},
+    )
+
+
+def disk_low(e: DiskLow) -> ApiError:
+    return ApiError(503, str(e), headers={"Retry-After": "60"})
 
 
 def create_app(
@@ -56,10 +96,8 @@ def create_app(
     embedded = settings.embedded_workers if run_workers is None else run_workers
     worker = Worker(ctx, engine) if embedded and settings.workers > 0 else None
     registry = make_registry(ctx.store)
+    admission = Admission(settings)
     bearer = HTTPBearer(auto_error=False, description="Authorization: Bearer <API key>")
-    # key hash -> (account, cached until); keys are never revoked in place, so a short
-    # cache only saves a read per request and keeps the query path fast.
-    auth_cache: dict[str, tuple[str, float]] = {}
     # SQLite reads of one row take tens of microseconds: running them on the event loop
     # is cheaper than a thread hop (and what lets one core serve 1,000+ queries/s). A
     # PostgreSQL round trip may wait on the network, so it goes to the thread pool.
@@ -97,19 +135,16 @@ def create_app(
     ) -> str:
         if creds is None or creds.scheme.lower() != "bearer" or not creds.credentials:
             raise ApiError(401, "Missing API key: send the header 'Authorization: Bearer <key>'.")
-        h = hash_key(creds.credentials)
-        hit = auth_cache.get(h)
-        now = time.monotonic()
-        if hit is not None and hit[1] > now:
-            return hit[0]
+        # Read on every request, never cached: a revoked key must answer 401 at once, in
+        # every API process. It is one primary-key read (tens of microseconds on SQLite).
         account = await read(ctx.store.account_for_key, creds.credentials)
         if account is None:
             raise ApiError(
-                401, "Invalid API key: check the key, or create one with 'lipdub keys create'."
+                401,
+                "Invalid API key: check the key (it may have been revoked), or create one "
+                "with 'lipdub keys create'.",
             )
-        if len(auth_cache) > 10_000:
-            auth_cache.clear()
-        auth_cache[h] = (account, now + AUTH_CACHE_S)
+        admission.request(account)
         return account
 
     Account = Annotated[str, Depends(account_of)]
@@ -118,7 +153,12 @@ def create_app(
 
     @app.exception_handler(ApiError)
     async def _api_error(_r: Request, e: ApiError) -> JSONResponse:
-        return envelope(e.status, e.message, e.data)
+        return envelope(e.status, e.message, e.data, e.headers)
+
+    @app.exception_handler(DiskLow)
+    async def _disk_low(_r: Request, e: DiskLow) -> JSONResponse:
+        err = disk_low(e)
+        return envelope(err.status, err.message, None, err.headers)
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(r: Request, e: RequestValidationError) -> JSONResponse:
@@ -143,6 +183,9 @@ def create_app(
 
     @app.exception_handler(Exception)
     async def _crash(_r: Request, e: Exception) -> JSONResponse:
+        if isinstance(e, OSError) and e.errno == errno.ENOSPC:
+            # The watermark is crossed between two of its checks: still no traceback.
+            return await _disk_low(_r, DiskLow(f"{ctx.disk.message()}: retry later."))
         ref = uuid.uuid4().hex[:12]
         log.exception("internal error %s", ref)
         return envelope(
@@ -151,40 +194,85 @@ def create_app(
 
     # --- tasks -------------------------------------------------------------------------
 
+    def minimum_price(body: schemas.CreateRequest) -> int:
+        """The least this request can cost: known before anything is downloaded."""
+        if isinstance(body, schemas.IdentifyRequest):
+            return settings.price_identify_micros
+        return len(body.face_choose) * settings.price_sync_block_micros
+
+    def same_request(row: Any, body: schemas.CreateRequest) -> JSONResponse:
+        """The task an ``external_task_id`` already names, if it is of the same model."""
+        if row["model"] != body.model:
+            raise ApiError(
+                400,
+                f"external_task_id {body.external_task_id!r} already names a {row['model']} "
+                f"task ({row['id']}): give this {body.model} request an id of its own.",
+            )
+        return _created(row)
+
     @app.post(
         f"{API}/audio/generations",
         response_model=schemas.CreatedEnvelope,
         summary="Create an identify-face or lip-sync task",
     )
-    async def create_task(body: schemas.CreateRequest, account: Account) -> JSONResponse:
+    async def create_task(
+        body: schemas.CreateRequest,
+        account: Account,
+        idempotency_key: Annotated[
+            str | None,
+            Header(
+                min_length=1,
+                max_length=256,
+                description="Same as external_task_id (which wins if both are sent): a "
+                "retry with the same value returns the first task and is not charged again.",
+            ),
+        ] = None,
+    ) -> JSONResponse:
+        if body.external_task_id is None and idempotency_key is not None:
+            body.external_task_id = idempotency_key
         if body.external_task_id:
             existing = await run_in_threadpool(
                 ctx.store.find_external, account, body.external_task_id
             )
             if existing is not None:
-                return _created(existing)
+                return same_request(existing, body)
+        # Everything that refuses the request cheaply comes before any download.
+        ctx.disk.check()
+        balance = await read(ctx.store.balance, account)
+        if balance < minimum_price(body):
+            raise insufficient(minimum_price(body), balance, "this task costs at least")
+        cap = settings.max_tasks_per_account
+        if cap and await read(ctx.store.active_tasks, account) >= cap:
+            raise too_many_tasks(cap)
         try:
-            if isinstance(body, schemas.IdentifyRequest):
-                sub = await run_in_threadpool(prepare_identify, ctx, account, body)
-            else:
-                sub = await run_in_threadpool(prepare_sync, ctx, account, body)
+            with admission.download_slot(account):
+                # Own threads (bounded by the slots), not the shared pool: see admission.py.
+                sub = await anyio.to_thread.run_sync(
+                    prepare, ctx, account, body, limiter=admission.download_threads
+                )
         except RequestError as e:
             raise ApiError(400, str(e)) from None
         try:
-            row, created = await run_in_threadpool(ctx.store.submit, sub)
-        except InsufficientBalance as e:
+            row, created = await run_in_threadpool(ctx.store.submit, sub, cap)
+        except (InsufficientBalance, TooManyTasks) as e:
             ctx.storage.delete_prefix(f"tasks/{sub.task_id}")
-            raise ApiError(
-                402,
-                f"Insufficient balance: this task costs ${e.needed / 1e6:.4f} and the balance "
-                f"is ${e.balance / 1e6:.4f}; add credits and retry.",
-                {"needed_micros": e.needed, "balance_micros": e.balance},
-            ) from None
+            if isinstance(e, TooManyTasks):
+                raise too_many_tasks(cap) from None
+            raise insufficient(e.needed, e.balance) from None
         if not created:
             ctx.storage.delete_prefix(f"tasks/{sub.task_id}")
-        elif worker is not None:
+            return same_request(row, body)
+        if worker is not None:
             worker.wake()
         return _created(row)
+
+    def too_many_tasks(cap: int) -> ApiError:
+        return ApiError(
+            429,
+            f"Too many tasks at once: this account may have {cap} pending or processing; "
+            "retry when one finishes.",
+            headers={"Retry-After": "10"},
+        )
 
     def _created(row: Any) -> JSONResponse:
         return envelope(
@@ -214,31 +302,77 @@ def create_app(
         f"{API}/files",
         response_model=schemas.FileEnvelope,
         summary="Upload a video or audio file; use the returned URL as video_url or sound_file",
+        openapi_extra=UPLOAD_BODY,
     )
-    async def upload(account: Account, file: Annotated[UploadFile, File()]) -> JSONResponse:
+    async def upload(request: Request, account: Account) -> JSONResponse:
         cap = settings.max_upload_bytes
-        name = "".join(c for c in (file.filename or "file") if c.isalnum() or c in "._-")[-80:]
-        key = f"uploads/{uuid.uuid4().hex}/{name or 'file'}"
+        # Refused before a byte of the body is read: disk, balance, the account's quotas.
+        declared = request.headers.get("content-length", "")
+        ctx.disk.check(int(declared) if declared.isdigit() else 0)
+        balance = await read(ctx.store.balance, account)
+        if balance <= 0:
+            raise insufficient(1, balance, "uploads need a positive balance; the smallest is")
+        now = now_ms()
+        day, stored = await read(ctx.store.upload_usage, account, now)
+        quota_check(day, stored, 1)
+        # The server makes the key: the client's file name never reaches a path.
+        key = f"uploads/{uuid.uuid4().hex}"
         dest = ctx.storage.path(key)
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        size = 0
-        with dest.open("wb") as out:
-            while chunk := await file.read(1024 * 1024):
-                size += len(chunk)
-                if size > cap:
-                    out.close()
-                    ctx.storage.delete_prefix(key.rsplit("/", 1)[0])
-                    raise ApiError(
-                        400,
-                        f"The file is larger than {cap // (1024 * 1024)} MB: upload a smaller one.",
-                    )
-                out.write(chunk)
-        if size == 0:
-            ctx.storage.delete_prefix(key.rsplit("/", 1)[0])
-            raise ApiError(400, "The uploaded file is empty: attach the file's bytes.")
-        expires = now_ms() + settings.session_ttl_s * 1000
+        part = dest.with_name(dest.name + ".part")
+        part.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            with part.open("wb") as out:
+                name, size = await receive_file(request, out, cap, ctx.disk)
+            if size == 0:
+                raise ApiError(400, "The uploaded file is empty: attach the file's bytes.")
+            expires = now + settings.session_ttl_s * 1000
+            try:
+                await run_in_threadpool(
+                    ctx.store.add_upload,
+                    key,
+                    account,
+                    name,
+                    size,
+                    now,
+                    expires,
+                    settings.max_upload_bytes_per_day,
+                    settings.max_stored_bytes_per_account,
+                )
+            except UploadQuota:
+                day, stored = await read(ctx.store.upload_usage, account, now)
+                quota_check(day, stored, size)
+                raise
+            part.replace(dest)
+        except UploadTooLarge:
+            part.unlink(missing_ok=True)
+            raise ApiError(
+                400, f"The file is larger than {cap // MB} MB: upload a smaller one."
+            ) from None
+        except BaseException:
+            part.unlink(missing_ok=True)
+            raise
         url = ctx.storage.signed_url(key, expires)
-        return envelope(200, "success", {"url": url, "size": size, "expireTime": expires})
+        return envelope(
+            200, "success", {"url": url, "size": size, "expireTime": expires, "name": name}
+        )
+
+    def quota_check(day: int, stored: int, size: int) -> None:
+        per_day = settings.max_upload_bytes_per_day
+        if per_day and day + size > per_day:
+            raise ApiError(
+                429,
+                f"Upload allowance used: this account uploaded {day // MB} MB in the last "
+                f"24 h of the {per_day // MB} MB allowed; retry later.",
+                headers={"Retry-After": "3600"},
+            )
+        max_stored = settings.max_stored_bytes_per_account
+        if max_stored and stored + size > max_stored:
+            raise ApiError(
+                429,
+                f"Storage allowance used: this account's uploads hold {stored // MB} MB of "
+                f"the {max_stored // MB} MB allowed; retry when older uploads expire.",
+                headers={"Retry-After": "3600"},
+            )
 
     @app.get("/media/{key:path}", include_in_schema=False)
     def media(key: str, e: int = 0, s: str = "") -> Response:
@@ -257,10 +391,17 @@ def create_app(
 
     # --- operations ------------------------------------------------------------------
 
-    @app.get("/healthz", summary="Liveness and database check")
+    @app.get("/healthz", summary="Liveness, database and disk check")
     def healthz() -> JSONResponse:
         ctx.store.count_deliveries()  # raises (-> 500) if the database is unreachable
-        return envelope(200, "success", {"status": "ok", "workers": bool(worker)})
+        disk = {"freeBytes": ctx.disk.free_bytes(), "minFreeBytes": settings.min_free_bytes}
+        if ctx.disk.low():
+            return envelope(
+                503,
+                f"{ctx.disk.message()}: new work is refused until space is freed.",
+                {"status": "low_disk", "workers": bool(worker), **disk},
+            )
+        return envelope(200, "success", {"status": "ok", "workers": bool(worker), **disk})
 
     @app.get("/metrics", summary="Prometheus metrics", response_class=Response)
     def metrics() -> Response:

@@ -21,7 +21,11 @@ from rich.table import Table
 from lipdub.config import Settings
 
 console = Console()
-err = Console(stderr=True)
+# soft_wrap: an error stays one line, however narrow the terminal (or none, under CI).
+err = Console(stderr=True, soft_wrap=True)
+# Money is stored as integer micro-dollars in a signed 64-bit column; one amount of at
+# most a billion dollars leaves room for any sane balance.
+MAX_USD = Decimal(1_000_000_000)
 
 DataDir = Annotated[
     Path | None, typer.Option("--data-dir", help="Overrides LIPDUB_DATA_DIR.", show_default=False)
@@ -32,24 +36,34 @@ DbUrl = Annotated[
 ]
 
 
+def _fail(message: str, code: int = 2) -> typer.Exit:
+    err.print(message, style="red", markup=False, highlight=False)
+    return typer.Exit(code)
+
+
 def _settings(**overrides: Any) -> Settings:
     try:
         return Settings.from_env(overrides)
     except ValueError as e:
-        err.print(f"[red]{e}[/red]")
-        raise typer.Exit(2) from None
+        raise _fail(str(e)) from None
 
 
 def _micros(usd: str) -> int:
+    """A USD amount as integer micro-dollars; anything else is a one-line error."""
     try:
-        value = Decimal(usd)
+        value = Decimal(usd.strip())
     except InvalidOperation:
-        err.print(f"[red]{usd!r} is not an amount in USD: write e.g. 10 or 0.25.[/red]")
-        raise typer.Exit(2) from None
+        raise _fail(f"{usd!r} is not an amount in USD: write e.g. 10 or 0.25.") from None
+    if not value.is_finite():
+        raise _fail(f"{usd!r} is not a finite amount in USD: write e.g. 10 or 0.25.")
     if value < 0:
-        err.print("[red]The amount must not be negative.[/red]")
-        raise typer.Exit(2)
-    return int(value * 1_000_000)
+        raise _fail(f"The amount {usd} is negative: give 0 or more USD.")
+    if value > MAX_USD:
+        raise _fail(f"The amount {usd} is above the {MAX_USD:,} USD limit: give a smaller one.")
+    micros = value * 1_000_000
+    if micros != micros.to_integral_value():
+        raise _fail(f"The amount {usd} has more than 6 decimals: money is kept in micro-dollars.")
+    return int(micros)
 
 
 def _store(settings: Settings) -> Any:
@@ -124,18 +138,70 @@ def register(app: typer.Typer) -> None:
     def keys_create(
         account_name: Annotated[str, typer.Argument(metavar="ACCOUNT")],
         credits_usd: Annotated[
-            str, typer.Option("--credits", help="Initial credits in USD.")
+            str, typer.Option("--credits", help="Initial credits in USD (new accounts).")
         ] = "0",
+        add_key: Annotated[
+            bool,
+            typer.Option("--add-key", help="The account exists: give it one more key."),
+        ] = False,
         data_dir: DataDir = None,
         database_url: DbUrl = None,
     ) -> None:
-        """Create an API key (and the account if new); the key is printed once, last line."""
+        """Create an account and its API key; the key is printed once, last line."""
+        from lipdub.service.store import AccountExists
+
+        micros = _micros(credits_usd)
+        if add_key and micros:
+            raise _fail(
+                f"--add-key adds a key, not money: run 'lipdub credits add {account_name} "
+                f"{credits_usd}' for the credits."
+            )
         store = _store(_settings(data_dir=data_dir, database_url=database_url))
-        key = store.create_key(account_name, _micros(credits_usd))
+        try:
+            key = store.create_key(account_name, micros, add_key=add_key)
+        except AccountExists:
+            raise _fail(
+                f"Account {account_name!r} exists: add a key with 'lipdub keys create "
+                f"{account_name} --add-key', credits with 'lipdub credits add'.",
+                1,
+            ) from None
         console.print(
             f"Created a key for account {account_name!r}; store it now, it is not shown again:"
         )
         print(key)
+
+    @keys.command("list")
+    def keys_list(
+        account_name: Annotated[
+            str | None, typer.Argument(metavar="[ACCOUNT]", help="Only this account's keys.")
+        ] = None,
+        data_dir: DataDir = None,
+        database_url: DbUrl = None,
+    ) -> None:
+        """Every key's prefix, account and state (the keys themselves are not stored)."""
+        store = _store(_settings(data_dir=data_dir, database_url=database_url))
+        table = Table("prefix", "account", "created (ms)", "revoked (ms)")
+        for k in store.list_keys(account_name):
+            revoked = "" if k["revoked_ms"] is None else str(k["revoked_ms"])
+            table.add_row(k["prefix"], k["account"], str(k["created_ms"]), revoked)
+        console.print(table)
+
+    @keys.command("revoke")
+    def keys_revoke(
+        key: Annotated[str, typer.Argument(metavar="KEY_OR_PREFIX")],
+        data_dir: DataDir = None,
+        database_url: DbUrl = None,
+    ) -> None:
+        """Revoke a key, given whole or by the prefix 'keys list' shows; it answers 401 at once."""
+        store = _store(_settings(data_dir=data_dir, database_url=database_url))
+        found = store.revoke_key(key.strip())
+        if not found:
+            raise _fail(f"No key matches {key!r}: see 'lipdub keys list'.", 1)
+        if len(found) > 1:
+            raise _fail(f"{len(found)} keys start with {key!r}: give the whole key.", 1)
+        k = found[0]
+        state = "was already revoked" if k["revoked_ms"] is not None else "is revoked"
+        console.print(f"Key {k['prefix']} of account {k['account']!r} {state}.")
 
     @credits.command("add")
     def credits_add(
@@ -147,15 +213,15 @@ def register(app: typer.Typer) -> None:
         """Add credits (USD) to an account."""
         from lipdub.service.store import UnknownAccount
 
+        micros = _micros(usd)
         store = _store(_settings(data_dir=data_dir, database_url=database_url))
         try:
-            balance = store.add_credits(account_name, _micros(usd))
+            balance = store.add_credits(account_name, micros)
         except UnknownAccount:
-            err.print(
-                f"[red]No account {account_name!r}: create it with "
-                f"'lipdub keys create {account_name}'.[/red]"
-            )
-            raise typer.Exit(1) from None
+            raise _fail(
+                f"No account {account_name!r}: create it with 'lipdub keys create {account_name}'.",
+                1,
+            ) from None
         console.print(f"{account_name}: balance ${balance / 1e6:.6f}")
 
     @account.command("show")
@@ -172,11 +238,10 @@ def register(app: typer.Typer) -> None:
         try:
             summary = store.account_summary(account_name)
         except UnknownAccount:
-            err.print(
-                f"[red]No account {account_name!r}: create it with "
-                f"'lipdub keys create {account_name}'.[/red]"
-            )
-            raise typer.Exit(1) from None
+            raise _fail(
+                f"No account {account_name!r}: create it with 'lipdub keys create {account_name}'.",
+                1,
+            ) from None
         if as_json:
             print(json.dumps(summary))
             return
@@ -213,8 +278,7 @@ def register(app: typer.Typer) -> None:
         try:
             store.set_webhook_secret(account_name, secret)
         except UnknownAccount:
-            err.print(f"[red]No account {account_name!r}.[/red]")
-            raise typer.Exit(1) from None
+            raise _fail(f"No account {account_name!r}: see 'lipdub keys list'.", 1) from None
         if secret is None:
             console.print(f"{account_name}: callbacks are unsigned.")
         else:

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 from lipdub.config import Settings
 from lipdub.media.fetch import UrlPolicy
+from lipdub.service.disk import DiskGuard
 from lipdub.service.storage import LocalStorage
 from lipdub.service.store import Store
 
@@ -16,6 +17,7 @@ class Context:
     store: Store
     storage: LocalStorage
     policy: UrlPolicy
+    disk: DiskGuard
 
     @classmethod
     def build(cls, settings: Settings, store: Store | None = None) -> Context:
@@ -25,7 +27,8 @@ class Context:
             allow_all_private=settings.allows_all_private,
             allowed_networks=settings.allowed_private_networks,
         )
-        return cls(settings, store, storage, policy)
+        disk = DiskGuard(storage.root, settings.min_free_bytes)
+        return cls(settings, store, storage, policy, disk)
 
     @property
     def retention_ms(self) -> int:

@@ -20,6 +20,7 @@ ProgressFn = Callable[[float], None]
 
 # Engine exception class name -> failCode on the wire.
 FAIL_CODES = {
+    "DiskFull": "disk_full",
     "NoFacesError": "no_faces",
     "MediaError": "media_error",
     "LimitError": "limit_exceeded",

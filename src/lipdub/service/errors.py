@@ -9,11 +9,14 @@ MODELS_TEXT = "'kling-identify-face' or 'kling-advanced-lip-sync'"
 
 
 class ApiError(Exception):
-    def __init__(self, status: int, message: str, data: Any = None) -> None:
+    def __init__(
+        self, status: int, message: str, data: Any = None, headers: dict[str, str] | None = None
+    ) -> None:
         super().__init__(message)
         self.status = status
         self.message = message
         self.data = data
+        self.headers = headers
 
 
 def _where(loc: Sequence[Any]) -> str:

@@ -10,6 +10,7 @@ we exit at once instead of rendering for nobody.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import sys
@@ -18,6 +19,8 @@ import time
 import traceback
 from pathlib import Path
 from typing import Any
+
+DISK_FULL = "The server's disk filled up while running the task: resubmit it later."
 
 
 def _exit_when_parent_dies() -> None:
@@ -113,9 +116,12 @@ def main(argv: list[str]) -> int:
         _emit({"ok": True, "result": runner(spec)})
     except LipdubError as e:
         _emit({"ok": False, "code": type(e).__name__, "message": str(e)})
-    except Exception as e:  # an engine bug: report it as such, with the trace on stderr
-        traceback.print_exc()
-        _emit({"ok": False, "code": "InternalError", "message": f"{type(e).__name__}: {e}"})
+    except Exception as e:
+        if isinstance(e, OSError) and e.errno == errno.ENOSPC:
+            _emit({"ok": False, "code": "DiskFull", "message": DISK_FULL})
+        else:  # an engine bug: report it as such, with the trace on stderr
+            traceback.print_exc()
+            _emit({"ok": False, "code": "InternalError", "message": f"{type(e).__name__}: {e}"})
     return 0
 
 

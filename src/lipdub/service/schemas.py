@@ -26,20 +26,31 @@ class IdentifyRequest(BaseModel):
 
 
 class FaceChoose(BaseModel):
+    # Times are strict integers and volumes strict numbers: true, "100" or 1.5 ms are a
+    # client's mistake to report, not to guess at.
     model_config = ConfigDict(extra="ignore")
     face_id: str = Field(min_length=1, max_length=64)
     sound_file: str | None = Field(
         None, max_length=40_000_000, description="Audio as http(s) URL, data: URI or Base64."
     )
     audio_id: str | None = Field(None, description="Audio produced by the service (unsupported).")
-    sound_start_time: int = Field(0, ge=0, le=3_600_000, description="Crop start in the audio, ms.")
-    sound_end_time: int | None = Field(
-        None, ge=1, le=3_600_000, description="Crop end in the audio, ms (default: its end)."
+    sound_start_time: int = Field(
+        0, strict=True, ge=0, le=3_600_000, description="Crop start in the audio, ms."
     )
-    sound_insert_time: int = Field(0, ge=0, le=3_600_000, description="Start on the video, ms.")
-    sound_volume: float = Field(1.0, ge=0, le=2)
+    sound_end_time: int | None = Field(
+        None,
+        strict=True,
+        ge=1,
+        le=3_600_000,
+        description="Crop end in the audio, ms (default: its end).",
+    )
+    sound_insert_time: int = Field(
+        0, strict=True, ge=0, le=3_600_000, description="Start on the video, ms."
+    )
+    sound_volume: float = Field(1.0, strict=True, ge=0, le=2)
     original_audio_volume: float = Field(
         1.0,
+        strict=True,
         ge=0,
         le=2,
         description="Gain of the video's own sound. The engine mixes one value for the "
@@ -122,6 +133,7 @@ class FileData(BaseModel):
     url: str = Field(description="Use as video_url or sound_file; expires with expireTime.")
     size: int
     expireTime: int
+    name: str = Field(description="The file name the client sent, as metadata only.")
 
 
 class FileEnvelope(Envelope):

@@ -49,7 +49,10 @@ class LocalStorage:
     def verify(self, key: str, expires_ms: int, signature: str, now_ms: int) -> bool:
         if expires_ms < now_ms:
             return False
-        return hmac.compare_digest(self._sign(key, expires_ms), signature)
+        # As bytes: compare_digest refuses non-ASCII str, and a signature is whatever a
+        # client put in the query string.
+        given = signature.encode("utf-8", "surrogateescape")
+        return hmac.compare_digest(self._sign(key, expires_ms).encode(), given)
 
     def key_from_own_url(self, url: str, now_ms: int) -> str | None:
         """The key of a valid, unexpired URL that this service signed, else None.

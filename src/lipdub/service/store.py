@@ -11,6 +11,7 @@ import hashlib
 import json
 import secrets
 import uuid
+from collections.abc import Collection
 from dataclasses import dataclass
 from typing import Any
 
@@ -18,14 +19,24 @@ from sqlalchemy import and_, bindparam, case, func, insert, or_, select, update
 from sqlalchemy.engine import Connection, RowMapping
 from sqlalchemy.exc import IntegrityError
 
+from lipdub.media.fetch import origin
 from lipdub.service import tables as t
 from lipdub.service.db import Engines, make_engines, migrate, now_ms
 from lipdub.service.payloads import callback_body_for_failure
 
 Row = RowMapping
+ACTIVE_STATES = ("pending", "processing")
+DAY_MS = 86_400_000
 
 _TASK_BY_ID = select(t.tasks).where(t.tasks.c.id == bindparam("id"))
 _TASK_BY_ID_ACCOUNT = _TASK_BY_ID.where(t.tasks.c.account == bindparam("account"))
+_ACCOUNT_BY_KEY = select(t.api_keys.c.account).where(
+    t.api_keys.c.key_hash == bindparam("h"), t.api_keys.c.revoked_ms.is_(None)
+)
+_BALANCE = select(t.accounts.c.balance_micros).where(t.accounts.c.name == bindparam("account"))
+_ACTIVE_TASKS = select(func.count()).where(
+    t.tasks.c.account == bindparam("account"), t.tasks.c.state.in_(ACTIVE_STATES)
+)
 _DELIVERY_BY_TASK = select(t.deliveries).where(t.deliveries.c.task_id == bindparam("task_id"))
 
 
@@ -38,6 +49,20 @@ class InsufficientBalance(Exception):
 
 class UnknownAccount(Exception):
     pass
+
+
+class AccountExists(Exception):
+    pass
+
+
+class TooManyTasks(Exception):
+    def __init__(self, limit: int) -> None:
+        super().__init__(f"{limit} tasks already pending or processing")
+        self.limit = limit
+
+
+class UploadQuota(Exception):
+    """An upload would pass the account's daily upload or stored-bytes allowance."""
 
 
 def hash_key(key: str) -> str:
@@ -85,10 +110,14 @@ class Store:
                 )
             )
 
-    def create_key(self, account: str, credits_micros: int = 0) -> str:
-        """A new API key for ``account`` (created if missing); only its hash is stored."""
+    def create_key(self, account: str, credits_micros: int = 0, *, add_key: bool = True) -> str:
+        """A new API key for ``account`` (created if missing); only its hash is stored.
+        With ``add_key`` False an existing account raises AccountExists: creating an
+        account twice must not add its initial credits twice."""
         key = "ld_" + secrets.token_urlsafe(32)
         with self.engines.write.begin() as conn:
+            if not add_key and self._account_exists(conn, account):
+                raise AccountExists(account)
             self.ensure_account(conn, account)
             conn.execute(
                 insert(t.api_keys).values(
@@ -99,20 +128,52 @@ class Store:
                 self._credit(conn, account, credits_micros, "initial credits")
         return key
 
+    def _account_exists(self, conn: Connection, account: str) -> bool:
+        found = conn.execute(select(t.accounts.c.name).where(t.accounts.c.name == account))
+        return found.first() is not None
+
     def account_for_key(self, key: str) -> str | None:
         with self.engines.read.connect() as conn:
-            return conn.execute(
-                select(t.api_keys.c.account).where(t.api_keys.c.key_hash == hash_key(key))
-            ).scalar()
+            return conn.execute(_ACCOUNT_BY_KEY, {"h": hash_key(key)}).scalar()
+
+    def list_keys(self, account: str | None = None) -> list[Row]:
+        q = select(
+            t.api_keys.c.prefix, t.api_keys.c.account, t.api_keys.c.created_ms,
+            t.api_keys.c.revoked_ms,
+        ).order_by(t.api_keys.c.account, t.api_keys.c.created_ms)
+        if account is not None:
+            q = q.where(t.api_keys.c.account == account)
+        with self.engines.read.connect() as conn:
+            return list(conn.execute(q).mappings())
+
+    def revoke_key(self, key_or_prefix: str) -> list[Row]:
+        """Revoke the key given whole, or the one key whose listed prefix this is.
+        Returns the matching keys (several means ambiguous: nothing is revoked)."""
+        c = t.api_keys.c
+        match = or_(c.key_hash == hash_key(key_or_prefix), c.prefix == key_or_prefix)
+        with self.engines.write.begin() as conn:
+            rows = list(
+                conn.execute(
+                    select(c.key_hash, c.prefix, c.account, c.revoked_ms).where(match)
+                ).mappings()
+            )
+            if len(rows) == 1 and rows[0]["revoked_ms"] is None:
+                conn.execute(
+                    update(t.api_keys)
+                    .where(c.key_hash == rows[0]["key_hash"])
+                    .values(revoked_ms=now_ms())
+                )
+            return rows
 
     def add_credits(self, account: str, micros: int, note: str = "credits added") -> int:
         with self.engines.write.begin() as conn:
-            if (
-                conn.execute(select(t.accounts.c.name).where(t.accounts.c.name == account)).first()
-                is None
-            ):
+            if not self._account_exists(conn, account):
                 raise UnknownAccount(account)
             return self._credit(conn, account, micros, note)
+
+    def balance(self, account: str) -> int:
+        with self.engines.read.connect() as conn:
+            return int(conn.execute(_BALANCE, {"account": account}).scalar() or 0)
 
     def _credit(self, conn: Connection, account: str, micros: int, note: str) -> int:
         row = conn.execute(
@@ -197,12 +258,18 @@ class Store:
                 .first()
             )
 
-    def submit(self, sub: Submission) -> tuple[Row, bool]:
+    def active_tasks(self, account: str) -> int:
+        with self.engines.read.connect() as conn:
+            return int(conn.execute(_ACTIVE_TASKS, {"account": account}).scalar() or 0)
+
+    def submit(self, sub: Submission, max_active: int = 0) -> tuple[Row, bool]:
         """Reserve the price and queue the task; returns (task, created).
 
         A repeated ``external_task_id`` returns the first task and charges nothing. The
         balance check and the debit are one conditional UPDATE, so concurrent submissions
-        can never overdraw: the database decides who gets the last cent.
+        can never overdraw: the database decides who gets the last cent. That UPDATE also
+        locks the account's row, so the count of its running tasks that follows
+        (``max_active``, 0 = no limit) is exact under concurrency too.
         """
         if sub.external_task_id:
             existing = self.find_external(sub.account, sub.external_task_id)
@@ -227,6 +294,10 @@ class Store:
                         select(t.accounts.c.balance_micros).where(t.accounts.c.name == sub.account)
                     ).scalar()
                     raise InsufficientBalance(sub.price_micros, int(balance or 0))
+                if max_active > 0:
+                    active = conn.execute(_ACTIVE_TASKS, {"account": sub.account}).scalar()
+                    if int(active or 0) >= max_active:
+                        raise TooManyTasks(max_active)  # rolls the reservation back
                 values = {
                     "id": sub.task_id,
                     "account": sub.account,
@@ -481,6 +552,7 @@ class Store:
                 task_id=row["id"],
                 account=row["account"],
                 url=row["callback_url"],
+                dest=origin(row["callback_url"]),
                 body=body,
                 state="pending",
                 attempts=0,
@@ -489,20 +561,27 @@ class Store:
             )
         )
 
-    def claim_delivery(self, lease_ms: int) -> Row | None:
+    @staticmethod
+    def _due(now: int, skip_dests: Collection[str]) -> list[Any]:
+        d = t.deliveries.c
+        cond = [
+            d.state == "pending",
+            d.next_ms <= now,
+            or_(d.lease_until_ms.is_(None), d.lease_until_ms < now),
+        ]
+        if skip_dests:
+            cond.append(or_(d.dest.is_(None), d.dest.not_in(list(skip_dests))))
+        return cond
+
+    def claim_delivery(self, lease_ms: int, skip_dests: Collection[str] = ()) -> Row | None:
+        """The most overdue delivery not being sent, except to ``skip_dests`` (busy or
+        backing-off receivers), leased for one attempt."""
         with self.engines.write.begin() as conn:
             now = now_ms()
             row = (
                 conn.execute(
                     select(t.deliveries)
-                    .where(
-                        t.deliveries.c.state == "pending",
-                        t.deliveries.c.next_ms <= now,
-                        or_(
-                            t.deliveries.c.lease_until_ms.is_(None),
-                            t.deliveries.c.lease_until_ms < now,
-                        ),
-                    )
+                    .where(*self._due(now, skip_dests))
                     .order_by(t.deliveries.c.next_ms)
                     .limit(1)
                     .with_for_update(skip_locked=True)
@@ -519,11 +598,11 @@ class Store:
             )
             return row
 
-    def next_delivery_due_ms(self) -> int | None:
+    def delivery_due(self, skip_dests: Collection[str] = ()) -> bool:
+        """Whether claim_delivery would find a row now (a cheap read before the write)."""
         with self.engines.read.connect() as conn:
-            return conn.execute(
-                select(func.min(t.deliveries.c.next_ms)).where(t.deliveries.c.state == "pending")
-            ).scalar()
+            q = select(t.deliveries.c.id).where(*self._due(now_ms(), skip_dests)).limit(1)
+            return conn.execute(q).first() is not None
 
     def record_delivery(
         self,
@@ -557,6 +636,60 @@ class Store:
     def delivery_for_task(self, task_id: str) -> Row | None:
         with self.engines.read.connect() as conn:
             return conn.execute(_DELIVERY_BY_TASK, {"task_id": task_id}).mappings().first()
+
+    # --- uploads ---------------------------------------------------------------------
+
+    def upload_usage(self, account: str, now: int) -> tuple[int, int]:
+        """(bytes uploaded in the last 24 h, bytes of uploads still stored)."""
+        with self.engines.read.connect() as conn:
+            return self._upload_usage(conn, account, now)
+
+    def _upload_usage(self, conn: Connection, account: str, now: int) -> tuple[int, int]:
+        u = t.uploads.c
+        day = func.sum(case((u.create_ms > now - DAY_MS, u.size), else_=0))
+        stored = func.sum(case((u.deleted == 0, u.size), else_=0))
+        row = conn.execute(
+            select(day, stored).where(
+                u.account == account, or_(u.deleted == 0, u.create_ms > now - DAY_MS)
+            )
+        ).one()
+        return int(row[0] or 0), int(row[1] or 0)
+
+    def add_upload(
+        self, key: str, account: str, name: str, size: int, now: int, expires_ms: int,
+        max_per_day: int, max_stored: int,
+    ) -> None:
+        """Record a finished upload unless it passes the account's allowances (then
+        UploadQuota). Locking the account row first makes the check exact when one
+        account uploads several files at once."""
+        with self.engines.write.begin() as conn:
+            conn.execute(
+                select(t.accounts.c.name).where(t.accounts.c.name == account).with_for_update()
+            )
+            day, stored = self._upload_usage(conn, account, now)
+            if (max_per_day and day + size > max_per_day) or (
+                max_stored and stored + size > max_stored
+            ):
+                raise UploadQuota(account)
+            conn.execute(
+                insert(t.uploads).values(
+                    key=key, account=account, name=name[:256], size=size, create_ms=now,
+                    expires_ms=expires_ms, deleted=0,
+                )
+            )
+
+    def uploads_to_delete(self, now: int, limit: int = 500) -> list[str]:
+        with self.engines.read.connect() as conn:
+            rows = conn.execute(
+                select(t.uploads.c.key)
+                .where(t.uploads.c.deleted == 0, t.uploads.c.expires_ms < now)
+                .limit(limit)
+            )
+            return [r[0] for r in rows]
+
+    def mark_upload_deleted(self, key: str) -> None:
+        with self.engines.write.begin() as conn:
+            conn.execute(update(t.uploads).where(t.uploads.c.key == key).values(deleted=1))
 
     # --- retention and metrics -----------------------------------------------------------
 

@@ -65,9 +65,18 @@ def _acquire(ctx: Context, source: str, dest: Path, field: str, max_bytes: int) 
             timeout_s=s.fetch_timeout_s,
             connect_timeout_s=s.fetch_connect_timeout_s,
             max_redirects=s.max_redirects,
+            min_bytes_per_s=s.fetch_min_bytes_per_s,
+            rate_window_s=s.fetch_rate_window_s,
         )
     except LipdubError as e:
         raise RequestError(str(e)) from None
+
+
+def prepare(ctx: Context, account: str, req: IdentifyRequest | SyncRequest) -> Submission:
+    """Fetch, check and price a create request (runs in a thread: it downloads)."""
+    if isinstance(req, IdentifyRequest):
+        return prepare_identify(ctx, account, req)
+    return prepare_sync(ctx, account, req)
 
 
 def prepare_identify(ctx: Context, account: str, req: IdentifyRequest) -> Submission:

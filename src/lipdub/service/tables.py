@@ -42,6 +42,8 @@ api_keys = Table(
     Column("account", String(128), ForeignKey("accounts.name"), nullable=False),
     Column("prefix", String(16), nullable=False),
     Column("created_ms", BigInteger, nullable=False),
+    # Set by `lipdub keys revoke`: the key answers 401 from then on.
+    Column("revoked_ms", BigInteger, nullable=True),
 )
 
 ledger = Table(
@@ -90,6 +92,7 @@ tasks = Table(
     UniqueConstraint("account", "external_task_id", name="uq_tasks_account_external"),
     Index("ix_tasks_claim", "state", "create_ms"),
     Index("ix_tasks_complete", "complete_ms"),
+    Index("ix_tasks_account_state", "account", "state"),
 )
 
 sessions = Table(
@@ -113,6 +116,9 @@ deliveries = Table(
     Column("task_id", String(64), nullable=False, unique=True),
     Column("account", String(128), nullable=False),
     Column("url", Text, nullable=False),
+    # scheme://host:port of url: per-destination limits keep one slow receiver from
+    # holding the senders that every other account's callbacks need.
+    Column("dest", String(300), nullable=True),
     Column("body", Text, nullable=False),  # exact bytes sent on every attempt
     # pending | delivered | failed
     Column("state", String(16), nullable=False),
@@ -125,4 +131,19 @@ deliveries = Table(
     Column("delivered_ms", BigInteger, nullable=True),
     Column("create_ms", BigInteger, nullable=False),
     Index("ix_deliveries_due", "state", "next_ms"),
+)
+
+uploads = Table(
+    "uploads",
+    metadata,
+    # Storage key, made by the server (uploads/<random hex>): never the client's name.
+    Column("key", String(128), primary_key=True),
+    Column("account", String(128), ForeignKey("accounts.name"), nullable=False),
+    Column("name", String(256), nullable=False),  # the client's file name, metadata only
+    Column("size", BigInteger, nullable=False),
+    Column("create_ms", BigInteger, nullable=False),
+    Column("expires_ms", BigInteger, nullable=False),
+    Column("deleted", Integer, nullable=False, default=0),
+    Index("ix_uploads_account", "account", "create_ms"),
+    Index("ix_uploads_expires", "deleted", "expires_ms"),
 )

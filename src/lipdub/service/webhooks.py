@@ -18,9 +18,12 @@ import hmac
 import logging
 import threading
 import time
+from collections import Counter
+
+import httpx
 
 from lipdub.errors import LipdubError
-from lipdub.media.fetch import AddressNotAllowed, open_url
+from lipdub.media.fetch import AddressNotAllowed, FetchError, TimedOut, open_url, origin
 from lipdub.service.context import Context
 from lipdub.service.db import now_ms
 from lipdub.service.store import Row
@@ -57,18 +60,32 @@ def next_attempt_ms(ctx: Context, attempts_done: int, first_ms: int, now: int) -
 
 
 class CallbackDispatcher:
-    def __init__(self, ctx: Context, senders: int = 4) -> None:
+    """Claims due deliveries and sends each attempt on a thread of its own.
+
+    At most ``callback_senders`` attempts are in flight, and at most ``callback_per_host``
+    of them to one destination (scheme://host:port); a destination that just timed out or
+    refused the connection waits ``callback_host_backoff_s`` (scaled) before its next
+    attempt. So a receiver that hangs holds two senders, never the ones that other
+    destinations' callbacks need. These limits only decide when an attempt starts: the
+    retry schedule of each delivery (``next_attempt_ms``) is unchanged.
+    """
+
+    def __init__(self, ctx: Context, senders: int | None = None) -> None:
         self.ctx = ctx
-        self.senders = senders
+        s = ctx.settings
+        self.senders = senders or s.callback_senders
+        self.per_host = s.callback_per_host
+        self.backoff_s = s.callback_host_backoff_s * s.callback_time_scale
         self._stop = threading.Event()
         self._wake = threading.Event()
-        self._threads: list[threading.Thread] = []
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()
+        self._in_flight: Counter[str] = Counter()
+        self._backoff_until: dict[str, float] = {}
 
     def start(self) -> None:
-        for i in range(self.senders):
-            th = threading.Thread(target=self._loop, name=f"callbacks-{i}", daemon=True)
-            th.start()
-            self._threads.append(th)
+        self._thread = threading.Thread(target=self._loop, name="callbacks", daemon=True)
+        self._thread.start()
 
     def wake(self) -> None:
         self._wake.set()
@@ -76,31 +93,69 @@ class CallbackDispatcher:
     def stop(self, timeout: float = 5.0) -> None:
         self._stop.set()
         self._wake.set()
-        for th in self._threads:
-            th.join(timeout)
+        if self._thread is not None:
+            self._thread.join(timeout)
+        # Attempts in flight finish on their own (each is bounded by the callback timeout);
+        # give them a moment to record their outcome, then leave their leases to lapse.
+        deadline = time.monotonic() + timeout
+        while self._in_flight.total() and time.monotonic() < deadline:
+            time.sleep(0.02)
 
     def _poll_interval(self) -> float:
         # Fine-grained enough for the time-scaled tests, cheap: one indexed read.
         return min(0.25, max(0.01, self.ctx.settings.callback_time_scale * 0.25))
+
+    def _skipped(self) -> set[str]:
+        """Destinations that may not start another attempt now."""
+        now = time.monotonic()
+        with self._lock:
+            for dest in [d for d, until in self._backoff_until.items() if until <= now]:
+                del self._backoff_until[dest]
+            full = {d for d, n in self._in_flight.items() if n >= self.per_host}
+            return full | set(self._backoff_until)
 
     def _loop(self) -> None:
         store = self.ctx.store
         lease_ms = int((self.ctx.settings.callback_timeout_s + 10) * 1000)
         while not self._stop.is_set():
             try:
-                due = store.next_delivery_due_ms()
-                due_now = due is not None and due <= now_ms()
-                row = store.claim_delivery(lease_ms) if due_now else None
+                row = None
+                if self._in_flight.total() < self.senders:
+                    skip = self._skipped()
+                    if store.delivery_due(skip):
+                        row = store.claim_delivery(lease_ms, skip)
                 if row is None:
                     self._wake.wait(self._poll_interval())
                     self._wake.clear()
                     continue
-                self.deliver(row)
-            except Exception:  # keep dispatching; the row's lease expires and it is retried
+                dest = str(row["dest"] or origin(str(row["url"])))
+                with self._lock:
+                    self._in_flight[dest] += 1
+                threading.Thread(
+                    target=self._send, args=(row, dest), name="callback-send", daemon=True
+                ).start()
+            except Exception:  # keep dispatching; a claimed row's lease expires and retries
                 log.exception("callback dispatcher error")
                 time.sleep(0.5)
 
-    def deliver(self, r: Row) -> None:
+    def _send(self, row: Row, dest: str) -> None:
+        unreachable = False
+        try:
+            unreachable = self.deliver(row)
+        except Exception:
+            log.exception("callback %s: delivery error", row["id"])
+        finally:
+            with self._lock:
+                self._in_flight[dest] -= 1
+                if self._in_flight[dest] <= 0:
+                    del self._in_flight[dest]
+                if unreachable:
+                    self._backoff_until[dest] = time.monotonic() + self.backoff_s
+            self._wake.set()
+
+    def deliver(self, r: Row) -> bool:
+        """One attempt; records its outcome. True if the receiver was unreachable (timed
+        out or refused the connection), which puts its destination in back-off."""
         msg_id, body, url = str(r["id"]), str(r["body"]), str(r["url"])
         attempts_before = int(r["attempts"])
         secret = self.ctx.store.webhook_secret(str(r["account"]))
@@ -111,6 +166,7 @@ class CallbackDispatcher:
             headers["webhook-timestamp"] = str(ts)
             headers["webhook-signature"] = sign(secret, msg_id, ts, body)
         started = now_ms()
+        timeout_s = self.ctx.settings.callback_timeout_s
         status: int | None = None
         error: str | None = None
         permanent = False
@@ -119,7 +175,7 @@ class CallbackDispatcher:
                 url,
                 self.ctx.policy,
                 field="callback_url",
-                timeout_s=self.ctx.settings.callback_timeout_s,
+                timeout_s=timeout_s,
                 max_redirects=0,
                 method="POST",
                 headers=headers,
@@ -129,12 +185,18 @@ class CallbackDispatcher:
                 # Read a small answer so the connection closes cleanly; ignore big ones.
                 if int(resp.headers.get("content-length") or 0) < 65536:
                     resp.read()
+        except TimedOut:
+            error = f"the receiver did not answer within {timeout_s:g} s"
+        except FetchError as e:
+            error, status = str(e), e.status
+            permanent = isinstance(e, AddressNotAllowed)
         except LipdubError as e:
             error = str(e)
-            permanent = isinstance(e, AddressNotAllowed)
+        except httpx.HTTPError as e:  # while reading the answer
+            error = f"the receiver's answer broke off ({type(e).__name__})"
         ok = status is not None and 200 <= status < 300
         if not ok and error is None:
-            error = f"receiver answered HTTP {status}"
+            error = f"the receiver answered HTTP {status}: callbacks need a 2xx answer"
         first_ms = int(r["first_ms"]) if r["first_ms"] is not None else started
         nxt = None
         if not (ok or permanent):
@@ -148,3 +210,4 @@ class CallbackDispatcher:
             next_ms=nxt,
         )
         log.info("callback %s attempt %d: %s", msg_id, attempts_before + 1, "ok" if ok else error)
+        return status is None and not permanent

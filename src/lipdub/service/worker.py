@@ -27,6 +27,10 @@ from lipdub.service.store import Row
 from lipdub.service.webhooks import CallbackDispatcher
 
 log = logging.getLogger("lipdub.worker")
+DISK_FULL_MSG = (
+    "The server ran low on disk space while running the task; it was stopped and "
+    "refunded: resubmit it later."
+)
 
 
 class Worker:
@@ -70,6 +74,9 @@ class Worker:
     def _slot_loop(self) -> None:
         s = self.ctx.settings
         while not self._stop.is_set():
+            if self.ctx.disk.low():  # logged once by the guard; the task waits its turn
+                self._stop.wait(s.poll_s * 5)
+                continue
             try:
                 row = self.ctx.store.claim(self.name, int(s.lease_s * 1000), s.max_attempts)
             except Exception:
@@ -96,8 +103,9 @@ class Worker:
         if self._stop.is_set():
             cancel.set()
         progress = {"value": float(row["progress"] or 0.0)}
+        disk_low = threading.Event()
         hb = threading.Thread(
-            target=self._heartbeat, args=(task_id, owner, progress, cancel), daemon=True
+            target=self._heartbeat, args=(task_id, owner, progress, cancel, disk_low), daemon=True
         )
         hb.start()
         try:
@@ -105,12 +113,12 @@ class Worker:
                 spec = self._spec(row)
                 out = self.engine.run(spec, lambda f: progress.__setitem__("value", f), cancel)
                 if cancel.is_set():
-                    self._give_back(task_id, owner)
+                    self._cancelled(row, owner, disk_low)
                     return
                 self._complete(row, owner, out)
             except JobFailed as e:
                 if cancel.is_set():
-                    self._give_back(task_id, owner)
+                    self._cancelled(row, owner, disk_low)
                     return
                 self._fail(row, owner, e.code, e.message)
             except Exception as e:
@@ -130,9 +138,25 @@ class Worker:
             hb.join()
 
     def _fail(self, row: Row, owner: str, code: str, message: str) -> None:
+        self._discard_outputs(row)
         done = now_ms()
         body = callback_body_for_failure(row, code, message, done)
         self.ctx.store.fail(str(row["id"]), owner, code, message, done, body)
+
+    def _discard_outputs(self, row: Row) -> None:
+        """A failed task leaves no half-written session or video behind."""
+        base = f"tasks/{row['id']}"
+        if row["model"] == IDENTIFY:
+            self.ctx.storage.delete_prefix(f"{base}/session")
+        else:
+            for name in ("result.partial.mp4", "result.mp4"):
+                self.ctx.storage.delete_prefix(f"{base}/{name}")
+
+    def _cancelled(self, row: Row, owner: str, disk_low: threading.Event) -> None:
+        if disk_low.is_set() and not self._stop.is_set():
+            self._fail(row, owner, "disk_full", DISK_FULL_MSG)
+        else:
+            self._give_back(str(row["id"]), owner)
 
     def _give_back(self, task_id: str, owner: str) -> None:
         # Cancelled: either our lease was lost (the new owner records the outcome and this
@@ -141,12 +165,23 @@ class Worker:
             self.ctx.store.release(task_id, owner)
 
     def _heartbeat(
-        self, task_id: str, owner: str, progress: dict[str, float], cancel: threading.Event
+        self,
+        task_id: str,
+        owner: str,
+        progress: dict[str, float],
+        cancel: threading.Event,
+        disk_low: threading.Event,
     ) -> None:
         s = self.ctx.settings
         lease_ms = int(s.lease_s * 1000)
         last_beat, last_progress = time.monotonic(), progress["value"]
         while not cancel.wait(0.5):
+            if self.ctx.disk.low():
+                # Stop writing now: the engine's output would only fill the disk that the
+                # database and every other account need. run_task fails and refunds it.
+                disk_low.set()
+                cancel.set()
+                return
             now = time.monotonic()
             moved = abs(progress["value"] - last_progress) >= 0.02
             if now - last_beat < s.heartbeat_s and not moved:
@@ -257,6 +292,11 @@ class Worker:
                 self.ctx.storage.delete_prefix(f"tasks/{r['id']}")
                 self.ctx.store.mark_purged(r["id"])
                 n += 1
+        while keys := self.ctx.store.uploads_to_delete(now_ms()):
+            for key in keys:
+                self.ctx.storage.delete_prefix(key)
+                self.ctx.store.mark_upload_deleted(key)
+        # Leftovers without a row (an upload cut off by a crash) go by their age.
         uploads = self.ctx.storage.root / "uploads"
         if uploads.is_dir():
             for d in uploads.iterdir():
