@@ -51,18 +51,26 @@ phoneme timings, the chance reference):
           interval [t_k - 0.5/fps, t_k + 0.5/fps) (1 ms steps) of: open vowel 1.0, mid 0.6,
           close 0.35, bilabial 0, labiodental 0.15, other consonant 0.3, silence 0.
           Target lag 0 or +1
-  glitch  output frames whose lower face is unlike anything in the source, or whose
-          landmarks are implausible. Each frame's lower face is aligned by a similarity
-          transform on stable points (eye corners, nose bridge and base) to a canonical
-          face (the source's median landmarks, inter-ocular 48 px), cropped (jaw 3..13
-          across, nose base to chin + 5 px down), grey, Gaussian sigma 1, normalised to
-          zero mean and unit variance. Novelty of an output frame = mean |difference| to
-          the NEAREST source frame (any index); of a source frame = the same to the
-          nearest OTHER source frame. A glitch is an output frame whose novelty exceeds
-          1.5x the source's maximum novelty, or whose lower-face landmarks (jaw 2..14,
-          lips; canonical coordinates) lie farther (RMS, in IOD) from the source's median
-          shape than 1.5x the farthest source frame, or with no face at all where the
-          source has one. Target 0 (the untouched source gives 0 by construction)
+  glitch  output frames whose lower face jumps or looks beyond anything the source does,
+          or whose landmarks are implausible. Each frame's lower face is aligned by a
+          similarity transform on stable points (eye corners, nose bridge and base) to a
+          canonical face (the source's median landmarks, inter-ocular 48 px), cropped (jaw
+          3..13 across, nose base to chin + 5 px down), grey, Gaussian sigma 1, normalised.
+          Three criteria, any one makes a glitch:
+          - novelty away from the mouth: the crop outside the "mouth zone" (every source
+            and output mouth's outer lips, extended 0.45 mouth widths down for the jaw,
+            dilated) renormalised, mean |difference| to the NEAREST source frame, over
+            1.4x the 95th percentile of the same for source frames (to the nearest other
+            source frame). Smears, stretched cheeks, hands show here; a new mouth shape,
+            which is the point of a dub, does not.
+          - jump: mean |change| of the whole crop from the previous output frame over
+            1.5x the largest such change between consecutive source frames.
+          - shape: lower-face landmarks (jaw 2..14, lips; canonical coordinates) farther
+            (RMS, in IOD) from the source's median shape than 1.5x the farthest source
+            frame, or no face at all where the source has one.
+          Target 0. (Until this stop the novelty was taken over the whole crop, mouth
+          included, against the source's maximum: that counted every mouth shape the
+          person never made as a glitch, which is what articulation has to produce.)
   sharp   variance of the Laplacian (grey, 3x3) inside the outer-lip polygon, mean over
           the dubbed frames, output / source. Target >= 0.9
 
@@ -109,6 +117,7 @@ SR = 16000
 MAX_LAG = 5
 SHORTER_S = 0.4  # the speech ends this much before the clip
 GLITCH_MARGIN = 1.5
+NOVELTY_MARGIN = 1.4
 VASP = ("vasp__combine001.mp4", "videoretalking__audio_1.wav", "face_002", (224, 448))
 
 # Sentences per language: /p b m/, rounded (u o w, ü ö), spread (i e), open (a), /f v/.
@@ -406,17 +415,59 @@ def _shape_dev(shapes: list[np.ndarray | None], ref: np.ndarray) -> np.ndarray:
     ])
 
 
-def glitches(src: Track, out: Track) -> tuple[list[int], dict[str, float]]:
-    """Output frames unlike anything in the source (see the module docstring)."""
+def _mouth_zone(shapes: list[np.ndarray | None], box: tuple[int, int, int, int],
+                shape_hw: tuple[int, int]) -> np.ndarray:
+    """Crop pixels any mouth of these frames covers, with room below for the jaw drop."""
+    zone = np.zeros(shape_hw, np.uint8)
+    x0, y0 = box[0], box[1]
+    for sh in shapes:
+        if sh is None:
+            continue
+        lips = sh[48:60] - (x0, y0)
+        width = float(np.ptp(lips[:, 0]))
+        pts = np.concatenate([lips, lips + (0.0, 0.45 * width)]).astype(np.float32)
+        cv2.fillConvexPoly(zone, cv2.convexHull(pts).astype(np.int32), 1)
+    r = max(1, int(0.1 * IOD_PX))
+    zone = cv2.dilate(zone, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * r + 1, 2 * r + 1)))
+    return zone.astype(bool)
+
+
+def _jumps(idx: np.ndarray, x: np.ndarray) -> np.ndarray:
+    """Mean |change| of each crop from the previous frame's (nan when that is missing)."""
+    out = np.full(len(idx), np.nan)
+    for j in range(1, len(idx)):
+        if idx[j] == idx[j - 1] + 1:
+            out[j] = float(np.abs(x[j] - x[j - 1]).mean())
+    return out
+
+
+def glitches(src: Track, out: Track, canon: Canon) -> tuple[list[int], dict[str, float]]:
+    """Output frames whose lower face jumps or looks beyond anything the source does (see
+    the module docstring)."""
     i_s, s = _stack(src.crops)
     i_o, o = _stack(out.crops)
-    nov_src = _nearest(s, s, True) if len(s) > 1 else np.zeros(1)
-    nov_out = _nearest(o, s, False) if len(o) else np.zeros(0)
-    thr = GLITCH_MARGIN * float(nov_src.max())
+    if len(i_s) == 0:
+        return [], {}
+    hw = next(c.shape for c in src.crops if c is not None)
+    keep = ~_mouth_zone(src.shapes + out.shapes, canon.box, hw).ravel()
+
+    def away(x: np.ndarray) -> np.ndarray:
+        v = x[:, keep]
+        return (v - v.mean(1, keepdims=True)) / np.maximum(v.std(1, keepdims=True), 1e-3)
+
+    s_away, o_away = away(s), away(o)
+    nov_src = _nearest(s_away, s_away, True) if len(s) > 1 else np.zeros(1)
+    nov_out = _nearest(o_away, s_away, False) if len(o) else np.zeros(0)
+    jump_src, jump_out = _jumps(i_s, s), _jumps(i_o, o)
+    # The source's own 95th percentile, not its maximum: a source has odd frames of its
+    # own (blur, a blink), and the maximum would let any output frame as odd as those pass.
+    thr = NOVELTY_MARGIN * float(np.percentile(nov_src, 95))
+    j_thr = GLITCH_MARGIN * float(np.nanmax(jump_src))
     ref = np.nanmedian(np.stack([x for x in src.shapes if x is not None]), 0)
     sh_src, sh_out = _shape_dev(src.shapes, ref), _shape_dev(out.shapes, ref)
     sh_thr = GLITCH_MARGIN * float(np.nanmax(sh_src))
-    bad = set(int(i) for i, v in zip(i_o, nov_out, strict=True) if v > thr)
+    bad = {int(i) for i, v in zip(i_o, nov_out, strict=True) if v > thr}
+    bad |= {int(i) for i, v in zip(i_o, jump_out, strict=True) if v > j_thr}
     n = min(len(src.shapes), len(out.shapes))
     for k in range(n):
         if src.shapes[k] is None:
@@ -425,7 +476,11 @@ def glitches(src: Track, out: Track) -> tuple[list[int], dict[str, float]]:
             bad.add(k)
     return sorted(bad), {
         "nov_src_max": float(nov_src.max()),
+        "nov_thr": thr,
         "nov_out_max": float(nov_out.max()) if nov_out.size else float("nan"),
+        "jump_src_max": float(np.nanmax(jump_src)),
+        "jump_out_max": float(np.nanmax(jump_out)) if np.isfinite(jump_out).any()
+        else float("nan"),
         "shape_src_max": float(np.nanmax(sh_src)),
         "shape_out_max": float(np.nanmax(sh_out[:n])) if n else float("nan"),
     }
@@ -562,7 +617,7 @@ def load_source(video: Path, x_range: tuple[int, int] | None = None) -> Source:
 
 def measure_output(src: Source, out: Path, covered: np.ndarray) -> tuple[Track, dict]:
     tr = track(out, None, src.canon, src.x_range)
-    bad, info = glitches(src.track, tr)
+    bad, info = glitches(src.track, tr, src.canon)
     m = min(len(src.track.sharp), len(tr.sharp), covered.size)
     a, b = tr.sharp[:m][covered[:m]], src.track.sharp[:m][covered[:m]]
     ok = np.isfinite(a) & np.isfinite(b)

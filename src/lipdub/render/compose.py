@@ -19,6 +19,8 @@ from lipdub.render.vet import match_sharpness
 # Jaw points that bound the mask at the sides and below (cheek to cheek under the chin).
 _JAW = np.arange(3, 14)
 _NOSE_BASE = np.array([31, 32, 33, 34, 35])
+# Points an entry is registered on: nose base and the upper lip's outer edge.
+_UPPER_REF = np.array([31, 32, 33, 34, 35, 49, 50, 51, 52, 53])
 
 
 @dataclass
@@ -219,6 +221,14 @@ class Compositor:
                 scale = float(np.clip(ratio, 0.8, 1.12))
         if close_px > 0 or scale != 1.0:
             patch, e_lm = close_and_narrow(patch, e_lm, close_px, scale)
+        # Register the entry on the target's own nose base and upper lip (they barely move
+        # in speech): the alignment on eyes and nose cannot follow a nod (the mouth moves
+        # against the nose in the picture), and a patch a few pixels low shows the
+        # source's upper lip above its own, a doubled lip.
+        shift = (t_canon[_UPPER_REF] - e_lm[_UPPER_REF]).mean(axis=0)
+        limit = 0.12 * self.iod
+        shift = shift * min(1.0, limit / max(float(np.linalg.norm(shift)), 1e-6))
+        e_lm = e_lm + shift.astype(np.float32)  # where the entry lands (for the mask)
         mask, (bx0, by0, bx1, by1) = lower_face_mask(t_canon, e_lm, canon.size, self.feather)
         # Region of interest in the frame: the mask's bounding box, warped.
         corners = np.array([[bx0, by0], [bx1, by0], [bx0, by1], [bx1, by1]], np.float64)
@@ -233,9 +243,13 @@ class Compositor:
         m = from_c.copy()
         m[:, 2] -= (x0, y0)
         roi = (x1 - x0, y1 - y0)
+        # The patch moves by the registration shift (folded into its one warp: no extra
+        # resampling); the mask is already drawn where the patch lands.
+        m_patch = m.copy()
+        m_patch[:, 2] += from_c[:, :2] @ shift
         # Cubic, not bilinear: the patch was resampled once already (into the canonical
         # frame), and two bilinear passes halve the lips' texture (Laplacian variance).
-        warped = cv2.warpAffine(patch, m, roi, flags=cv2.INTER_CUBIC,
+        warped = cv2.warpAffine(patch, m_patch, roi, flags=cv2.INTER_CUBIC,
                                 borderMode=cv2.BORDER_REPLICATE).astype(np.float32)
         m_mask = m.copy()
         m_mask[:, :2] /= MASK_SCALE  # half-resolution mask pixels -> canonical pixels

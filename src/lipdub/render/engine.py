@@ -22,6 +22,7 @@ from lipdub.render.select import select_entries
 from lipdub.render.vet import (
     check_patch,
     plausible_target,
+    repair_lip_spikes,
     roi_box,
     score_entries,
     subset_bank,
@@ -105,7 +106,13 @@ class ClassicEngine:
                                    job.target_width[sel_frames], tr.pose[active],
                                    target_closure=closure)
             plan = {int(f): int(k) for f, k in zip(sel_frames, picks, strict=True)}
-            plans.append((job, _Guarded(Compositor(bank), job.face.face_id), plan))
+            targets, spikes = repair_lip_spikes(tr.landmarks, tr.frames,
+                                                bank.canonical.template)
+            if spikes.any():
+                log.info("%s: tracked lips repaired on %d frames (%s)", job.face.face_id,
+                         int(spikes.sum()), ", ".join(str(int(f)) for f in tr.frames[spikes][:8]))
+            guard = _Guarded(Compositor(bank), job.face.face_id, targets)
+            plans.append((job, guard, plan))
             job.stats.update(bank_entries=float(len(bank)), frames_changed=float(len(plan)),
                              distinct_entries=float(len(set(plan.values()))))
         rate, time_base = source_timing(video)
@@ -132,7 +139,7 @@ class ClassicEngine:
                     shot = preview is not None and fr.index in wanted and job is jobs[0]
                     if shot and preview is not None:
                         preview.before.append(_mouth_crop(rgb, job.face, row))
-                    comp.render(rgb, fr.index, job.face.track.landmarks[row], entry,
+                    comp.render(rgb, fr.index, comp.targets[row], entry,
                                 float(job.alpha[fr.index]), float(job.target_open[fr.index]),
                                 float(job.target_width[fr.index]))
                     if shot and preview is not None:
@@ -172,9 +179,10 @@ class _Guarded:
     original pixels. Each fallback is logged and counted.
     """
 
-    def __init__(self, comp: Compositor, face_id: str) -> None:
+    def __init__(self, comp: Compositor, face_id: str, targets: np.ndarray) -> None:
         self.comp = comp
         self.face_id = face_id
+        self.targets = targets  # the track's landmarks, tracker spikes repaired
         self.prev_lm: np.ndarray | None = None
         self.prev_out: np.ndarray | None = None
         self.prev_src: np.ndarray | None = None
