@@ -8,7 +8,7 @@
     # another engine, e.g. the "before" figures from a worktree of 97d6b81:
     git worktree add --detach /work/wt-before 97d6b81
     PYTHONPATH=/work/wt-before/src .venv/bin/python bench/articulation.py \
-        --json bench/.cache/articulation_before.json
+        --tag before --json bench/.cache/articulation_before.json
 
 Speech: phoneme-timed synthetic speech from espeak-ng (tools/phonetimed.py: the library's
 phoneme events give every phoneme's start and end, in IPA) in English, German, Spanish and
@@ -117,6 +117,7 @@ SR = 16000
 MAX_LAG = 5
 SHORTER_S = 0.4  # the speech ends this much before the clip
 GLITCH_MARGIN = 1.5
+TAG = ""  # --tag: kept apart in the cache, e.g. the outputs of another engine
 NOVELTY_MARGIN = 1.4
 VASP = ("vasp__combine001.mp4", "videoretalking__audio_1.wav", "face_002", (224, 448))
 
@@ -632,7 +633,7 @@ def evaluate(src: Source, idx: int, lang: str, reuse: bool) -> tuple[dict, dict]
     wav, phones, voice = synth_for(lang, idx, n / src.fps)
     sr, pcm = wavfile.read(str(wav))
     dur = pcm.size / sr
-    out = OUT / f"{video.stem}.{lang}.mp4"
+    out = OUT / f"{video.stem}.{lang}{TAG}.mp4"
     t_sync = float("nan")
     if not (reuse and out.is_file()):
         t_sync = run_sync(video, None, wav, out, 0.0, np.floor(dur * 1000) - 1, 0.0)
@@ -653,7 +654,7 @@ def evaluate(src: Source, idx: int, lang: str, reuse: bool) -> tuple[dict, dict]
 def evaluate_vasp(reuse: bool) -> dict:
     name, audio, face, xr = VASP
     src = load_source(MEDIA / name, xr)
-    out = OUT / "vasp.mp4"
+    out = OUT / f"vasp{TAG}.mp4"
     t_sync = float("nan")
     if not (reuse and out.is_file()):
         t_sync = run_sync(MEDIA / name, face, MEDIA / audio, out, 0.0, 3000.0, 1000.0)
@@ -662,7 +663,7 @@ def evaluate_vasp(reuse: bool) -> dict:
     covered = (t >= 1.0) & (t < 4.0)
     _, row = measure_output(src, out, covered)
     # The untouched source through the same check: must give no glitch.
-    bad_src, _ = glitches(src.track, src.track)
+    bad_src, _ = glitches(src.track, src.track, src.canon)
     row.update({"t_sync": t_sync, "glitch_src": float(len(bad_src))})
     return row
 
@@ -788,7 +789,10 @@ def main() -> None:
     ap.add_argument("--no-vasp", action="store_true", help="skip the vasp glitch case")
     ap.add_argument("--reuse", action="store_true", help="measure existing outputs again")
     ap.add_argument("--json", type=Path, help="write the results here")
+    ap.add_argument("--tag", default="", help="cache outputs under this tag (another engine)")
     args = ap.parse_args()
+    global TAG
+    TAG = f".{args.tag}" if args.tag else ""
 
     clips = [(i, c[0]) for i, c in enumerate(CLIPS)]
     langs = QUICK_LANGS if args.quick else LANGS

@@ -423,6 +423,65 @@ class VideoWriter:
         self.close()
 
 
+class BackgroundWriter:
+    """A :class:`VideoWriter` fed through a bounded queue and drained by its own thread,
+    so the RGB->YUV conversion and the encoder (PyAV releases the GIL around both) run
+    while the caller composes the next frames. The queue bounds memory; an error in the
+    writer thread is raised at the caller's next write or at close."""
+
+    def __init__(self, writer: VideoWriter, depth: int = 6) -> None:
+        self._writer = writer
+        self._queue: queue.Queue[tuple[str, object, int | None] | None] = queue.Queue(depth)
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._drain, name="lipdub-encode", daemon=True)
+        self._thread.start()
+
+    def _drain(self) -> None:
+        while True:
+            item = self._queue.get()
+            if item is None:
+                return
+            if self._error is not None:
+                continue  # keep draining so the producer never blocks on a dead writer
+            kind, data, pts = item
+            try:
+                if kind == "rgb":
+                    self._writer.write(data, pts)  # type: ignore[arg-type]
+                else:
+                    self._writer.write_source(data, pts)  # type: ignore[arg-type]
+            except BaseException as e:  # re-raised in the caller's thread
+                self._error = e
+
+    def _put(self, item: tuple[str, object, int | None]) -> None:
+        if self._error is not None:
+            raise self._error
+        self._queue.put(item)
+
+    def write(self, rgb: np.ndarray, pts: int | None = None) -> None:
+        self._put(("rgb", rgb, pts))
+
+    def write_source(self, src: Frame, pts: int | None = None) -> None:
+        self._put(("src", src, pts))
+
+    def close(self) -> None:
+        self._queue.put(None)
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
+        self._writer.close()
+
+    def __enter__(self) -> BackgroundWriter:
+        return self
+
+    def __exit__(self, exc_type: object, *exc: object) -> None:
+        if exc_type is None:
+            self.close()
+            return
+        self._queue.put(None)  # the caller failed: stop the thread, keep its error
+        self._thread.join()
+        self._writer.close()
+
+
 def source_timing(path: str | Path) -> tuple[Fraction, Fraction]:
     """The video stream's (average frame rate, time base), to re-encode with the same clock."""
     container = _open(path)

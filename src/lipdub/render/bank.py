@@ -59,9 +59,7 @@ class Canonical:
     def from_landmarks(cls, landmarks: np.ndarray) -> Canonical:
         lm = np.asarray(landmarks, np.float64)
         iod = float(np.median(interocular(lm)))
-        # Small faces are stored at up to twice their size: two resamplings (into the
-        # canonical frame and back) then cost no sharpness.
-        scale = min(2.0 * iod, MAX_CANONICAL_IOD) / iod
+        scale = min(iod, MAX_CANONICAL_IOD) / iod
         # Normalise each frame by a similarity on the stable points, then average.
         ref = lm[len(lm) // 2]
         aligned = []
@@ -140,7 +138,7 @@ class BankBuilder:
     def add(self, frame_index: int, rgb: np.ndarray) -> None:
         row = self._wanted[frame_index]
         m = self.canonical.to_canonical(self._lm[row])
-        patch = cv2.warpAffine(rgb, m, self.canonical.size, flags=cv2.INTER_CUBIC,
+        patch = cv2.warpAffine(rgb, m, self.canonical.size, flags=cv2.INTER_LINEAR,
                                borderMode=cv2.BORDER_REPLICATE)
         lm = self._lm[row] @ m[:, :2].T + m[:, 2]
         self._entries.append((row, patch, lm.astype(np.float32)))

@@ -14,7 +14,7 @@ import cv2
 import numpy as np
 
 from lipdub.render.bank import Bank
-from lipdub.render.vet import match_sharpness
+from lipdub.render.vet import sharpen_amount, unsharp
 
 # Jaw points that bound the mask at the sides and below (cheek to cheek under the chin).
 _JAW = np.arange(3, 14)
@@ -38,6 +38,7 @@ class ColourState:
 # would only add artefacts. Opening in geometry units (inner-lip gap / IOD), width as a
 # ratio.
 _CLOSE_TOLERANCE = 0.02
+_SHARP_EVERY = 4
 _WIDTH_TOLERANCE = 0.04
 
 # The mask is smooth by design, so it is built at half resolution: erosion and blur there
@@ -175,6 +176,10 @@ class Compositor:
         self.feather = max(3.0, 0.12 * self.iod)
         self.interior = self._interior_colour()
         self.max_open = float(bank.opening.max())
+        self._sharp_amount = 0.0
+        self._sharp_age = 0
+        # The blend weights of the last render and where they start in the frame.
+        self.last_blend: tuple[int, int, np.ndarray] | None = None
 
     def _interior_colour(self) -> np.ndarray:
         k = int(np.argmax(self.bank.opening))
@@ -247,9 +252,9 @@ class Compositor:
         # resampling); the mask is already drawn where the patch lands.
         m_patch = m.copy()
         m_patch[:, 2] += from_c[:, :2] @ shift
-        # Cubic, not bilinear: the patch was resampled once already (into the canonical
-        # frame), and two bilinear passes halve the lips' texture (Laplacian variance).
-        warped = cv2.warpAffine(patch, m_patch, roi, flags=cv2.INTER_CUBIC,
+        # Bilinear: a cubic warp per frame costs five times as much, and the texture a
+        # bilinear pass takes is given back below (sharpness matched to the source).
+        warped = cv2.warpAffine(patch, m_patch, roi, flags=cv2.INTER_LINEAR,
                                 borderMode=cv2.BORDER_REPLICATE).astype(np.float32)
         m_mask = m.copy()
         m_mask[:, :2] /= MASK_SCALE  # half-resolution mask pixels -> canonical pixels
@@ -262,7 +267,13 @@ class Compositor:
             g = self.colour.update(np.clip(g, 0.8, 1.25))
             warped *= g[None, None, :]
         # What resampling still took, an unsharp mask gives back: as sharp as the source.
-        warped = match_sharpness(warped, region, wm / max(alpha, 1e-6))
+        # The amount depends on the face's texture and the warp's scale, which change
+        # slowly: it is solved every few frames, not every frame.
+        if self._sharp_age % _SHARP_EVERY == 0:
+            self._sharp_amount = sharpen_amount(warped, region, wm / max(alpha, 1e-6))
+        self._sharp_age += 1
+        warped = unsharp(warped, self._sharp_amount)
+        self.last_blend = (x0, y0, wm)
         out = region * (1 - wm[..., None]) + warped * wm[..., None]
         frame[y0:y1, x0:x1] = np.clip(out + 0.5, 0, 255).astype(np.uint8)
         return x0, y0, x1, y1

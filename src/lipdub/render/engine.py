@@ -15,11 +15,12 @@ import cv2
 import numpy as np
 
 from lipdub.faces.session import Face, Session
-from lipdub.media.video import VideoWriter, iter_frames, source_timing
+from lipdub.media.video import BackgroundWriter, VideoWriter, iter_frames, source_timing
 from lipdub.render.bank import Bank, BankBuilder
 from lipdub.render.compose import Compositor
 from lipdub.render.select import select_entries
 from lipdub.render.vet import (
+    SmallLab,
     check_patch,
     plausible_target,
     repair_lip_spikes,
@@ -121,8 +122,11 @@ class ClassicEngine:
         first_pts: int | None = None
         written = 0
         wanted = set(preview.frames) if preview else set()
-        with VideoWriter(out, info.width, info.height, rate, time_base=time_base, audio=audio,
-                         sample_rate=sample_rate, crf=self.crf, preset=self.preset) as writer:
+        # Encoding runs in its own thread while the next frames are composed.
+        with BackgroundWriter(VideoWriter(out, info.width, info.height, rate,
+                                          time_base=time_base, audio=audio,
+                                          sample_rate=sample_rate, crf=self.crf,
+                                          preset=self.preset)) as writer:
             touched = set().union(*(plan.keys() for _, _, plan in plans))
             for fr in iter_frames(video, rgb_for=touched.__contains__):
                 rgb: np.ndarray | None = None
@@ -184,8 +188,8 @@ class _Guarded:
         self.face_id = face_id
         self.targets = targets  # the track's landmarks, tracker spikes repaired
         self.prev_lm: np.ndarray | None = None
-        self.prev_out: np.ndarray | None = None
-        self.prev_src: np.ndarray | None = None
+        self.prev_out: SmallLab | None = None
+        self.prev_src: SmallLab | None = None
         self.last_good: int | None = None
         self.rejected = 0
 
@@ -198,28 +202,42 @@ class _Guarded:
             return
         x0, y0, x1, y1 = roi_box(lm, rgb.shape)
         src = rgb[y0:y1, x0:x1].copy()
+        src_small = SmallLab.of(src)
         lips = lm[48:68] - (x0, y0)
         why = ""
         for k in dict.fromkeys([entry, self.last_good]):
             if k is None:
                 continue
-            self.comp.render(rgb, lm, k, alpha, want_open, want_width)
-            out = rgb[y0:y1, x0:x1]
-            changed = cv2.dilate((out != src).any(axis=2).astype(np.uint8), np.ones((5, 5)))
-            ok, why = check_patch(out, src, self.prev_out, changed.astype(np.float32),
-                                  prev_source_roi=self.prev_src, lips=lips)
+            if self.comp.render(rgb, lm, k, alpha, want_open, want_width) is None:
+                return
+            out_small = SmallLab.of(rgb[y0:y1, x0:x1])
+            ok, why = check_patch(out_small, src_small, self.prev_out,
+                                  self._mask(x0, y0, x1, y1), prev_source_roi=self.prev_src,
+                                  lips=lips)
             if ok:
                 self.last_good = k
-                self._accept(lm, out.copy(), src)
+                self._accept(lm, out_small, src_small)
                 return
             rgb[y0:y1, x0:x1] = src
-        self._reject(index, why, lm, src, src)
+        self._reject(index, why, lm, src_small, src_small)
 
-    def _accept(self, lm: np.ndarray, out: np.ndarray, src: np.ndarray) -> None:
+    def _mask(self, x0: int, y0: int, x1: int, y1: int) -> np.ndarray:
+        """The compositor's last blend weights, placed in the box (x0, y0, x1, y1)."""
+        mask = np.zeros((y1 - y0, x1 - x0), np.float32)
+        if self.comp.last_blend is None:
+            return mask
+        bx, by, wm = self.comp.last_blend
+        ax0, ay0 = max(bx, x0), max(by, y0)
+        ax1, ay1 = min(bx + wm.shape[1], x1), min(by + wm.shape[0], y1)
+        if ax1 > ax0 and ay1 > ay0:
+            mask[ay0 - y0:ay1 - y0, ax0 - x0:ax1 - x0] = wm[ay0 - by:ay1 - by, ax0 - bx:ax1 - bx]
+        return mask
+
+    def _accept(self, lm: np.ndarray, out: SmallLab, src: SmallLab) -> None:
         self.prev_lm, self.prev_out, self.prev_src = lm, out, src
 
-    def _reject(self, index: int, why: str, lm: np.ndarray, out: np.ndarray | None,
-                src: np.ndarray | None) -> None:
+    def _reject(self, index: int, why: str, lm: np.ndarray, out: SmallLab | None,
+                src: SmallLab | None) -> None:
         self.rejected += 1
         log.warning("%s: frame %d kept original pixels (%s)", self.face_id, index, why)
         self.prev_lm, self.prev_out, self.prev_src = lm, out, src

@@ -34,10 +34,13 @@ __all__ = [
     "check_patch",
     "lapvar",
     "match_sharpness",
+    "sharpen_amount",
+    "unsharp",
     "plausible_target",
     "plausible_transform",
     "repair_lip_spikes",
     "roi_box",
+    "SmallLab",
     "score_entries",
     "similarity_to_canonical",
     "subset_bank",
@@ -321,10 +324,33 @@ def roi_box(landmarks: np.ndarray, frame_shape: tuple[int, ...],
 _SIDE = 48  # check_patch works on this many pixels along the ROI's longer side
 
 
-def _small_lab(img: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+def _small_lab(img: np.ndarray | SmallLab, size: tuple[int, int]) -> np.ndarray:
+    if isinstance(img, SmallLab):  # reduced already: at most resize it
+        if img.lab.shape[1::-1] == size:
+            return img.lab
+        return np.asarray(cv2.resize(img.lab, size, interpolation=cv2.INTER_LINEAR))
     x = cv2.resize(np.ascontiguousarray(img), size, interpolation=cv2.INTER_AREA)
     x = cv2.GaussianBlur(x, (0, 0), 0.8)
     return cv2.cvtColor(x, cv2.COLOR_RGB2LAB).astype(np.float32)
+
+
+@dataclass(frozen=True)
+class SmallLab:
+    """A region already reduced the way :func:`check_patch` compares it: pass one as a
+    previous ROI to skip reducing the same pixels again every frame."""
+
+    lab: np.ndarray
+    shape: tuple[int, int]  # (h, w) of the region it was reduced from
+
+    @classmethod
+    def of(cls, roi: np.ndarray) -> SmallLab:
+        h, w = roi.shape[:2]
+        return cls(_small_lab(roi, _small_size(h, w)), (h, w))
+
+
+def _small_size(h: int, w: int) -> tuple[int, int]:
+    f = _SIDE / max(h, w)
+    return max(4, round(w * f)), max(4, round(h * f))
 
 
 @dataclass(frozen=True)
@@ -338,9 +364,10 @@ class PatchLimits:
     jump_margin: float = 6.0  # ... plus this much (mouth motion is what we add)
 
 
-def check_patch(rendered_roi: np.ndarray, source_roi: np.ndarray,
-                prev_rendered_roi: np.ndarray | None, mask: np.ndarray, *,
-                prev_source_roi: np.ndarray | None = None, lips: np.ndarray | None = None,
+def check_patch(rendered_roi: np.ndarray | SmallLab, source_roi: np.ndarray | SmallLab,
+                prev_rendered_roi: np.ndarray | SmallLab | None, mask: np.ndarray, *,
+                prev_source_roi: np.ndarray | SmallLab | None = None,
+                lips: np.ndarray | None = None,
                 limits: PatchLimits | None = None) -> tuple[bool, str]:
     """Is a rendered region plausible? Returns (ok, reason); reason is "" when ok.
 
@@ -358,9 +385,9 @@ def check_patch(rendered_roi: np.ndarray, source_roi: np.ndarray,
     output far more than the source did).
     """
     lim = limits or PatchLimits()
-    h, w = source_roi.shape[:2]
-    f = _SIDE / max(h, w)
-    size = (max(4, round(w * f)), max(4, round(h * f)))
+    h, w = source_roi.shape[:2]  # SmallLab keeps the shape of the region it came from
+    size = _small_size(h, w)
+    f = size[0] / w
     r = _small_lab(rendered_roi, size)
     s = _small_lab(source_roi, size)
     m = cv2.resize(np.asarray(mask, np.float32), size, interpolation=cv2.INTER_AREA)
@@ -408,22 +435,23 @@ def check_patch(rendered_roi: np.ndarray, source_roi: np.ndarray,
 # --------------------------------------------------------------------------- sharpness
 
 
-def match_sharpness(warped: np.ndarray, source_roi: np.ndarray, mask: np.ndarray, *,
-                    sigma: float = 1.0, max_amount: float = 2.5,
-                    target_ratio: float = 1.0) -> np.ndarray:
-    """Unsharp-mask ``warped`` (float32 or uint8, H x W x 3) so that its Laplacian variance
-    over ``mask`` > 0.5 reaches ``target_ratio`` times the source's there.
+def sharpen_amount(warped: np.ndarray, source_roi: np.ndarray, mask: np.ndarray, *,
+                   sigma: float = 1.0, max_amount: float = 2.5,
+                   target_ratio: float = 1.0) -> float:
+    """The unsharp-mask amount ``a`` that brings ``warped``'s Laplacian variance over
+    ``mask`` > 0.5 to ``target_ratio`` times the source's there (0 when it is already as
+    sharp).
 
     The Laplacian of ``x + a (x - G x)`` is ``L1 + a (L1 - L2)``, so its variance is a
     quadratic in ``a`` that is solved in closed form: one blur and two Laplacians of the
     ROI, no search. Measured over the whole blended region (mostly skin, whose texture
     does not depend on the mouth shape), it undoes what the resampling took, inside the
-    lips as well. Returns float32.
+    lips as well.
     """
     x = np.asarray(warped, np.float32)
     core = np.asarray(mask) > 0.5
     if core.sum() < 16:
-        return x
+        return 0.0
     g_src = cv2.cvtColor(np.clip(np.asarray(source_roi, np.float32), 0, 255),
                          cv2.COLOR_RGB2GRAY)
     g = cv2.cvtColor(np.clip(x, 0, 255), cv2.COLOR_RGB2GRAY)
@@ -436,15 +464,31 @@ def match_sharpness(warped: np.ndarray, source_roi: np.ndarray, mask: np.ndarray
     # Element-wise sums, not BLAS dot products: no thread pool spinning up per frame.
     v1, c, vd = float((l1 * l1).mean()), float((l1 * dd).mean()), float((dd * dd).mean())
     if v1 >= target or vd < _EPS:
-        return x
+        return 0.0
     # vd a^2 + 2 c a + (v1 - target) = 0, the positive root.
     disc = c * c - vd * (v1 - target)
     a = (-c + np.sqrt(max(disc, 0.0))) / vd
-    a = float(np.clip(a, 0.0, max_amount))
-    if a <= 0.0:
+    return float(np.clip(a, 0.0, max_amount))
+
+
+def unsharp(x: np.ndarray, amount: float, sigma: float = 1.0) -> np.ndarray:
+    """``x + amount (x - G_sigma x)``, float32."""
+    x = np.asarray(x, np.float32)
+    if amount <= 0.0:
         return x
     blur = cv2.GaussianBlur(x, (0, 0), sigma)
-    return np.asarray(x + a * (x - blur), np.float32)
+    return np.asarray(x + amount * (x - blur), np.float32)
+
+
+def match_sharpness(warped: np.ndarray, source_roi: np.ndarray, mask: np.ndarray, *,
+                    sigma: float = 1.0, max_amount: float = 2.5,
+                    target_ratio: float = 1.0) -> np.ndarray:
+    """Unsharp-mask ``warped`` (float32 or uint8, H x W x 3) so that its Laplacian variance
+    over ``mask`` > 0.5 reaches ``target_ratio`` times the source's there (see
+    :func:`sharpen_amount`). Returns float32."""
+    a = sharpen_amount(warped, source_roi, mask, sigma=sigma, max_amount=max_amount,
+                       target_ratio=target_ratio)
+    return unsharp(warped, a, sigma)
 
 
 # --------------------------------------------------------------------------- target track
