@@ -86,6 +86,7 @@ def run_sync(spec: dict[str, Any]) -> dict[str, Any]:
             end_ms=f["end_ms"],
             insert_ms=f["insert_ms"],
             volume=f["volume"],
+            sync_mode=f.get("sync_mode"),
         )
         for f in spec["faces"]
     ]
