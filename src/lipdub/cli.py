@@ -225,7 +225,7 @@ def sync(
     out.print(f"wrote {result.path}  ({result.frame_count} frames, "
               f"{result.duration_ms / 1000:.2f} s)")
     for note in result.notes:  # cuts, loops and stretches are never silent
-        out.print(f"  [yellow]note:[/yellow] {note}", highlight=False)
+        out.print(f"  [yellow]note:[/yellow] {note}", highlight=False, soft_wrap=True)
     for f in result.faces:
         out.print(f"  {f['face_id']}: {f.get('frames_changed', 0):.0f} frames re-rendered")
     if preview is not None:

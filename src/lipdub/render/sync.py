@@ -117,7 +117,11 @@ def sync(
     # own speech for self-calibration.
     original = read_video_audio(video, OUT_SR, 2) if info.has_audio else None
     source_mono = to_mono(original) if original is not None else None
-    for fa in faces:
+    # Preparing the audio and mouth targets takes seconds before the first frame renders:
+    # it gets the first PREP of the progress, so a client sees the task move at once.
+    prep = 0.08
+    report(base + (1 - base) * 0.01)
+    for i, fa in enumerate(faces):
         face = session.face(fa.face_id)
         samples = decode_audio(fa.audio_path, OUT_SR, 2, max_duration_ms=max_audio_ms)
         clip = crop(samples, OUT_SR, fa.start_ms, fa.end_ms)
@@ -136,6 +140,7 @@ def sync(
         end_ms = min(fa.insert_ms + placed.duration_ms, duration_ms)
         _check_overlap(face, fa.insert_ms, end_ms)
         jobs.append(_job(face, clip, fa.insert_ms, end_ms, times, info.fps, source_mono))
+        report(base + (1 - base) * prep * (i + 1) / len(faces))
 
     track = mix(duration_ms, OUT_SR, clips, original, original_volume=original_volume)
 
@@ -145,7 +150,7 @@ def sync(
     tmp = out.with_name(out.stem + ".partial.mp4")
     written = (engine or ClassicEngine()).render(
         video, session, jobs, tmp, track, OUT_SR,
-        lambda f: report(base + (1 - base) * f), preview,
+        lambda f: report(base + (1 - base) * (prep + (1 - prep) * f)), preview,
     )
     tmp.replace(out)  # a crash never leaves a half-written file under the final name
     if preview is not None and preview_path is not None:
