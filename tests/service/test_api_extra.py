@@ -4,6 +4,7 @@ with the real engine and real media (a 3 s crop of a talking head)."""
 from __future__ import annotations
 
 import json
+import re
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -277,3 +278,12 @@ def test_smaller_fixes(server: Server, api: httpx.Client, identified: dict[str, 
                 assert "400" in op["responses"], (path, method)
                 assert "example" in json.dumps(op["responses"]["200"]), (path, method)
     assert "cancelled" in doc["info"]["description"]
+
+
+def test_docs_are_served_offline(server: Server) -> None:
+    page = httpx.get(server.url + "/docs")
+    assert page.status_code == 200 and "cdn" not in page.text.lower()
+    for asset in re.findall(r'(?:src|href)="(/docs-assets/[^"]+)"', page.text):
+        r = httpx.get(server.url + asset)
+        assert r.status_code == 200 and len(r.content) > 500, asset
+    assert "/docs-assets/swagger-ui-bundle.js" in page.text

@@ -22,7 +22,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from lipdub.config import Settings
-from lipdub.service import openapi, routes_extra, schemas
+from lipdub.service import docs_ui, openapi, routes_extra, schemas
 from lipdub.service.admission import Admission
 from lipdub.service.body_limit import BodyLimit
 from lipdub.service.context import Context
@@ -122,6 +122,8 @@ def create_app(
         "audio. Every response is the envelope {code, msg, data}.",
         lifespan=lifespan,
         responses=schemas.ERROR_RESPONSES,
+        docs_url=None,  # served offline by docs_ui.install
+        redoc_url=None,
     )
     app.state.ctx = ctx
     app.state.worker = worker
@@ -394,6 +396,7 @@ def create_app(
         return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
 
     openapi.install(app, settings)
+    docs_ui.install(app)
     return app
 
 
