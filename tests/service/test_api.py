@@ -123,7 +123,7 @@ def test_malformed_requests_are_400(api: httpx.Client, body: bytes, needle: str)
         ("{base}/m/videoretalking__audio_1.wav", "audio-only"),
         ("{base}/m/facerecognition__obama.jpg", "video_url"),
         ("{base}/big", "larger than"),
-        ("file:///etc/passwd", "http or https"),
+        ("file:///etc/passwd", "POST /api/v1/files"),  # names the fix for local files
         ("not a url at all!", "Base64"),
     ],
 )
