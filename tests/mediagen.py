@@ -81,3 +81,28 @@ def no_faces(out: Path, seconds: float = 2.0) -> Path:
         return img
 
     return write_video(out, int(seconds * 25), (w, h), draw)
+
+
+def crop_video(src: Path, out: Path, seconds: float) -> Path:
+    """The first ``seconds`` of a real clip, re-encoded with its sound: short media keep
+    the end-to-end tests cheap on a small machine."""
+    with av.open(str(src)) as c:
+        v = c.streams.video[0]
+        fps = int(round(float(v.average_rate or 25)))
+        frames = []
+        for f in c.decode(v):
+            if f.time is not None and f.time >= seconds:
+                break
+            frames.append(f.to_ndarray(format="rgb24"))
+    with av.open(str(src)) as c:
+        a = c.streams.audio[0]
+        sr = a.rate
+        chunks = []
+        for f in c.decode(a):
+            if f.time is not None and f.time >= seconds:
+                break
+            chunks.append(f.to_ndarray().mean(axis=0))
+    audio = np.concatenate(chunks)[: int(seconds * sr)].astype(np.float32)
+    h, w = frames[0].shape[:2]
+    return write_video(out, len(frames), (w, h), lambda i: frames[i], fps=fps, audio=audio,
+                       sr=sr)

@@ -11,11 +11,14 @@ from typing import TYPE_CHECKING, Any
 from lipdub.errors import InputError, LimitError, LipdubError, MediaError, NoFacesError
 
 if TYPE_CHECKING:
+    from lipdub.client import AsyncClient, Client, verify_webhook
     from lipdub.faces.identify import identify
     from lipdub.faces.session import Face, Session, VideoInfo
     from lipdub.render.sync import FaceAudio, SyncResult, sync
 
 __all__ = [
+    "AsyncClient",
+    "Client",
     "Face",
     "FaceAudio",
     "InputError",
@@ -28,6 +31,7 @@ __all__ = [
     "VideoInfo",
     "identify",
     "sync",
+    "verify_webhook",
 ]
 
 _LAZY = {
@@ -38,6 +42,9 @@ _LAZY = {
     "sync": "lipdub.render.sync",
     "FaceAudio": "lipdub.render.sync",
     "SyncResult": "lipdub.render.sync",
+    "Client": "lipdub.client",
+    "AsyncClient": "lipdub.client",
+    "verify_webhook": "lipdub.client",
 }
 
 

@@ -113,7 +113,7 @@ def identify(
 
 
 _PER_FACE = {"--start-ms": "start_ms", "--end-ms": "end_ms", "--insert-ms": "insert_ms",
-             "--volume": "volume"}
+             "--volume": "volume", "--sync-mode": "sync_mode"}
 
 
 def _face_specs(args: list[str], audio: Path | None) -> tuple[list[dict[str, object]], float]:
@@ -142,6 +142,16 @@ def _face_specs(args: list[str], audio: Path | None) -> tuple[list[dict[str, obj
             if not sep or not fid or not path:
                 raise typer.BadParameter(f"--face takes FACE_ID=AUDIO_FILE, got {value!r}")
             specs.append({"face_id": fid, "audio_path": Path(path)})
+            continue
+        if name == "--sync-mode":
+            from lipdub.media.fit import SYNC_MODES
+
+            if value not in SYNC_MODES:
+                raise typer.BadParameter(
+                    f"--sync-mode takes one of {', '.join(SYNC_MODES)}, got {value!r}")
+            if not specs:
+                raise typer.BadParameter("--sync-mode must follow AUDIO or a --face")
+            specs[-1]["sync_mode"] = value
             continue
         try:
             number = float(value)
@@ -174,8 +184,10 @@ def sync(
     \b
     lipdub sync VIDEO AUDIO -o OUT.mp4              most prominent face, whole audio at 0
     lipdub sync VIDEO --face face_002=a.wav --insert-ms 1500 --face face_001=b.mp3 -o OUT.mp4
-    Per-face options (--start-ms, --end-ms, --insert-ms, --volume) apply to the face given
-    before them; --original-volume (0..2) scales the video's own sound.
+    Per-face options (--start-ms, --end-ms, --insert-ms, --volume, --sync-mode) apply to the
+    face given before them; --original-volume (0..2) scales the video's own sound.
+    --sync-mode (cut_off, loop, bounce, silence, remap) fits audio that runs past the
+    video's end or stops before it; without it such audio is refused, as by the API.
     """
     from lipdub.faces.identify import identify as run_identify
     from lipdub.faces.session import Session
@@ -212,6 +224,8 @@ def sync(
         return
     out.print(f"wrote {result.path}  ({result.frame_count} frames, "
               f"{result.duration_ms / 1000:.2f} s)")
+    for note in result.notes:  # cuts, loops and stretches are never silent
+        out.print(f"  [yellow]note:[/yellow] {note}", highlight=False, soft_wrap=True)
     for f in result.faces:
         out.print(f"  {f['face_id']}: {f.get('frames_changed', 0):.0f} frames re-rendered")
     if preview is not None:

@@ -63,3 +63,14 @@ def ctx(tmp_path: Path, store: Store) -> Context:
         allow_private_urls="127.0.0.1/32",
     )
     return Context.build(settings, store)
+
+
+@pytest.fixture(scope="session")
+def short_clip(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The first 3 s of a real talking head with its sound: end-to-end runs stay cheap."""
+    from tests.mediagen import crop_video
+
+    from .helpers import MEDIA
+
+    out = tmp_path_factory.mktemp("media") / "face_3s.mp4"
+    return crop_video(MEDIA / "videoretalking__face_2.mp4", out, 3.0)

@@ -71,7 +71,7 @@ def test_auth_required(server: Server) -> None:
 def test_unknown_route_and_task(api: httpx.Client) -> None:
     check_error(api.get("/api/v1/nothing"), 404)
     check_error(api.get(GEN, params={"task_id": "cl-nope"}), 404, "not found")
-    check_error(api.get(GEN), 400, "task_id", "missing")
+    check_error(api.get(GEN, params={"task_id": ""}), 400, "task_id")
 
 
 @pytest.mark.parametrize(
@@ -123,7 +123,7 @@ def test_malformed_requests_are_400(api: httpx.Client, body: bytes, needle: str)
         ("{base}/m/videoretalking__audio_1.wav", "audio-only"),
         ("{base}/m/facerecognition__obama.jpg", "video_url"),
         ("{base}/big", "larger than"),
-        ("file:///etc/passwd", "http or https"),
+        ("file:///etc/passwd", "POST /api/v1/files"),  # names the fix for local files
         ("not a url at all!", "Base64"),
     ],
 )
@@ -247,7 +247,9 @@ def test_failed_task_is_refunded_and_called_back(
     cb = receiver.wait(1)[0].json()["data"]
     assert cb["state"] == "failed" and cb["model"] == "kling-video/kling-identify-face"
     assert cb["failMsg"] == data["failMsg"] and cb["failCode"] == "no_faces"
-    assert cb["resultJson"] is None and json.loads(cb["param"])["video_url"].startswith("<inline")
+    # resultUrls always exists (the contract), identify's failures included.
+    assert json.loads(cb["resultJson"]) == {"resultUrls": []}
+    assert json.loads(cb["param"])["video_url"].startswith("<inline")
     show = server.cli("account", "show", "refund", "--json")
     summary = json.loads(show.stdout)
     assert summary["balance_micros"] == 700 and summary["reserved_micros"] == 0

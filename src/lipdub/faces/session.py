@@ -75,7 +75,7 @@ class Face:
         }
 
 
-@dataclass
+@dataclass(repr=False)
 class Session:
     """Everything identify learned about a video, enough for the renderer to work."""
 
@@ -89,6 +89,19 @@ class Session:
     @staticmethod
     def new_id() -> str:
         return f"session_{uuid.uuid4().hex}"
+
+    def __repr__(self) -> str:
+        """A summary, not the landmark arrays: what print(session) should show."""
+        v = self.video
+        faces = ", ".join(
+            f"{f.face_id} {f.start_ms}-{f.end_ms} ms ({len(f.segments)} span"
+            f"{'s' if len(f.segments) != 1 else ''})"
+            for f in self.faces
+        )
+        return (
+            f"Session({self.session_id}: {v.width}x{v.height}, {v.fps:g} fps, "
+            f"{v.duration_ms} ms; {len(self.faces)} face(s): {faces or 'none'})"
+        )
 
     def face(self, face_id: str) -> Face:
         for f in self.faces:

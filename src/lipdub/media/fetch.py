@@ -158,7 +158,9 @@ def resolve_checked(
     for ip in addrs:
         if not policy.permits(ip):
             raise AddressNotAllowed(
-                f"{field} points to a private or reserved address ({ip}): use a public http(s) URL."
+                f"{field} points to a private or reserved address ({ip}): use a public "
+                "http(s) URL, or let the server reach it with LIPDUB_ALLOW_PRIVATE_URLS "
+                "(e.g. 127.0.0.1/32 for this machine)."
             )
     return addrs[0]
 

@@ -16,6 +16,7 @@ import numpy as np
 from lipdub.errors import InputError
 from lipdub.faces.identify import identify
 from lipdub.faces.session import Face, Session
+from lipdub.media import fit as length
 from lipdub.media.audio import PlacedClip, crop, decode_audio, mix, read_video_audio, to_mono
 from lipdub.media.video import probe
 from lipdub.render.engine import ClassicEngine, Engine, FaceJob, Preview, preview_strip
@@ -30,7 +31,10 @@ Progress = Callable[[float], None]
 @dataclass(frozen=True)
 class FaceAudio:
     """One face's new speech: the clip ``[start_ms, end_ms)`` of ``audio_path``, placed at
-    ``insert_ms`` on the video timeline, at ``volume`` (0..2)."""
+    ``insert_ms`` on the video timeline, at ``volume`` (0..2). ``sync_mode`` says what to do
+    when the clip and the video from ``insert_ms`` to its end differ in length (see
+    ``lipdub.media.fit``: cut_off, loop, bounce, silence, remap; None refuses a clip
+    that runs past the video's end)."""
 
     face_id: str
     audio_path: str | Path
@@ -38,6 +42,7 @@ class FaceAudio:
     end_ms: float | None = None
     insert_ms: float = 0.0
     volume: float = 1.0
+    sync_mode: str | None = None
 
 
 @dataclass
@@ -47,11 +52,20 @@ class SyncResult:
     frame_count: int
     session_id: str
     faces: list[dict[str, object]] = field(default_factory=list)
+    # Per face, how its audio was fitted to the video (lipdub.media.fit.Fit.to_json),
+    # and one sentence for each clip that was cut, repeated or stretched.
+    fits: list[dict[str, object]] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def trimmed_ms(self) -> float:
+        """Audio cut off past the video's end, over all faces."""
+        return sum(float(str(f["trimmed_ms"])) for f in self.fits)
 
     def to_json(self) -> dict[str, object]:
         return {"output": str(self.path), "duration_ms": self.duration_ms,
                 "frame_count": self.frame_count, "session_id": self.session_id,
-                "faces": self.faces}
+                "faces": self.faces, "fits": self.fits, "notes": self.notes}
 
 
 def sync(
@@ -98,11 +112,16 @@ def sync(
 
     clips: list[PlacedClip] = []
     jobs: list[FaceJob] = []
+    fits: list[length.Fit] = []
     # The video's own track, decoded once: mixed into the output, and (mono) the person's
     # own speech for self-calibration.
     original = read_video_audio(video, OUT_SR, 2) if info.has_audio else None
     source_mono = to_mono(original) if original is not None else None
-    for fa in faces:
+    # Preparing the audio and mouth targets takes seconds before the first frame renders:
+    # it gets the first PREP of the progress, so a client sees the task move at once.
+    prep = 0.08
+    report(base + (1 - base) * 0.01)
+    for i, fa in enumerate(faces):
         face = session.face(fa.face_id)
         samples = decode_audio(fa.audio_path, OUT_SR, 2, max_duration_ms=max_audio_ms)
         clip = crop(samples, OUT_SR, fa.start_ms, fa.end_ms)
@@ -111,11 +130,17 @@ def sync(
                 f"Insert point {fa.insert_ms:.0f} ms is outside the video, which is "
                 f"{duration_ms:.0f} ms long: choose a time from 0 up to its end."
             )
+        # The same rule as the API's (lipdub.media.fit): nothing is cut silently.
+        fit = length.plan(1000.0 * len(clip) / OUT_SR, fa.insert_ms, duration_ms,
+                          fa.sync_mode, where=fa.face_id)
+        fits.append(fit)
+        clip = length.apply(clip, OUT_SR, fit)
         placed = PlacedClip(clip, OUT_SR, fa.insert_ms, fa.volume)
         clips.append(placed)
         end_ms = min(fa.insert_ms + placed.duration_ms, duration_ms)
         _check_overlap(face, fa.insert_ms, end_ms)
         jobs.append(_job(face, clip, fa.insert_ms, end_ms, times, info.fps, source_mono))
+        report(base + (1 - base) * prep * (i + 1) / len(faces))
 
     track = mix(duration_ms, OUT_SR, clips, original, original_volume=original_volume)
 
@@ -125,18 +150,21 @@ def sync(
     tmp = out.with_name(out.stem + ".partial.mp4")
     written = (engine or ClassicEngine()).render(
         video, session, jobs, tmp, track, OUT_SR,
-        lambda f: report(base + (1 - base) * f), preview,
+        lambda f: report(base + (1 - base) * (prep + (1 - prep) * f)), preview,
     )
     tmp.replace(out)  # a crash never leaves a half-written file under the final name
     if preview is not None and preview_path is not None:
         preview_strip(preview, Path(preview_path))
     report(1.0)
+    notes = [n for fa, ft in zip(faces, fits, strict=True) if (n := ft.note(fa.face_id))]
     return SyncResult(
         path=out,
         duration_ms=info.duration_ms,
         frame_count=written,
         session_id=session.session_id,
         faces=[{"face_id": j.face.face_id, **j.stats} for j in jobs],
+        fits=[{"face_id": fa.face_id, **ft.to_json()} for fa, ft in zip(faces, fits, strict=True)],
+        notes=notes,
     )
 
 

@@ -13,7 +13,7 @@ from contextlib import asynccontextmanager
 from typing import Annotated, Any, TypeVar
 
 import anyio
-from fastapi import Depends, FastAPI, Header, Query, Request
+from fastapi import Depends, FastAPI, Header, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, Response
@@ -22,7 +22,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from lipdub.config import Settings
-from lipdub.service import schemas
+from lipdub.service import docs_ui, openapi, routes_extra, schemas
 from lipdub.service.admission import Admission
 from lipdub.service.body_limit import BodyLimit
 from lipdub.service.context import Context
@@ -31,7 +31,6 @@ from lipdub.service.disk import DiskLow
 from lipdub.service.engine import Engine
 from lipdub.service.errors import ApiError, validation_message
 from lipdub.service.metrics import make_registry
-from lipdub.service.payloads import task_view
 from lipdub.service.store import (
     InsufficientBalance,
     Store,
@@ -123,6 +122,8 @@ def create_app(
         "audio. Every response is the envelope {code, msg, data}.",
         lifespan=lifespan,
         responses=schemas.ERROR_RESPONSES,
+        docs_url=None,  # served offline by docs_ui.install
+        redoc_url=None,
     )
     app.state.ctx = ctx
     app.state.worker = worker
@@ -279,22 +280,8 @@ def create_app(
             200, "success", {"taskId": row["id"], "state": row["state"], "model": row["model"]}
         )
 
-    @app.get(
-        f"{API}/audio/generations",
-        response_model=schemas.TaskEnvelope,
-        summary="Query a task's state and result",
-    )
-    async def get_task(
-        account: Account,
-        task_id: Annotated[str, Query(min_length=1, max_length=64)],
-    ) -> JSONResponse:
-        row = await read(ctx.store.get_task, task_id, account)
-        if row is None:
-            raise ApiError(
-                404, f"Task {task_id!r} not found: check the taskId returned at creation."
-            )
-        delivery = await read(ctx.store.delivery_for_task, task_id) if row["callback_url"] else None
-        return envelope(200, "success", task_view(row, ctx.storage, ctx.retention_ms, delivery))
+    # Query (with wait), list, cancel and usage: see routes_extra.py.
+    routes_extra.register(app, ctx, worker, account_of, read)
 
     # --- uploads and media -------------------------------------------------------------
 
@@ -374,7 +361,8 @@ def create_app(
                 headers={"Retry-After": "3600"},
             )
 
-    @app.get("/media/{key:path}", include_in_schema=False)
+    # HEAD too: clients and browsers check a link's size and type before fetching it.
+    @app.api_route("/media/{key:path}", methods=["GET", "HEAD"], include_in_schema=False)
     def media(key: str, e: int = 0, s: str = "") -> Response:
         if not ctx.storage.verify(key, e, s, now_ms()):
             raise ApiError(
@@ -407,6 +395,8 @@ def create_app(
     def metrics() -> Response:
         return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
 
+    openapi.install(app, settings)
+    docs_ui.install(app)
     return app
 
 

@@ -66,6 +66,22 @@ def _micros(usd: str) -> int:
     return int(micros)
 
 
+def _when(ms: int | None) -> str:
+    """Epoch milliseconds as a readable UTC time (the store keeps ms)."""
+    if ms is None:
+        return ""
+    import datetime as dt
+
+    return dt.datetime.fromtimestamp(ms / 1000, dt.UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def _warn_split(settings: Settings, role: str) -> None:
+    from lipdub.service.firstrun import split_warnings
+
+    for line in split_warnings(settings):
+        err.print(f"WARNING ({role}): {line}", style="bold yellow", markup=False, highlight=False)
+
+
 def _store(settings: Settings) -> Any:
     from lipdub.service.store import Store
 
@@ -92,6 +108,14 @@ def register(app: typer.Typer) -> None:
         workers: Annotated[
             int | None, typer.Option(help="In-process task workers (0: API only).")
         ] = None,
+        dev_key: Annotated[
+            bool,
+            typer.Option(
+                "--dev-key",
+                help="First start of a development install (make run): if the store has no "
+                "key, create one with $5 and print it with a curl walk-through.",
+            ),
+        ] = False,
     ) -> None:
         """Run the HTTP API with in-process workers (the embedded default)."""
         import os
@@ -111,6 +135,14 @@ def register(app: typer.Typer) -> None:
         )
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
         app_ = create_app(settings)
+        if settings.workers == 0:
+            _warn_split(settings, "serve --workers 0")
+        from lipdub.service.firstrun import banner, dev_key_if_first_start
+
+        key = dev_key_if_first_start(app_.state.ctx.store) if dev_key else None
+        url = f"http://{host}:{port}"
+        print(banner(url, key, settings.data_dir.resolve()) if dev_key else
+              f"lipdub listening on {url}  (API docs: {url}/docs)", flush=True)
         uvicorn.run(app_, host=host, port=port, access_log=False, log_level="warning")
 
     @app.command()
@@ -125,6 +157,7 @@ def register(app: typer.Typer) -> None:
 
         settings = _settings(data_dir=data_dir, database_url=database_url, workers=workers)
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+        _warn_split(settings, "lipdub worker")
         w = Worker(Context.build(settings), slots=max(settings.workers, 1))
         stop = threading.Event()
         for sig in (signal.SIGINT, signal.SIGTERM):
@@ -180,10 +213,9 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Every key's prefix, account and state (the keys themselves are not stored)."""
         store = _store(_settings(data_dir=data_dir, database_url=database_url))
-        table = Table("prefix", "account", "created (ms)", "revoked (ms)")
+        table = Table("prefix", "account", "created", "revoked")
         for k in store.list_keys(account_name):
-            revoked = "" if k["revoked_ms"] is None else str(k["revoked_ms"])
-            table.add_row(k["prefix"], k["account"], str(k["created_ms"]), revoked)
+            table.add_row(k["prefix"], k["account"], _when(k["created_ms"]), _when(k["revoked_ms"]))
         console.print(table)
 
     @keys.command("revoke")
@@ -250,10 +282,10 @@ def register(app: typer.Typer) -> None:
             f"reserved ${summary['reserved_micros'] / 1e6:.6f}, signed callbacks: "
             f"{'on' if summary['webhook_signing'] else 'off'}"
         )
-        table = Table("when (ms)", "kind", "amount $", "balance $", "task")
+        table = Table("when", "kind", "amount $", "balance $", "task")
         for e in summary["ledger"]:
             table.add_row(
-                str(e["created_ms"]),
+                _when(e["created_ms"]),
                 e["kind"],
                 f"{e['amount_micros'] / 1e6:.6f}",
                 f"{e['balance_after'] / 1e6:.6f}",

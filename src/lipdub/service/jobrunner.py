@@ -75,6 +75,7 @@ def run_identify(spec: dict[str, Any]) -> dict[str, Any]:
 
 
 def run_sync(spec: dict[str, Any]) -> dict[str, Any]:
+    _emit({"progress": 0.005})  # the engine process is up: the task visibly moves
     import lipdub
 
     session = lipdub.Session.load(Path(spec["session_dir"]))
@@ -86,6 +87,7 @@ def run_sync(spec: dict[str, Any]) -> dict[str, Any]:
             end_ms=f["end_ms"],
             insert_ms=f["insert_ms"],
             volume=f["volume"],
+            sync_mode=f.get("sync_mode"),
         )
         for f in spec["faces"]
     ]

@@ -123,11 +123,12 @@ def callback_body_for_success(
     retention_ms: int,
 ) -> str:
     obj = public_result(row["model"], result, storage, complete_ms + retention_ms)
-    return _body(row, "completed", obj, None, None, complete_ms)
+    # The contract: resultUrls always exists. Receivers written for it read
+    # resultJson.resultUrls[0] for every callback, identify's too.
+    return _body(row, "completed", {"resultUrls": [], **obj}, None, None, complete_ms)
 
 
 def callback_body_for_failure(
     row: Mapping[Any, Any], code: str, message: str, complete_ms: int
 ) -> str:
-    obj: dict[str, Any] | None = {"resultUrls": []} if row["model"] == SYNC else None
-    return _body(row, "failed", obj, code, message, complete_ms)
+    return _body(row, "failed", {"resultUrls": []}, code, message, complete_ms)

@@ -529,6 +529,84 @@ class Store:
                 callback_body = callback_body_for_failure(row, code, message, complete_ms)
             self._queue_delivery(conn, row, callback_body, complete_ms)
 
+    # --- listing, cancelling and usage (API extensions) ---------------------------------
+
+    def list_tasks(
+        self,
+        account: str,
+        limit: int,
+        before: tuple[int, str] | None = None,
+        model: str | None = None,
+        state: str | None = None,
+    ) -> list[Row]:
+        """The account's tasks newest first, from just after ``before`` (create_ms, id):
+        a keyset cursor, so pages stay stable while new tasks arrive."""
+        c = t.tasks.c
+        q = select(t.tasks).where(c.account == account)
+        if model is not None:
+            q = q.where(c.model == model)
+        if state is not None:
+            q = q.where(c.state == state)
+        if before is not None:
+            ms, task_id = before
+            q = q.where(or_(c.create_ms < ms, and_(c.create_ms == ms, c.id < task_id)))
+        q = q.order_by(c.create_ms.desc(), c.id.desc()).limit(limit)
+        with self.engines.read.connect() as conn:
+            return list(conn.execute(q).mappings())
+
+    def deliveries_for_tasks(self, task_ids: Collection[str]) -> dict[str, Row]:
+        if not task_ids:
+            return {}
+        with self.engines.read.connect() as conn:
+            rows = conn.execute(
+                select(t.deliveries).where(t.deliveries.c.task_id.in_(list(task_ids)))
+            ).mappings()
+            return {r["task_id"]: r for r in rows}
+
+    def cancel(self, task_id: str, account: str, message: str) -> tuple[Row | None, bool]:
+        """Fail a pending or processing task with failCode ``cancelled``: refund and
+        callback as any failure, in one transaction. Returns the task as it now is (None if
+        the account has no such task) and whether this call cancelled it. A worker running
+        it finds its lease gone at the next heartbeat and stops its engine."""
+        with self.engines.write.begin() as conn:
+            row = (
+                conn.execute(
+                    select(t.tasks)
+                    .where(t.tasks.c.id == task_id, t.tasks.c.account == account)
+                    .with_for_update()
+                )
+                .mappings()
+                .first()
+            )
+            if row is None:
+                return None, False
+            active = row["state"] in ACTIVE_STATES
+            if active:
+                self._finish_failed(conn, row, None, "cancelled", message, now_ms())
+        return self.get_task(task_id), active
+
+    def spend(self, account: str, since_ms: int) -> list[tuple[int, str, int]]:
+        """(settle time ms, model, micro-dollars) of every settled task since ``since_ms``:
+        money actually spent (reserves refunded on failure are not spend)."""
+        lg = t.ledger.c
+        q = (
+            select(lg.created_ms, t.tasks.c.model, lg.amount_micros)
+            .join(t.tasks, t.tasks.c.id == lg.task_id)
+            .where(lg.account == account, lg.kind == "settle", lg.created_ms >= since_ms)
+        )
+        with self.engines.read.connect() as conn:
+            return [(int(r[0]), str(r[1]), int(r[2])) for r in conn.execute(q)]
+
+    def balances(self, account: str) -> tuple[int, int]:
+        """(balance, reserved) in micro-dollars."""
+        with self.engines.read.connect() as conn:
+            row = conn.execute(
+                select(t.accounts.c.balance_micros, t.accounts.c.reserved_micros).where(
+                    t.accounts.c.name == account
+                )
+            ).first()
+            return (int(row[0]), int(row[1])) if row else (0, 0)
+
     # --- sessions --------------------------------------------------------------------
 
     def get_session(self, session_id: str, account: str) -> Row | None:

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from lipdub.errors import LipdubError
+from lipdub.media import fit as length
 from lipdub.media.fetch import fetch_to_file, resolve_checked
 from lipdub.service.context import Context
 from lipdub.service.db import now_ms
@@ -42,8 +43,26 @@ def check_callback_url(ctx: Context, url: str | None) -> None:
         raise RequestError(str(e)) from None
 
 
+def looks_local(source: str) -> bool:
+    """file:// URLs and paths: what a user with a file on their own disk tries first.
+    Base64 has no '.', '\\' or '~', and starts with '/' only by chance, so a short string
+    with those (or a leading '/' that does not decode as Base64) is a path."""
+    s = source.strip()
+    if s[:7].lower() == "file://":
+        return True
+    if len(s) > 4096 or "://" in s[:12] or s[:5].lower() == "data:":
+        return False
+    return s.startswith(("/", "./", "../", "~")) or "." in s or "\\" in s
+
+
 def _acquire(ctx: Context, source: str, dest: Path, field: str, max_bytes: int) -> None:
     """Put the media named by ``source`` at ``dest``: our own upload URL, or a fetch."""
+    if looks_local(source):
+        raise RequestError(
+            f"{field} looks like a file on your machine ({source.strip()[:80]!r}), which the "
+            "server cannot read: upload it with POST /api/v1/files (multipart, part 'file') "
+            "and send the url it returns."
+        )
     own = ctx.storage.key_from_own_url(source.strip(), now_ms())
     if own is not None:
         src = ctx.storage.path(own)
@@ -101,6 +120,11 @@ def prepare_identify(ctx: Context, account: str, req: IdentifyRequest) -> Submis
             info = probe(dest, max_duration_ms=s.max_video_ms)
         except LipdubError as e:
             raise RequestError(str(e)) from None
+        if info.frame_count <= 1:
+            raise RequestError(
+                "video_url is a still image (one frame), not a video: send an mp4 or mov "
+                f"of at least {s.min_video_ms / 1000:g} s."
+            )
         if info.duration_ms < s.min_video_ms:
             raise RequestError(
                 f"video_url lasts {info.duration_ms} ms: send a video of at least "
@@ -207,6 +231,11 @@ def prepare_sync(ctx: Context, account: str, req: SyncRequest) -> Submission:
             start = fc.sound_start_time
             end = fc.sound_end_time if fc.sound_end_time is not None else audio_ms
             where = f"face_choose[{i}]"
+            if end <= start:
+                raise RequestError(
+                    f"{where}.sound_end_time ({end} ms) is not after sound_start_time "
+                    f"({start} ms): the clip runs from start to end, give end > start."
+                )
             if end > audio_ms + 50:
                 raise RequestError(
                     f"{where}.sound_end_time {end} ms is past the audio's end ({audio_ms} ms): "
@@ -220,19 +249,21 @@ def prepare_sync(ctx: Context, account: str, req: SyncRequest) -> Submission:
                 )
             clip = end - start
             ins = fc.sound_insert_time
-            if ins + clip > duration:
-                raise RequestError(
-                    f"{where} inserts {clip} ms at {ins} ms, past the video's end "
-                    f"({duration} ms): insert earlier or crop the audio."
-                )
+            try:
+                # The engine applies the same plan (lipdub.media.fit) to the same clip.
+                fit = length.plan(clip, ins, duration, fc.sync_mode, where=where)
+            except LipdubError as e:
+                raise RequestError(str(e)) from None
+            placed = int(fit.placed_ms)
             spans = _spans(faces[fc.face_id])
-            if not any(a < ins + clip and b > ins for a, b in spans):
+            if not any(a < ins + placed and b > ins for a, b in spans):
                 vis = ", ".join(f"{a}-{b} ms" for a, b in spans)
                 raise RequestError(
-                    f"{where} places audio at {ins}-{ins + clip} ms but {fc.face_id} is visible "
-                    f"only at {vis}: move sound_insert_time into that span."
+                    f"{where} places audio at {ins}-{ins + placed} ms but {fc.face_id} is "
+                    f"visible only at {vis}: move sound_insert_time into that span."
                 )
-            price += math.ceil(clip / s.sync_block_ms) * s.price_sync_block_micros
+            # Billed by the audio that plays on the video (after cut, loop or stretch).
+            price += math.ceil(placed / s.sync_block_ms) * s.price_sync_block_micros
             job_faces.append(
                 {
                     "face_id": fc.face_id,
@@ -241,6 +272,9 @@ def prepare_sync(ctx: Context, account: str, req: SyncRequest) -> Submission:
                     "end_ms": end,
                     "insert_ms": ins,
                     "volume": fc.sound_volume,
+                    # A cut within the tolerance is a cut: the engine, measuring at another
+                    # sample rate, must not refuse what was accepted here.
+                    "sync_mode": fc.sync_mode or ("cut_off" if fit.trimmed_ms else None),
                 }
             )
     except BaseException:

@@ -60,6 +60,14 @@ class Worker:
     def wake(self) -> None:
         self._wake.set()
 
+    def cancel(self, task_id: str) -> None:
+        """Stop the engine of a task this process runs (the store already failed it);
+        a worker in another process notices at its next heartbeat instead."""
+        running = self._running.get(task_id)
+        if running is not None:
+            running.set()
+        self.dispatcher.wake()  # the cancellation queued a callback
+
     def stop(self, timeout: float = 10.0) -> None:
         self._stop.set()
         self._wake.set()
