@@ -32,7 +32,7 @@ from lipdub.media.video import probe  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 PEOPLE = ["videoretalking__face_3.mp4", "liveportrait__d20.mp4"]
-SHOW = [("bilabial", "/p b m/ closed"), ("rounded", "/u o/ rounded"), ("open", "/a/ open")]
+SHOW = [("bilabial", "/p b m/"), ("rounded", "/u o/"), ("open", "/a/")]
 OUT = CACHE / "stills"
 
 _SYNC = """
