@@ -278,12 +278,17 @@ def create_app(
             raise ApiError(400, str(e)) from None
         try:
             row, created = await run_in_threadpool(ctx.store.submit, sub, cap)
+        except (InsufficientBalance, TooManyTasks) as e:
+            ctx.storage.delete_prefix(f"tasks/{sub.task_id}")
+            if isinstance(e, TooManyTasks):
+                raise too_many_tasks(cap) from None
+            raise insufficient(e.needed, e.balance) from None
         except Exception as e:
             if not is_transient(e):
                 raise
             # The database stayed unreachable through the store's retries: whether the
-            # task was recorded is unknown, so its inputs stay (the retention purge
-            # removes them if not) and the client learns how to retry without paying twice.
+            # task was recorded is unknown, so its inputs stay (a recorded task needs
+            # them) and the client learns how to retry without paying twice.
             log.warning("task %s: submission not confirmed: %s", sub.task_id, type(e).__name__)
             raise ApiError(
                 503,
@@ -291,11 +296,6 @@ def create_app(
                 "retry with the same external_task_id (or Idempotency-Key) to be charged once.",
                 headers={"Retry-After": "5"},
             ) from None
-        except (InsufficientBalance, TooManyTasks) as e:
-            ctx.storage.delete_prefix(f"tasks/{sub.task_id}")
-            if isinstance(e, TooManyTasks):
-                raise too_many_tasks(cap) from None
-            raise insufficient(e.needed, e.balance) from None
         if not created:
             ctx.storage.delete_prefix(f"tasks/{sub.task_id}")
             return same_request(row, body)

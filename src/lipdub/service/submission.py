@@ -93,7 +93,7 @@ def prepare_identify(ctx: Context, account: str, req: IdentifyRequest) -> Submis
     key = f"tasks/{task_id}/video_url"
     try:
         with tempfile.TemporaryDirectory(dir=ctx.scratch) as tmp:
-            info = _acquire_video(ctx, req.video_url, Path(tmp) / "video", key)
+            info = _acquire_video(ctx, req.video_url, Path(tmp) / "video_url", key)
     except BaseException:
         ctx.storage.delete_prefix(f"tasks/{task_id}")
         raise
@@ -203,7 +203,7 @@ def prepare_sync(ctx: Context, account: str, req: SyncRequest) -> Submission:
         for i, fc in enumerate(req.face_choose):
             field = f"face_choose[{i}].sound_file"
             key = f"tasks/{task_id}/{field}"
-            dest = Path(tmp.name) / f"audio{i}"
+            dest = Path(tmp.name) / field  # the name the decoder's message shows
             assert fc.sound_file is not None
             _acquire(ctx, fc.sound_file, dest, field, s.max_audio_bytes)
             try:
