@@ -32,7 +32,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from lipdub.config import Settings
-from lipdub.service import schemas
+from lipdub.service import fleetcheck, schemas
 from lipdub.service.admission import Admission
 from lipdub.service.body_limit import BodyLimit
 from lipdub.service.context import Context
@@ -106,6 +106,8 @@ def create_app(
     """Build the service. ``engine`` exists for tests of queue mechanics only; the
     default is the real engine in a child process."""
     ctx = Context.build(settings, store)
+    if settings.fleet_check:
+        fleetcheck.record(ctx)  # the API defines the fleet; workers verify against it
     embedded = settings.embedded_workers if run_workers is None else run_workers
     worker = Worker(ctx, engine) if embedded and settings.workers > 0 else None
     registry = make_registry(ctx.store)
