@@ -36,6 +36,7 @@ from lipdub.service.faults import BurstLog, retry_transient
 from lipdub.service.payloads import IDENTIFY, callback_body_for_failure, callback_body_for_success
 from lipdub.service.storage import MissingObject, StorageUnavailable
 from lipdub.service.store import Row
+from lipdub.service.wakeup import TaskListener
 from lipdub.service.webhooks import CallbackDispatcher
 
 log = logging.getLogger("lipdub.worker")
@@ -45,6 +46,8 @@ DISK_FULL_MSG = (
 )
 # Moving inputs and outputs through an unreachable storage service is retried this long.
 STORAGE_RETRY_S = 60.0
+# Idle poll when LISTEN/NOTIFY wakes the slots.
+LISTENING_POLL_S = 2.0
 
 
 @dataclass
@@ -96,6 +99,8 @@ class Worker:
         self._claim_errors = BurstLog(log, "claiming tasks")
         self._heartbeat_errors = BurstLog(log, "renewing leases")
         self._janitor_errors = BurstLog(log, "janitor")
+        url = ctx.store.engines.write.url.render_as_string(hide_password=False)
+        self._listener = TaskListener(url, self.wake) if TaskListener.applies(url) else None
 
     # --- lifecycle -----------------------------------------------------------------
 
@@ -109,6 +114,8 @@ class Worker:
         janitor.start()
         self._threads.append(janitor)
         self.dispatcher.start()
+        if self._listener is not None and self.slots:
+            self._listener.start()
 
     def wake(self) -> None:
         self._wake.set()
@@ -118,6 +125,8 @@ class Worker:
         self._wake.set()
         for cancel in list(self._running.values()):
             cancel.set()
+        if self._listener is not None:
+            self._listener.stop()
         for th in self._threads:
             th.join(timeout)
         self.dispatcher.stop()
@@ -150,7 +159,10 @@ class Worker:
                 self._stop.wait(min(5.0, 0.5 * 2 ** min(self._claim_errors.failures, 4)))
                 continue
             if row is None:
-                self._wake.wait(s.poll_s)
+                # Notified of new tasks, the poll is only the safety net (and what finds
+                # lapsed leases): every idle slot of the fleet need not query 5 times/s.
+                idle = s.poll_s if self._listener is None else max(s.poll_s, LISTENING_POLL_S)
+                self._wake.wait(idle)
                 self._wake.clear()
                 continue
             self.dispatcher.wake()  # a task the claimer failed may have queued a callback
