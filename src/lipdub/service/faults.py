@@ -16,6 +16,7 @@ import time
 from collections.abc import Callable
 from typing import TypeVar
 
+import psycopg
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 
 from lipdub.service.storage import StorageUnavailable
@@ -27,7 +28,10 @@ log = logging.getLogger("lipdub.faults")
 def is_transient(e: BaseException) -> bool:
     """An error that says nothing about the data, only that the database (or the path to
     it, or the storage service) was unavailable for a moment."""
-    if isinstance(e, OperationalError | InterfaceError | StorageUnavailable):
+    # psycopg's own errors reach us from the LISTEN connection, which is not SQLAlchemy's.
+    if isinstance(
+        e, OperationalError | InterfaceError | StorageUnavailable | psycopg.OperationalError
+    ):
         return True
     return isinstance(e, DBAPIError) and bool(e.connection_invalidated)
 

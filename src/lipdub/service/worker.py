@@ -35,7 +35,7 @@ from lipdub.service.engine import Engine, JobFailed, SubprocessEngine
 from lipdub.service.faults import BurstLog, retry_transient
 from lipdub.service.payloads import IDENTIFY, callback_body_for_failure, callback_body_for_success
 from lipdub.service.storage import MissingObject, StorageUnavailable
-from lipdub.service.store import Row
+from lipdub.service.store import DB_RETRY_S, Row
 from lipdub.service.wakeup import TaskListener
 from lipdub.service.webhooks import CallbackDispatcher
 
@@ -414,7 +414,11 @@ class Worker:
     def _complete(self, a: Attempt, out: dict[str, Any], hb: threading.Thread) -> str:
         s = self.ctx.settings
         # Uploading is wasted if another attempt already owns the task.
-        if not self.ctx.store.heartbeat(a.task_id, a.owner, int(s.lease_s * 1000), a.progress):
+        still_mine = retry_transient(
+            lambda: self.ctx.store.heartbeat(a.task_id, a.owner, int(s.lease_s * 1000), 1.0),
+            f"task {a.task_id}: lease check", DB_RETRY_S,
+        )
+        if not still_mine:
             self._discard(a)
             return "superseded (lease lost before upload)"
         result, session = self._publishable(a, out)
