@@ -134,8 +134,8 @@ def register(app: typer.Typer) -> None:
             public_url=public_url or default_public,
             workers=workers,
         )
+        app_ = _checked(lambda: create_app(settings))  # before logging: a refusal is 1 line
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-        app_ = _checked(lambda: create_app(settings))
         uvicorn.run(app_, host=host, port=port, access_log=False, log_level="warning")
 
     @app.command()
@@ -149,8 +149,8 @@ def register(app: typer.Typer) -> None:
         from lipdub.service.worker import Worker
 
         settings = _settings(data_dir=data_dir, database_url=database_url, workers=workers)
-        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
         ctx = _checked(lambda: _fleet_context(settings, verify))
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
         w = Worker(ctx, slots=max(settings.workers, 1))
         stop = threading.Event()
         for sig in (signal.SIGINT, signal.SIGTERM):

@@ -61,6 +61,8 @@ class S3Storage(Storage):
             # Path-style addressing works with every S3-compatible server (MinIO, moto)
             # and with AWS itself.
             s3={"addressing_style": "path"},
+            # SigV4 everywhere (R2 and newer AWS regions accept nothing else).
+            signature_version="s3v4",
         )
         client = boto3.session.Session().client("s3", config=config)
         return cls(parts.netloc, parts.path, public_url, secret, client)
