@@ -78,7 +78,8 @@ def test_db_commands_and_the_alembic_tool(tmp_path: Path) -> None:
         return subprocess.run([*lipdub_cmd(), *args], env=env, capture_output=True, text=True)
 
     assert "schema revision none -> 0003" in lipdub("db", "upgrade").stdout
-    assert lipdub("db", "current").stdout.split() == ["database:", "0003", "this", "lipdub:", "0003"]
+    current = lipdub("db", "current").stdout.split()
+    assert current == ["database:", "0003", "this", "lipdub:", "0003"]
     assert "0003 -> 0002" in lipdub("db", "downgrade", "0002").stdout
     alembic = Path(lipdub_cmd()[0]).with_name("alembic")
     ini = REPO / "src" / "lipdub" / "service" / "alembic.ini"

@@ -22,7 +22,9 @@ from .faults import FaultProxy, S3Server
 
 
 @pytest.fixture(params=["file", "s3"])
-def storage(request: pytest.FixtureRequest, tmp_path: Path, s3_server: S3Server) -> Iterator[Storage]:
+def storage(
+    request: pytest.FixtureRequest, tmp_path: Path, s3_server: S3Server
+) -> Iterator[Storage]:
     if request.param == "file":
         yield LocalStorage(tmp_path / "media", "http://127.0.0.1:9", b"k")
         return
