@@ -183,7 +183,7 @@ class Worker:
             a.cancel.set()
         waited = (int(row["start_ms"] or 0) - int(row["create_ms"])) if row["start_ms"] else 0
         log.info(
-            "task %s: claimed (%s, attempt %s, worker %s, %d ms after submission)",
+            "task %s: claimed (%s, attempt %s, worker %s; first claimed %d ms after submission)",
             a.task_id, row["model"], a.attempt_id, self.name, waited,
         )
         hb = threading.Thread(target=self._heartbeat, args=(a,), daemon=True)
