@@ -271,14 +271,27 @@ def test_metrics_stay_cheap_with_many_finished_tasks(tmp_path: Path, pg_url: str
     from lipdub.service.metrics import make_registry
 
     registry = make_registry(ctx.store)
-    generate_latest(registry)  # warm
-    started = time.monotonic()
+
+    def best_of_3(fn: object) -> float:
+        times = []
+        for _ in range(3):
+            started = time.monotonic()
+            fn()  # type: ignore[operator]
+            times.append(time.monotonic() - started)
+        return min(times)
+
+    def whole_table() -> None:  # what /metrics ran before
+        with ctx.store.engines.read.connect() as conn:
+            conn.execute(text("SELECT model, state, count(*) FROM tasks GROUP BY 1, 2")).all()
+
     body = generate_latest(registry).decode()
-    took = time.monotonic() - started
     assert f'lipdub_tasks{{model="{IDENTIFY}",state="completed"}} {float(n)}' in body
     assert f'lipdub_tasks{{model="{IDENTIFY}",state="pending"}} 1.0' in body
     assert f'lipdub_task_duration_seconds_bucket{{le="5.0",model="{IDENTIFY}"}} {float(n)}' in body
-    assert took < 0.1, took
+    # Against the whole-table count on the same machine at the same moment (a time limit
+    # alone would depend on the machine's load): the scrape reads a few rows, not 300,000.
+    scrape, scan = best_of_3(lambda: generate_latest(registry)), best_of_3(whole_table)
+    assert scrape * 5 < scan, (scrape, scan)
 
 
 def test_one_accounts_burst_does_not_starve_another(tmp_path: Path, db_url: str) -> None:
