@@ -315,6 +315,7 @@ def test_fleet_soak_short(
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(4 * 3600)
 @pytest.mark.skipif(
     "LIPDUB_FLEET_TASKS" not in os.environ,
     reason="the long soak (tens of minutes): LIPDUB_FLEET_TASKS=200 pytest -k fleet_soak_long",
