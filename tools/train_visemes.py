@@ -28,9 +28,8 @@ import numpy as np
 from scipy.signal import butter, fftconvolve, lfilter, sosfilt
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from phonetimed import synth  # noqa: E402
-
 from lipdub.speech import visemes as V  # noqa: E402
+from phonetimed import synth  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "src" / "lipdub" / "speech" / "viseme_mlp.npz"
