@@ -84,3 +84,37 @@ def test_unreachable_s3_is_reported_quickly(s3_server: S3Server, tmp_path: Path)
     finally:
         s3_server.apply_env()
         proxy.close()
+
+
+@pytest.mark.parametrize("links", ["proxy", "presign"])
+def test_uploads_and_media_links_on_s3(s3_server: S3Server, tmp_path: Path, links: str) -> None:
+    """The API on S3: an upload lands in the bucket (nothing under the data dir), and
+    its signed /media link serves it, streamed or by redirect to a presigned URL."""
+    from fastapi.testclient import TestClient
+
+    from lipdub.config import Settings
+    from lipdub.service.app import create_app
+
+    s3_server.apply_env()
+    bucket = s3_server.bucket()
+    settings = Settings(
+        data_dir=tmp_path / "api", storage_url=f"s3://{bucket}/m", storage_links=links,
+        public_url="http://testserver", workers=0,
+    )
+    app = create_app(settings, run_workers=False)
+    key = app.state.ctx.store.create_key("acme", 1_000_000)
+    with TestClient(app) as client:
+        body = b"\x00\x01 not really a video" * 1000
+        r = client.post("/api/v1/files", files={"file": ("clip.mp4", body)},
+                        headers={"Authorization": f"Bearer {key}"})
+        assert r.status_code == 200, r.text
+        url = r.json()["data"]["url"]
+        got = client.get(url.removeprefix("http://testserver"), follow_redirects=False)
+        if links == "presign":
+            assert got.status_code == 307
+            assert httpx.get(got.headers["location"]).content == body
+        else:
+            assert got.status_code == 200 and got.content == body
+    keys = [o["Key"] for o in s3_server.client().list_objects_v2(Bucket=bucket)["Contents"]]
+    assert any(k.startswith("m/uploads/") for k in keys), keys
+    assert not (tmp_path / "api" / "media").exists()  # nothing on the API's disk
