@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
 import anyio
+import psycopg
 from fastapi import Depends, FastAPI, Header, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
@@ -29,6 +30,7 @@ from fastapi.responses import (
 )
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from sqlalchemy.exc import DBAPIError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from lipdub.config import Settings
@@ -40,7 +42,7 @@ from lipdub.service.db import now_ms
 from lipdub.service.disk import DiskLow
 from lipdub.service.engine import Engine
 from lipdub.service.errors import ApiError, validation_message
-from lipdub.service.faults import is_transient
+from lipdub.service.faults import ThrottledLog, is_transient
 from lipdub.service.health import HealthProbe
 from lipdub.service.metrics import make_registry
 from lipdub.service.payloads import task_view
@@ -112,6 +114,7 @@ def create_app(
     worker = Worker(ctx, engine) if embedded and settings.workers > 0 else None
     registry = make_registry(ctx.store)
     health = HealthProbe(settings.effective_database_url)
+    outage_log = ThrottledLog(log)  # an outage: a line per 10 s, not one per request
     admission = Admission(settings)
     bearer = HTTPBearer(auto_error=False, description="Authorization: Bearer <API key>")
     # SQLite reads of one row take tens of microseconds: running them on the event loop
@@ -198,20 +201,29 @@ def create_app(
             return envelope(405, "Method not allowed on this endpoint: see /docs.")
         return envelope(e.status_code, str(e.detail))
 
+    # Registered for these classes, not caught in _crash: a handler of Exception itself
+    # runs in Starlette's outermost middleware, which re-raises after answering (a
+    # traceback in the log per request during an outage).
+    @app.exception_handler(DBAPIError)
+    @app.exception_handler(psycopg.Error)
+    @app.exception_handler(StorageUnavailable)
+    async def _unavailable(r: Request, e: Exception) -> JSONResponse:
+        if not is_transient(e):
+            return await _crash(r, e)
+        # Database or storage unreachable for a moment: the client's retry will do,
+        # nothing is broken. One line per 10 s, no traceback.
+        what = "media storage" if isinstance(e, StorageUnavailable) else "database"
+        outage_log.warning("%s unreachable: %s", what, type(e).__name__)
+        return envelope(
+            503, f"The {what} is unreachable: retry in a few seconds.",
+            headers={"Retry-After": "5"},
+        )
+
     @app.exception_handler(Exception)
     async def _crash(_r: Request, e: Exception) -> JSONResponse:
         if isinstance(e, OSError) and e.errno == errno.ENOSPC:
             # The watermark is crossed between two of its checks: still no traceback.
             return await _disk_low(_r, DiskLow(f"{ctx.disk.message()}: retry later."))
-        if is_transient(e):
-            # Database or storage unreachable for a moment: the client's retry will do,
-            # nothing is broken. One line, no traceback.
-            what = "media storage" if isinstance(e, StorageUnavailable) else "database"
-            log.warning("%s unreachable: %s", what, type(e).__name__)
-            return envelope(
-                503, f"The {what} is unreachable: retry in a few seconds.",
-                headers={"Retry-After": "5"},
-            )
         ref = uuid.uuid4().hex[:12]
         log.exception("internal error %s", ref)
         return envelope(

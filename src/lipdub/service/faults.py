@@ -113,3 +113,26 @@ class BurstLog:
     @property
     def failures(self) -> int:
         return self._failures
+
+
+class ThrottledLog:
+    """At most one line per ``interval_s`` for a recurring condition that has no natural
+    "recovered" moment (the API answering 503 while the database is away): the line says
+    how many occurrences it stands for."""
+
+    def __init__(self, logger: logging.Logger, interval_s: float = 10.0) -> None:
+        self.logger = logger
+        self.interval_s = interval_s
+        self._lock = threading.Lock()
+        self._last = -1e9
+        self._suppressed = 0
+
+    def warning(self, msg: str, *args: object) -> None:
+        with self._lock:
+            now = time.monotonic()
+            if now - self._last < self.interval_s:
+                self._suppressed += 1
+                return
+            self._last, n, self._suppressed = now, self._suppressed, 0
+        suffix = f" (and {n} more like it in the last {self.interval_s:g} s)" if n else ""
+        self.logger.warning(msg + suffix, *args)
