@@ -32,6 +32,17 @@ class Settings:
     allow_private_urls: str = "false"
     # Secret for signed media URLs; empty means one generated once under data_dir.
     signing_key: str = ""
+    # Where media lives: "" (a directory under data_dir), file:///path, or
+    # s3://bucket/prefix (endpoint and credentials from the standard AWS_* variables).
+    storage_url: str = ""
+    # How /media links to S3 objects answer: "proxy" streams them through the API (the
+    # bucket may be private and unreachable by clients), "presign" redirects to a
+    # presigned URL valid for media_presign_s (clients fetch from the bucket directly).
+    storage_links: str = "proxy"
+    media_presign_s: int = 3600
+    # Each task attempt's private working directory lives under here (local disk of the
+    # worker; not shared). Empty means <data_dir>/scratch.
+    scratch_dir: str = ""
 
     # Workers: how many tasks one process runs at once, and the lease that lets another
     # process take over a task whose worker died.
@@ -40,6 +51,14 @@ class Settings:
     heartbeat_s: float = 5.0
     max_attempts: int = 3
     poll_s: float = 0.2
+    # A run longer than its model's limit fails (refunded, code "timeout"); an engine
+    # whose progress does not move for stall_s is stopped (refunded, "engine_stalled").
+    max_run_s_identify: float = 900.0
+    max_run_s_sync: float = 3600.0
+    stall_s: float = 300.0
+    # Processes refuse to start when what the fleet must share does not match (see
+    # fleetcheck.py); "false" skips the check (not advised).
+    fleet_check: bool = True
 
     # Media limits checked before a task is accepted.
     max_video_bytes: int = 100 * MB
@@ -118,6 +137,13 @@ class Settings:
         return self.data_dir / "media"
 
     @property
+    def scratch_root(self) -> Path:
+        return Path(self.scratch_dir) if self.scratch_dir else self.data_dir / "scratch"
+
+    def max_run_s(self, model: str) -> float:
+        return self.max_run_s_identify if "identify" in model else self.max_run_s_sync
+
+    @property
     def allows_all_private(self) -> bool:
         return self.allow_private_urls.strip().lower() in {"1", "true", "yes", "on"}
 
@@ -186,6 +212,8 @@ class Settings:
         ):
             if getattr(self, name) < 1:
                 raise ValueError(f"LIPDUB_{name.upper()} must be 1 or more: set a count.")
+        if self.storage_links not in ("proxy", "presign"):
+            raise ValueError("LIPDUB_STORAGE_LINKS must be 'proxy' or 'presign'.")
         if self.fetch_rate_window_s <= 0:
             raise ValueError("LIPDUB_FETCH_RATE_WINDOW_S must be positive: e.g. 5 (seconds).")
         self.allowed_private_networks  # noqa: B018 - parses, so a typo fails at start-up

@@ -13,6 +13,7 @@ from lipdub.config import Settings
 from lipdub.service.context import Context
 from lipdub.service.store import Store
 
+from .faults import FaultProxy, S3Server
 from .helpers import PG_URL, MediaServer, Receiver
 
 
@@ -36,6 +37,43 @@ def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     if request.param == "sqlite":
         yield f"sqlite:///{tmp_path / 'store.db'}"
         return
+    yield from _pg_schema()
+
+
+@pytest.fixture()
+def pg_url() -> Iterator[str]:
+    """A fresh PostgreSQL schema (for what only PostgreSQL has: its clock, NOTIFY)."""
+    yield from _pg_schema()
+
+
+@pytest.fixture()
+def pg_proxy() -> Iterator[FaultProxy]:
+    """A fault proxy in front of the test PostgreSQL server."""
+    from sqlalchemy.engine import make_url
+
+    u = make_url(PG_URL)
+    proxy = FaultProxy(u.host or "127.0.0.1", u.port or 5432)
+    yield proxy
+    proxy.close()
+
+
+def through(proxy: FaultProxy, url: str) -> str:
+    """``url`` with its host and port replaced by the proxy's."""
+    from sqlalchemy.engine import make_url
+
+    return make_url(url).set(host="127.0.0.1", port=proxy.port).render_as_string(
+        hide_password=False
+    )
+
+
+@pytest.fixture(scope="session")
+def s3_server() -> Iterator[S3Server]:
+    server = S3Server()
+    yield server
+    server.close()
+
+
+def _pg_schema() -> Iterator[str]:
     schema = "t_" + uuid.uuid4().hex[:12]
     admin = create_engine(PG_URL)
     with admin.begin() as conn:

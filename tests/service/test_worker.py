@@ -90,6 +90,7 @@ class SlowEngineForTests:
 
 def test_clean_shutdown_gives_the_task_back(ctx) -> None:  # type: ignore[no-untyped-def]
     ctx.store.create_key("acme", 10_000)
+    ctx.storage.put_bytes("x", b"a video")  # the attempt copies its input to scratch first
     tid = new_task_id()
     ctx.store.submit(
         Submission("acme", "kling-identify-face", {}, {"video_key": "x"}, 700, None, None, tid)

@@ -7,22 +7,34 @@ HTTP status repeated in ``code``.
 
 import errno
 import logging
+import mimetypes
+import os
+import tempfile
 import uuid
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
 import anyio
+import psycopg
 from fastapi import Depends, FastAPI, Header, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import FileResponse, JSONResponse, Response
+from fastapi.responses import (
+    FileResponse,
+    JSONResponse,
+    RedirectResponse,
+    Response,
+    StreamingResponse,
+)
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from sqlalchemy.exc import DBAPIError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from lipdub.config import Settings
-from lipdub.service import docs_ui, openapi, routes_extra, schemas
+from lipdub.service import docs_ui, fleetcheck, openapi, routes_extra, schemas
 from lipdub.service.admission import Admission
 from lipdub.service.body_limit import BodyLimit
 from lipdub.service.context import Context
@@ -30,7 +42,10 @@ from lipdub.service.db import now_ms
 from lipdub.service.disk import DiskLow
 from lipdub.service.engine import Engine
 from lipdub.service.errors import ApiError, validation_message
+from lipdub.service.faults import ThrottledLog, is_transient
+from lipdub.service.health import HealthProbe
 from lipdub.service.metrics import make_registry
+from lipdub.service.storage import MissingObject, StorageUnavailable
 from lipdub.service.store import (
     InsufficientBalance,
     Store,
@@ -92,9 +107,13 @@ def create_app(
     """Build the service. ``engine`` exists for tests of queue mechanics only; the
     default is the real engine in a child process."""
     ctx = Context.build(settings, store)
+    if settings.fleet_check:
+        fleetcheck.record(ctx)  # the API defines the fleet; workers verify against it
     embedded = settings.embedded_workers if run_workers is None else run_workers
     worker = Worker(ctx, engine) if embedded and settings.workers > 0 else None
     registry = make_registry(ctx.store)
+    health = HealthProbe(settings.effective_database_url)
+    outage_log = ThrottledLog(log)  # an outage: a line per 10 s, not one per request
     admission = Admission(settings)
     bearer = HTTPBearer(auto_error=False, description="Authorization: Bearer <API key>")
     # SQLite reads of one row take tens of microseconds: running them on the event loop
@@ -114,6 +133,7 @@ def create_app(
         finally:
             if worker is not None:
                 await run_in_threadpool(worker.stop)
+            health.close()
 
     app = FastAPI(
         title="lipdub",
@@ -181,6 +201,24 @@ def create_app(
         if e.status_code == 405:
             return envelope(405, "Method not allowed on this endpoint: see /docs.")
         return envelope(e.status_code, str(e.detail))
+
+    # Registered for these classes, not caught in _crash: a handler of Exception itself
+    # runs in Starlette's outermost middleware, which re-raises after answering (a
+    # traceback in the log per request during an outage).
+    @app.exception_handler(DBAPIError)
+    @app.exception_handler(psycopg.Error)
+    @app.exception_handler(StorageUnavailable)
+    async def _unavailable(r: Request, e: Exception) -> JSONResponse:
+        if not is_transient(e):
+            return await _crash(r, e)
+        # Database or storage unreachable for a moment: the client's retry will do,
+        # nothing is broken. One line per 10 s, no traceback.
+        what = "media storage" if isinstance(e, StorageUnavailable) else "database"
+        outage_log.warning("%s unreachable: %s", what, type(e).__name__)
+        return envelope(
+            503, f"The {what} is unreachable: retry in a few seconds.",
+            headers={"Retry-After": "5"},
+        )
 
     @app.exception_handler(Exception)
     async def _crash(_r: Request, e: Exception) -> JSONResponse:
@@ -260,6 +298,19 @@ def create_app(
             if isinstance(e, TooManyTasks):
                 raise too_many_tasks(cap) from None
             raise insufficient(e.needed, e.balance) from None
+        except Exception as e:
+            if not is_transient(e):
+                raise
+            # The database stayed unreachable through the store's retries: whether the
+            # task was recorded is unknown, so its inputs stay (a recorded task needs
+            # them) and the client learns how to retry without paying twice.
+            log.warning("task %s: submission not confirmed: %s", sub.task_id, type(e).__name__)
+            raise ApiError(
+                503,
+                "The database is unreachable, so the task may or may not have been accepted: "
+                "retry with the same external_task_id (or Idempotency-Key) to be charged once.",
+                headers={"Retry-After": "5"},
+            ) from None
         if not created:
             ctx.storage.delete_prefix(f"tasks/{sub.task_id}")
             return same_request(row, body)
@@ -302,17 +353,18 @@ def create_app(
         now = now_ms()
         day, stored = await read(ctx.store.upload_usage, account, now)
         quota_check(day, stored, 1)
-        # The server makes the key: the client's file name never reaches a path.
+        # The server makes the key: the client's file name never reaches a path. The
+        # body lands in this machine's scratch, then goes to storage whole.
         key = f"uploads/{uuid.uuid4().hex}"
-        dest = ctx.storage.path(key)
-        part = dest.with_name(dest.name + ".part")
-        part.parent.mkdir(parents=True, exist_ok=True)
+        fd, name_ = tempfile.mkstemp(dir=ctx.scratch, prefix="upload-", suffix=".part")
+        part = Path(name_)
         try:
             with part.open("wb") as out:
                 name, size = await receive_file(request, out, cap, ctx.disk)
             if size == 0:
                 raise ApiError(400, "The uploaded file is empty: attach the file's bytes.")
             expires = now + settings.session_ttl_s * 1000
+            await run_in_threadpool(ctx.storage.put_file, key, part)
             try:
                 await run_in_threadpool(
                     ctx.store.add_upload,
@@ -325,19 +377,20 @@ def create_app(
                     settings.max_upload_bytes_per_day,
                     settings.max_stored_bytes_per_account,
                 )
-            except UploadQuota:
-                day, stored = await read(ctx.store.upload_usage, account, now)
-                quota_check(day, stored, size)
+            except BaseException:
+                await run_in_threadpool(ctx.storage.delete_prefix, key)
                 raise
-            part.replace(dest)
+        except UploadQuota:
+            day, stored = await read(ctx.store.upload_usage, account, now)
+            quota_check(day, stored, size)
+            raise
         except UploadTooLarge:
-            part.unlink(missing_ok=True)
             raise ApiError(
                 400, f"The file is larger than {cap // MB} MB: upload a smaller one."
             ) from None
-        except BaseException:
+        finally:
+            os.close(fd)
             part.unlink(missing_ok=True)
-            raise
         url = ctx.storage.signed_url(key, expires)
         return envelope(
             200, "success", {"url": url, "size": size, "expireTime": expires, "name": name}
@@ -369,19 +422,50 @@ def create_app(
                 404,
                 "This media link is invalid or has expired: query the task again for a fresh link.",
             )
+        gone = ApiError(404, "This media was deleted after its retention period.")
         try:
-            path = ctx.storage.path(key)
+            path = ctx.storage.local_path(key)
+            size = ctx.storage.size(key) if path is None else None
         except ValueError:
             raise ApiError(404, "No such media.") from None
-        if not path.is_file():
-            raise ApiError(404, "This media was deleted after its retention period.")
-        return FileResponse(path)
+        if path is not None:
+            if not path.is_file():
+                raise gone
+            return FileResponse(path)
+        if size is None:
+            raise gone
+        if settings.storage_links == "presign":
+            link = ctx.storage.presigned_url(key, settings.media_presign_s)
+            if link:
+                return RedirectResponse(link, status_code=307)
+        # A private bucket: stream it through the API (no Range support on this path).
+        media_type = mimetypes.guess_type(key)[0] or "application/octet-stream"
+        try:
+            chunks = ctx.storage.open_stream(key)
+            first = next(chunks, b"")
+        except MissingObject:
+            raise gone from None
+
+        def body() -> Any:
+            yield first
+            yield from chunks
+
+        return StreamingResponse(
+            body(), media_type=media_type, headers={"Content-Length": str(size)}
+        )
 
     # --- operations ------------------------------------------------------------------
 
     @app.get("/healthz", summary="Liveness, database and disk check")
     def healthz() -> JSONResponse:
-        ctx.store.count_deliveries()  # raises (-> 500) if the database is unreachable
+        if not health.healthy():
+            return envelope(
+                503,
+                f"database unreachable ({health.error}): tasks cannot be accepted or "
+                "queried until it is back.",
+                {"status": "database_unreachable", "workers": bool(worker)},
+                headers={"Retry-After": "5"},
+            )
         disk = {"freeBytes": ctx.disk.free_bytes(), "minFreeBytes": settings.min_free_bytes}
         if ctx.disk.low():
             return envelope(

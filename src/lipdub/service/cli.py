@@ -88,6 +88,28 @@ def _store(settings: Settings) -> Any:
     return Store.open(settings.effective_database_url)
 
 
+def _checked(build: Any) -> Any:
+    """Start-up that refuses with one line (exit 2) when the fleet does not match."""
+    from lipdub.service.db import NewerDatabase
+    from lipdub.service.fleetcheck import FleetMismatch
+
+    try:
+        return build()
+    except (FleetMismatch, NewerDatabase) as e:
+        raise _fail(f"fleet check failed: {e}") from None
+    except ValueError as e:  # a malformed LIPDUB_STORAGE_URL and the like
+        raise _fail(str(e)) from None
+
+
+def _fleet_context(settings: Settings, check: Any) -> Any:
+    from lipdub.service.context import Context
+
+    ctx = Context.build(settings)
+    if settings.fleet_check:
+        check(ctx)
+    return ctx
+
+
 def register(app: typer.Typer) -> None:
     keys = typer.Typer(help="API keys.", no_args_is_help=True)
     credits = typer.Typer(help="Account credits.", no_args_is_help=True)
@@ -95,6 +117,9 @@ def register(app: typer.Typer) -> None:
     app.add_typer(keys, name="keys")
     app.add_typer(credits, name="credits")
     app.add_typer(account, name="account")
+    from lipdub.service import dbcli
+
+    dbcli.register(app, _settings, _fail)
 
     @app.command()
     def serve(
@@ -133,8 +158,8 @@ def register(app: typer.Typer) -> None:
             public_url=public_url or default_public,
             workers=workers,
         )
+        app_ = _checked(lambda: create_app(settings))  # before logging: a refusal is 1 line
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-        app_ = create_app(settings)
         if settings.workers == 0:
             _warn_split(settings, "serve --workers 0")
         from lipdub.service.firstrun import banner, dev_key_if_first_start
@@ -152,13 +177,14 @@ def register(app: typer.Typer) -> None:
         workers: Annotated[int | None, typer.Option(help="Concurrent tasks.")] = None,
     ) -> None:
         """Run task workers and callback delivery alone, on the API's database and storage."""
-        from lipdub.service.context import Context
+        from lipdub.service.fleetcheck import verify
         from lipdub.service.worker import Worker
 
         settings = _settings(data_dir=data_dir, database_url=database_url, workers=workers)
+        ctx = _checked(lambda: _fleet_context(settings, verify))
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
         _warn_split(settings, "lipdub worker")
-        w = Worker(Context.build(settings), slots=max(settings.workers, 1))
+        w = Worker(ctx, slots=max(settings.workers, 1))
         stop = threading.Event()
         for sig in (signal.SIGINT, signal.SIGTERM):
             signal.signal(sig, lambda *_: stop.set())

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 from lipdub.config import Settings
 from lipdub.media.fetch import UrlPolicy
 from lipdub.service.disk import DiskGuard
-from lipdub.service.storage import LocalStorage
+from lipdub.service.storage import Storage, open_storage
 from lipdub.service.store import Store
 
 
@@ -15,20 +16,27 @@ from lipdub.service.store import Store
 class Context:
     settings: Settings
     store: Store
-    storage: LocalStorage
+    storage: Storage
     policy: UrlPolicy
     disk: DiskGuard
+    # This machine's working space (downloads being checked, attempts' inputs and
+    # outputs); never shared, and what the disk watermark watches.
+    scratch: Path
 
     @classmethod
     def build(cls, settings: Settings, store: Store | None = None) -> Context:
         store = store or Store.open(settings.effective_database_url)
-        storage = LocalStorage(settings.media_dir, settings.public_url, settings.secret_key())
+        storage = open_storage(
+            settings.storage_url, settings.media_dir, settings.public_url, settings.secret_key()
+        )
+        scratch = settings.scratch_root.resolve()
+        scratch.mkdir(parents=True, exist_ok=True)
         policy = UrlPolicy(
             allow_all_private=settings.allows_all_private,
             allowed_networks=settings.allowed_private_networks,
         )
-        disk = DiskGuard(storage.root, settings.min_free_bytes)
-        return cls(settings, store, storage, policy, disk)
+        disk = DiskGuard(scratch, settings.min_free_bytes)
+        return cls(settings, store, storage, policy, disk, scratch)
 
     @property
     def retention_ms(self) -> int:

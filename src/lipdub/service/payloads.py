@@ -10,7 +10,7 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
-from lipdub.service.storage import LocalStorage
+from lipdub.service.storage import Storage
 
 IDENTIFY = "kling-identify-face"
 SYNC = "kling-advanced-lip-sync"
@@ -18,7 +18,7 @@ MODELS = (IDENTIFY, SYNC)
 
 
 def public_result(
-    model: str, result: Mapping[Any, Any] | None, storage: LocalStorage, expires_ms: int
+    model: str, result: Mapping[Any, Any] | None, storage: Storage, expires_ms: int
 ) -> dict[str, Any]:
     """Turn the stored result (storage keys) into the wire result (signed URLs)."""
     if not result:
@@ -48,7 +48,7 @@ def public_result(
 
 def task_view(
     row: Mapping[Any, Any],
-    storage: LocalStorage,
+    storage: Storage,
     retention_ms: int,
     delivery: Mapping[Any, Any] | None = None,
 ) -> dict[str, Any]:
@@ -118,7 +118,7 @@ def _body(
 def callback_body_for_success(
     row: Mapping[Any, Any],
     result: Mapping[Any, Any],
-    storage: LocalStorage,
+    storage: Storage,
     complete_ms: int,
     retention_ms: int,
 ) -> str:

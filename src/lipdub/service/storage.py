@@ -1,10 +1,18 @@
-"""Media storage on local disk, and signed, expiring URLs to serve it without API keys.
+"""Media storage behind one interface, and signed, expiring URLs to serve it without keys.
 
-Keys are relative paths like ``tasks/<id>/result.mp4``; the service hands out
-``<public_url>/media/<key>?e=<expiry ms>&s=<signature>``. The signature is an HMAC of the
-key and the expiry with the service's secret, so a URL cannot be altered to reach
-another file or live longer, and API and workers on other machines agree on it as long
-as they share the secret and the storage directory.
+Two implementations: ``LocalStorage`` (a directory, the embedded default) and
+``S3Storage`` (any S3-compatible service, in ``storage_s3``), chosen by
+``LIPDUB_STORAGE_URL`` (``file:///path`` or ``s3://bucket/prefix``). Nothing outside this
+module and ``storage_s3`` touches media by path: the API and the workers move whole
+objects in and out of their own scratch directories (``put_file`` / ``get_file``), so a
+worker needs no disk shared with the API.
+
+Keys are relative paths like ``tasks/<id>/attempts/<attempt>/result.mp4``; the service
+hands out ``<public_url>/media/<key>?e=<expiry ms>&s=<signature>``. The signature is an
+HMAC of the key and the expiry with the service's secret, so a URL cannot be altered to
+reach another file or live longer. These links stay the same whatever the backend: the
+``/media`` route serves the file (local), or streams it from the bucket or redirects to
+a presigned URL (S3, see ``LIPDUB_STORAGE_LINKS``).
 """
 
 from __future__ import annotations
@@ -12,31 +20,95 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import os
 import shutil
 import urllib.parse
+import uuid
+from abc import ABC, abstractmethod
+from collections.abc import Iterator
 from pathlib import Path
 
 
-class LocalStorage:
-    def __init__(self, root: Path, public_url: str, secret: bytes) -> None:
-        self.root = root.resolve()
-        self.root.mkdir(parents=True, exist_ok=True)
+class StorageUnavailable(Exception):
+    """The storage service could not be reached or answered with an error: transient."""
+
+
+class MissingObject(Exception):
+    """No object under this key (never written, deleted, or purged after retention)."""
+
+
+class Storage(ABC):
+    """What the service needs from media storage; keys are '/'-separated relative paths."""
+
+    def __init__(self, url: str, public_url: str, secret: bytes) -> None:
+        self.url = url
         self.public_url = public_url.rstrip("/")
         self._secret = secret
 
-    def path(self, key: str) -> Path:
-        """The file behind ``key``; refuses keys that would leave the storage root."""
-        p = (self.root / key).resolve()
-        if not p.is_relative_to(self.root) or p == self.root:
-            raise ValueError(f"storage key {key!r} leaves the storage root")
-        return p
+    # --- objects (each backend) ----------------------------------------------------
 
+    @abstractmethod
+    def put_file(self, key: str, src: Path) -> None:
+        """Store the file ``src`` under ``key``, replacing any object there, atomically."""
+
+    @abstractmethod
+    def get_file(self, key: str, dest: Path) -> None:
+        """Copy the object into ``dest`` (MissingObject if there is none)."""
+
+    @abstractmethod
+    def put_bytes(self, key: str, data: bytes) -> None: ...
+
+    @abstractmethod
+    def get_bytes(self, key: str) -> bytes: ...
+
+    @abstractmethod
+    def size(self, key: str) -> int | None:
+        """The object's size in bytes, None if there is none."""
+
+    @abstractmethod
+    def list_keys(self, prefix: str) -> Iterator[tuple[str, int]]:
+        """(key, last-modified ms) of every object under ``prefix/``."""
+
+    @abstractmethod
     def delete_prefix(self, prefix: str) -> None:
-        p = self.path(prefix)
-        if p.is_dir():
-            shutil.rmtree(p, ignore_errors=True)
-        else:
-            p.unlink(missing_ok=True)
+        """Delete the object ``prefix`` and every object under ``prefix/``."""
+
+    @abstractmethod
+    def local_path(self, key: str) -> Path | None:
+        """The file behind ``key`` if this backend is a local directory, else None."""
+
+    @abstractmethod
+    def open_stream(self, key: str) -> Iterator[bytes]:
+        """The object's bytes in chunks (MissingObject if there is none)."""
+
+    def presigned_url(self, key: str, expires_s: int) -> str | None:
+        """A direct, time-limited link to the object, if the backend can make one."""
+        return None
+
+    # --- derived -------------------------------------------------------------------
+
+    def exists(self, key: str) -> bool:
+        return self.size(key) is not None
+
+    def put_tree(self, prefix: str, directory: Path) -> None:
+        """Store every file under ``directory`` at ``prefix/<relative path>``."""
+        for path in sorted(directory.rglob("*")):
+            if path.is_file():
+                self.put_file(f"{prefix}/{path.relative_to(directory).as_posix()}", path)
+
+    def get_tree(self, prefix: str, directory: Path) -> int:
+        """Copy every object under ``prefix/`` into ``directory``; returns the count."""
+        n = 0
+        for key, _ in list(self.list_keys(prefix)):
+            rel = key[len(prefix) + 1 :]
+            dest = (directory / rel).resolve()
+            if not dest.is_relative_to(directory.resolve()):
+                raise ValueError(f"storage key {key!r} leaves {directory}")
+            self.get_file(key, dest)
+            n += 1
+        return n
+
+    # --- signed links --------------------------------------------------------------
 
     def _sign(self, key: str, expires_ms: int) -> str:
         mac = hmac.new(self._secret, f"{key}\n{expires_ms}".encode(), hashlib.sha256).digest()
@@ -73,6 +145,106 @@ class LocalStorage:
         if not self.verify(key, e, s, now_ms):
             return None
         try:
-            return key if self.path(key).is_file() else None
+            return key if self.exists(key) else None
         except ValueError:
             return None
+
+
+def check_key(key: str) -> str:
+    """Refuse keys that are absolute, empty or climb out (the same rule for every backend)."""
+    parts = key.split("/")
+    if not key or key.startswith("/") or any(p in ("", ".", "..") for p in parts):
+        raise ValueError(f"storage key {key!r} is not a plain relative path")
+    return key
+
+
+class LocalStorage(Storage):
+    def __init__(self, root: Path, public_url: str, secret: bytes) -> None:
+        self.root = root.resolve()
+        self.root.mkdir(parents=True, exist_ok=True)
+        super().__init__(self.root.as_uri(), public_url, secret)
+
+    def path(self, key: str) -> Path:
+        """The file behind ``key``; refuses keys that would leave the storage root."""
+        p = (self.root / key).resolve()
+        if not p.is_relative_to(self.root) or p == self.root:
+            raise ValueError(f"storage key {key!r} leaves the storage root")
+        return p
+
+    def local_path(self, key: str) -> Path | None:
+        return self.path(key)
+
+    def put_file(self, key: str, src: Path) -> None:
+        dest = self.path(key)
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        # Copy beside, then rename: a reader never sees half an object.
+        tmp = dest.with_name(f".{dest.name}.{uuid.uuid4().hex[:8]}.part")
+        try:
+            shutil.copyfile(src, tmp)
+            os.replace(tmp, dest)
+        finally:
+            tmp.unlink(missing_ok=True)
+
+    def get_file(self, key: str, dest: Path) -> None:
+        src = self.path(key)
+        if not src.is_file():
+            raise MissingObject(key)
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(src, dest)
+
+    def put_bytes(self, key: str, data: bytes) -> None:
+        dest = self.path(key)
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        tmp = dest.with_name(f".{dest.name}.{uuid.uuid4().hex[:8]}.part")
+        tmp.write_bytes(data)
+        os.replace(tmp, dest)
+
+    def get_bytes(self, key: str) -> bytes:
+        try:
+            return self.path(key).read_bytes()
+        except (FileNotFoundError, IsADirectoryError):
+            raise MissingObject(key) from None
+
+    def size(self, key: str) -> int | None:
+        p = self.path(key)
+        return p.stat().st_size if p.is_file() else None
+
+    def list_keys(self, prefix: str) -> Iterator[tuple[str, int]]:
+        base = self.path(prefix)
+        if not base.is_dir():
+            return
+        for p in base.rglob("*"):
+            if p.is_file() and not p.name.endswith(".part"):
+                key = p.relative_to(self.root).as_posix()
+                yield key, int(p.stat().st_mtime * 1000)
+
+    def delete_prefix(self, prefix: str) -> None:
+        p = self.path(prefix)
+        if p.is_dir():
+            shutil.rmtree(p, ignore_errors=True)
+        else:
+            p.unlink(missing_ok=True)
+
+    def open_stream(self, key: str) -> Iterator[bytes]:
+        p = self.path(key)
+        if not p.is_file():
+            raise MissingObject(key)
+        with p.open("rb") as f:
+            while chunk := f.read(1024 * 1024):
+                yield chunk
+
+
+def open_storage(url: str, default_root: Path, public_url: str, secret: bytes) -> Storage:
+    """The backend ``LIPDUB_STORAGE_URL`` names; empty means a directory under the data dir."""
+    if not url:
+        return LocalStorage(default_root, public_url, secret)
+    parts = urllib.parse.urlsplit(url)
+    if parts.scheme == "file":
+        return LocalStorage(Path(urllib.parse.unquote(parts.path)), public_url, secret)
+    if parts.scheme == "s3":
+        from lipdub.service.storage_s3 import S3Storage
+
+        return S3Storage.from_url(url, public_url, secret)
+    raise ValueError(
+        f"LIPDUB_STORAGE_URL={url!r} is not file:///path or s3://bucket/prefix: fix it."
+    )

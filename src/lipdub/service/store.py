@@ -11,22 +11,34 @@ import hashlib
 import json
 import secrets
 import uuid
-from collections.abc import Collection
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import and_, bindparam, case, func, insert, or_, select, update
+from sqlalchemy import and_, bindparam, case, func, insert, or_, select, text, update
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, RowMapping
 from sqlalchemy.exc import IntegrityError
 
 from lipdub.media.fetch import origin
 from lipdub.service import tables as t
-from lipdub.service.db import Engines, make_engines, migrate, now_ms
+from lipdub.service.db import Engines, db_now_ms, make_engines, migrate, now_ms
+from lipdub.service.faults import retry_transient
 from lipdub.service.payloads import callback_body_for_failure
 
 Row = RowMapping
 ACTIVE_STATES = ("pending", "processing")
 DAY_MS = 86_400_000
+# Bucket bounds of the task-duration histogram (task_stats.bucket indexes them).
+DURATION_BOUNDS_MS = [1000, 5000, 15000, 30000, 60000, 120000, 300000, 600000, 1800000]
+# How long a statement that moves money or finishes a task is retried through a database
+# outage (a failover, a restart) before the caller sees the error.
+DB_RETRY_S = 60.0
+# PostgreSQL channel a submission notifies; idle workers LISTEN on it (see wakeup.py).
+TASKS_CHANNEL = "lipdub_tasks"
+# Pending tasks considered per claim: the fair order's head, in case some are locked.
+CLAIM_CANDIDATES = 8
+BodyFor = str | Callable[[int], str] | None
 
 _TASK_BY_ID = select(t.tasks).where(t.tasks.c.id == bindparam("id"))
 _TASK_BY_ID_ACCOUNT = _TASK_BY_ID.where(t.tasks.c.account == bindparam("account"))
@@ -262,7 +274,9 @@ class Store:
         with self.engines.read.connect() as conn:
             return int(conn.execute(_ACTIVE_TASKS, {"account": account}).scalar() or 0)
 
-    def submit(self, sub: Submission, max_active: int = 0) -> tuple[Row, bool]:
+    def submit(
+        self, sub: Submission, max_active: int = 0, retry_s: float = DB_RETRY_S
+    ) -> tuple[Mapping[Any, Any], bool]:
         """Reserve the price and queue the task; returns (task, created).
 
         A repeated ``external_task_id`` returns the first task and charges nothing. The
@@ -270,11 +284,33 @@ class Store:
         can never overdraw: the database decides who gets the last cent. That UPDATE also
         locks the account's row, so the count of its running tasks that follows
         (``max_active``, 0 = no limit) is exact under concurrency too.
+
+        A transient database error is retried for ``retry_s``; each retry first looks for
+        the task by its id, since the interrupted try may have committed (a connection
+        cut between COMMIT and its answer): the task is charged once either way. The task
+        is returned as inserted, without reading it back: a read that fails after the
+        commit must not turn an accepted, charged task into an error.
         """
         if sub.external_task_id:
             existing = self.find_external(sub.account, sub.external_task_id)
             if existing is not None:
                 return existing, False
+        retried = False
+
+        def once() -> tuple[Mapping[Any, Any], bool]:
+            if retried:
+                found = self.get_task(sub.task_id)
+                if found is not None:
+                    return found, True
+            return self._submit_once(sub, max_active)
+
+        def note_retry() -> None:
+            nonlocal retried
+            retried = True
+
+        return retry_transient(once, f"task {sub.task_id}: submit", retry_s, note_retry)
+
+    def _submit_once(self, sub: Submission, max_active: int) -> tuple[Mapping[Any, Any], bool]:
         try:
             with self.engines.write.begin() as conn:
                 row = conn.execute(
@@ -317,6 +353,7 @@ class Store:
                 self._ledger(
                     conn, sub.account, sub.task_id, "reserve", sub.price_micros, row[0], row[1]
                 )
+                self._notify_workers(conn)
         except IntegrityError:
             # Lost a race on the same external_task_id: the winner's task is the answer,
             # and our whole transaction (the reservation too) was rolled back.
@@ -325,9 +362,15 @@ class Store:
                 if existing is not None:
                     return existing, False
             raise
-        task = self.get_task(sub.task_id)
-        assert task is not None
+        task: dict[str, Any] = {c.name: None for c in t.tasks.columns}
+        task.update(values)
         return task, True
+
+    @staticmethod
+    def _notify_workers(conn: Connection) -> None:
+        """Wake idle workers on PostgreSQL; delivered at commit, dropped on rollback."""
+        if conn.dialect.name == "postgresql":
+            conn.execute(text(f"NOTIFY {TASKS_CHANNEL}"))
 
     def get_task(self, task_id: str, account: str | None = None) -> Row | None:
         # The query path's hot spot: prebuilt statements skip SQLAlchemy's per-call
@@ -340,30 +383,17 @@ class Store:
             return res.mappings().first()
 
     def claim(self, worker: str, lease_ms: int, max_attempts: int) -> Row | None:
-        """Take the oldest runnable task under a lease: pending, or processing whose
-        worker stopped renewing its lease (it died). Too many attempts fail the task."""
+        """Take a runnable task under a lease: first one whose worker stopped renewing its
+        lease (it died or stalled), else the next pending task in fair order (see
+        ``_fair_pending``). Too many attempts fail the task.
+
+        Each claim starts a new attempt with an id of its own (``<n>-<random>``); the
+        lease owner is ``<worker>#<attempt id>``, the token that fences every later write
+        of the attempt. Lease times come from the database's clock."""
         while True:
             with self.engines.write.begin() as conn:
-                now = now_ms()
-                row = (
-                    conn.execute(
-                        select(t.tasks)
-                        .where(
-                            or_(
-                                t.tasks.c.state == "pending",
-                                and_(
-                                    t.tasks.c.state == "processing",
-                                    t.tasks.c.lease_until_ms < now,
-                                ),
-                            )
-                        )
-                        .order_by(t.tasks.c.create_ms)
-                        .limit(1)
-                        .with_for_update(skip_locked=True)
-                    )
-                    .mappings()
-                    .first()
-                )
+                now = db_now_ms(conn)
+                row = self._lapsed(conn, now) or self._fair_pending(conn)
                 if row is None:
                     return None
                 if row["attempts"] >= max_attempts:
@@ -378,19 +408,63 @@ class Store:
                     )
                     continue
                 attempt = int(row["attempts"]) + 1
-                owner = f"{worker}#{attempt}"
+                owner = f"{worker[:48]}#{attempt}-{uuid.uuid4().hex[:8]}"
+                claimed = {
+                    "state": "processing",
+                    "attempts": attempt,
+                    "lease_owner": owner,
+                    "lease_until_ms": now + lease_ms,
+                    "start_ms": row["start_ms"] if row["start_ms"] is not None else now,
+                }
+                conn.execute(update(t.tasks).where(t.tasks.c.id == row["id"]).values(**claimed))
+            return {**row, **claimed}  # type: ignore[return-value]
+
+    def _lapsed(self, conn: Connection, now: int) -> Row | None:
+        c = t.tasks.c
+        q = (
+            select(t.tasks)
+            .where(c.state == "processing", c.lease_until_ms < now)
+            .order_by(c.lease_until_ms)
+            .limit(1)
+            .with_for_update(skip_locked=True)
+        )
+        return conn.execute(q).mappings().first()
+
+    def _fair_pending(self, conn: Connection) -> Row | None:
+        """The pending task that comes next when accounts take turns: a task's place is
+        the number of its account's tasks ahead of it, running or pending, so one
+        account's burst of 100 waits behind another account's first task instead of
+        starving it. Ties go to the oldest."""
+        c = t.tasks.c
+        place = func.row_number().over(partition_by=c.account, order_by=c.create_ms)
+        pending = select(c.id, c.account, c.create_ms, place.label("place")).where(
+            c.state == "pending"
+        ).subquery()
+        running = (
+            select(c.account, func.count().label("n"))
+            .where(c.state == "processing")
+            .group_by(c.account)
+            .subquery()
+        )
+        order = (
+            select(pending.c.id)
+            .select_from(pending.outerjoin(running, running.c.account == pending.c.account))
+            .order_by(pending.c.place + func.coalesce(running.c.n, 0), pending.c.create_ms)
+            .limit(CLAIM_CANDIDATES)
+        )
+        for task_id in conn.execute(order).scalars():
+            row = (
                 conn.execute(
-                    update(t.tasks)
-                    .where(t.tasks.c.id == row["id"])
-                    .values(
-                        state="processing",
-                        attempts=attempt,
-                        lease_owner=owner,
-                        lease_until_ms=now + lease_ms,
-                        start_ms=func.coalesce(t.tasks.c.start_ms, now),
-                    )
+                    select(t.tasks)
+                    .where(c.id == task_id, c.state == "pending")
+                    .with_for_update(skip_locked=True)
                 )
-            return self.get_task(row["id"])
+                .mappings()
+                .first()
+            )
+            if row is not None:
+                return row
+        return None
 
     def heartbeat(self, task_id: str, owner: str, lease_ms: int, progress: float) -> bool:
         """Extend our lease and record progress; False means the task is no longer ours."""
@@ -402,7 +476,7 @@ class Store:
                     t.tasks.c.lease_owner == owner,
                     t.tasks.c.state == "processing",
                 )
-                .values(lease_until_ms=now_ms() + lease_ms, progress=progress)
+                .values(lease_until_ms=db_now_ms(conn) + lease_ms, progress=progress)
             )
             return bool(res.rowcount)
 
@@ -425,6 +499,7 @@ class Store:
                     progress=0.0,
                 )
             )
+            self._notify_workers(conn)
             return bool(res.rowcount)
 
     def complete(
@@ -432,42 +507,62 @@ class Store:
         task_id: str,
         owner: str,
         result: dict[str, Any],
-        complete_ms: int,
-        callback_body: str | None,
+        complete_ms: int | None,
+        callback_body: BodyFor,
         session: dict[str, Any] | None = None,
+        session_ttl_ms: int = 0,
+        retry_s: float = DB_RETRY_S,
     ) -> bool:
         """Mark done, settle the reservation, record the session and queue the callback,
-        all or nothing. The lease owner check fences off a worker that lost its lease."""
-        with self.engines.write.begin() as conn:
-            row = self._owned(conn, task_id, owner)
-            if row is None:
-                return False
-            conn.execute(
-                update(t.tasks)
-                .where(t.tasks.c.id == task_id)
-                .values(
-                    state="completed",
-                    progress=1.0,
-                    result_json=json.dumps(result, separators=(",", ":")),
-                    complete_ms=complete_ms,
-                    lease_owner=None,
-                    lease_until_ms=None,
+        all or nothing. The lease owner check fences off an attempt that lost its lease:
+        False means another attempt owns the task (this one must discard its output).
+
+        ``complete_ms`` None means now by the database's clock (what workers use), and
+        then ``callback_body`` may be a function of that time. Transient errors are
+        retried for ``retry_s``: finished work is not thrown away because the database
+        blinked. A retry that finds the task completed with this very result knows the
+        interrupted try committed, and answers True."""
+        result_json = json.dumps(result, separators=(",", ":"))
+
+        def once() -> bool:
+            with self.engines.write.begin() as conn:
+                row = self._owned(conn, task_id, owner)
+                if row is None:
+                    return self._finished_as(conn, task_id, "completed", result_json)
+                done = db_now_ms(conn) if complete_ms is None else complete_ms
+                conn.execute(
+                    update(t.tasks)
+                    .where(t.tasks.c.id == task_id)
+                    .values(
+                        state="completed",
+                        progress=1.0,
+                        result_json=result_json,
+                        complete_ms=done,
+                        lease_owner=None,
+                        lease_until_ms=None,
+                    )
                 )
-            )
-            acc = conn.execute(
-                update(t.accounts)
-                .where(t.accounts.c.name == row["account"])
-                .values(reserved_micros=t.accounts.c.reserved_micros - row["price_micros"])
-                .returning(t.accounts.c.balance_micros, t.accounts.c.reserved_micros)
-            ).one()
-            self._ledger(
-                conn, row["account"], task_id, "settle", row["price_micros"], acc[0], acc[1]
-            )
-            if session is not None:
-                conn.execute(insert(t.sessions).values(**session))
-            if callback_body is not None and row["callback_url"]:
-                self._queue_delivery(conn, row, callback_body, complete_ms)
-            return True
+                acc = conn.execute(
+                    update(t.accounts)
+                    .where(t.accounts.c.name == row["account"])
+                    .values(reserved_micros=t.accounts.c.reserved_micros - row["price_micros"])
+                    .returning(t.accounts.c.balance_micros, t.accounts.c.reserved_micros)
+                ).one()
+                self._ledger(
+                    conn, row["account"], task_id, "settle", row["price_micros"], acc[0], acc[1]
+                )
+                self._count_finished(conn, row, "completed", done)
+                if session is not None:
+                    values = dict(session)
+                    if session_ttl_ms:
+                        values.update(create_ms=done, expires_ms=done + session_ttl_ms)
+                    conn.execute(insert(t.sessions).values(**values))
+                body = _body_at(callback_body, done)
+                if body is not None and row["callback_url"]:
+                    self._queue_delivery(conn, row, body, done)
+                return True
+
+        return retry_transient(once, f"task {task_id}: recording completion", retry_s)
 
     def fail(
         self,
@@ -475,15 +570,47 @@ class Store:
         owner: str | None,
         code: str,
         message: str,
-        complete_ms: int,
-        callback_body: str | None,
+        complete_ms: int | None,
+        callback_body: BodyFor,
+        retry_s: float = DB_RETRY_S,
     ) -> bool:
-        with self.engines.write.begin() as conn:
-            row = self._owned(conn, task_id, owner)
-            if row is None:
-                return False
-            self._finish_failed(conn, row, callback_body, code, message, complete_ms)
-            return True
+        """Fail the task and refund it (fenced like ``complete``, retried the same way)."""
+
+        def once() -> bool:
+            with self.engines.write.begin() as conn:
+                row = self._owned(conn, task_id, owner)
+                if row is None:
+                    return False
+                done = db_now_ms(conn) if complete_ms is None else complete_ms
+                body = _body_at(callback_body, done)
+                self._finish_failed(conn, row, body, code, message, done)
+                return True
+
+        return retry_transient(once, f"task {task_id}: recording failure", retry_s)
+
+    def _finished_as(self, conn: Connection, task_id: str, state: str, result_json: str) -> bool:
+        row = conn.execute(
+            select(t.tasks.c.state, t.tasks.c.result_json).where(t.tasks.c.id == task_id)
+        ).first()
+        return row is not None and row[0] == state and row[1] == result_json
+
+    def _count_finished(self, conn: Connection, row: Row, state: str, done_ms: int) -> None:
+        """Add the task to task_stats, in the transaction that finishes it."""
+        duration = max(0, done_ms - int(row["create_ms"]))
+        bucket = next(
+            (i for i, b in enumerate(DURATION_BOUNDS_MS) if duration <= b),
+            len(DURATION_BOUNDS_MS),
+        )
+        dialect_insert = postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert
+        stmt = dialect_insert(t.task_stats).values(
+            model=row["model"], state=state, bucket=bucket, n=1, sum_ms=duration
+        )
+        conn.execute(
+            stmt.on_conflict_do_update(
+                index_elements=["model", "state", "bucket"],
+                set_={"n": t.task_stats.c.n + 1, "sum_ms": t.task_stats.c.sum_ms + duration},
+            )
+        )
 
     def _owned(self, conn: Connection, task_id: str, owner: str | None) -> Row | None:
         q = select(t.tasks).where(t.tasks.c.id == task_id, t.tasks.c.state == "processing")
@@ -523,6 +650,7 @@ class Store:
             .returning(t.accounts.c.balance_micros, t.accounts.c.reserved_micros)
         ).one()
         self._ledger(conn, row["account"], row["id"], "refund", row["price_micros"], acc[0], acc[1])
+        self._count_finished(conn, row, "failed", complete_ms)
         if row["callback_url"]:
             if callback_body is None:
                 # Failed by the claimer (worker lost): build the body here from the row.
@@ -707,9 +835,28 @@ class Store:
         else:
             values.update(next_ms=next_ms)
         with self.engines.write.begin() as conn:
-            conn.execute(
-                update(t.deliveries).where(t.deliveries.c.id == delivery_id).values(**values)
+            attempts = conn.execute(
+                update(t.deliveries)
+                .where(t.deliveries.c.id == delivery_id, t.deliveries.c.state == "pending")
+                .values(**values)
+                .returning(t.deliveries.c.attempts)
+            ).scalar()
+            final = values.get("state")
+            if attempts is not None and final is not None:
+                self._count_delivery(conn, str(final), int(attempts))
+
+    def _count_delivery(self, conn: Connection, state: str, attempts: int) -> None:
+        dialect_insert = postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert
+        stmt = dialect_insert(t.delivery_stats).values(state=state, n=1, attempts=attempts)
+        conn.execute(
+            stmt.on_conflict_do_update(
+                index_elements=["state"],
+                set_={
+                    "n": t.delivery_stats.c.n + 1,
+                    "attempts": t.delivery_stats.c.attempts + attempts,
+                },
             )
+        )
 
     def delivery_for_task(self, task_id: str) -> Row | None:
         with self.engines.read.connect() as conn:
@@ -786,34 +933,81 @@ class Store:
             conn.execute(update(t.tasks).where(t.tasks.c.id == task_id).values(purged=1))
 
     def count_tasks(self) -> list[tuple[str, str, int]]:
+        """Tasks per (model, state): active ones counted through the claim index (they
+        are few), finished ones from task_stats: cheap at any table size."""
         with self.engines.read.connect() as conn:
-            rows = conn.execute(
-                select(t.tasks.c.model, t.tasks.c.state, func.count()).group_by(
-                    t.tasks.c.model, t.tasks.c.state
-                )
+            active = conn.execute(
+                select(t.tasks.c.model, t.tasks.c.state, func.count())
+                .where(t.tasks.c.state.in_(ACTIVE_STATES))
+                .group_by(t.tasks.c.model, t.tasks.c.state)
             )
-            return [(r[0], r[1], int(r[2])) for r in rows]
+            out = [(r[0], r[1], int(r[2])) for r in active]
+            finished = conn.execute(
+                select(t.task_stats.c.model, t.task_stats.c.state, func.sum(t.task_stats.c.n))
+                .group_by(t.task_stats.c.model, t.task_stats.c.state)
+            )
+            return out + [(r[0], r[1], int(r[2])) for r in finished]
 
     def count_deliveries(self) -> list[tuple[str, int, int]]:
-        """(state, deliveries, attempts) per delivery state."""
+        """(state, deliveries, attempts) per delivery state: pending ones counted through
+        the due index, final ones from delivery_stats."""
+        d = t.deliveries.c
+        with self.engines.read.connect() as conn:
+            pending = conn.execute(
+                select(func.count(), func.sum(d.attempts)).where(d.state == "pending")
+            ).one()
+            out = [("pending", int(pending[0]), int(pending[1] or 0))] if pending[0] else []
+            final = conn.execute(select(t.delivery_stats))
+            return out + [(r[0], int(r[1]), int(r[2])) for r in final]
+
+    def task_durations(self) -> list[tuple[str, list[int], int, int]]:
+        """Per model: cumulative counts of finished tasks at or under each of
+        DURATION_BOUNDS_MS, count, and sum of durations, for a Prometheus histogram (from
+        the store, so it covers workers in every process; from task_stats, so cheap)."""
         with self.engines.read.connect() as conn:
             rows = conn.execute(
                 select(
-                    t.deliveries.c.state, func.count(), func.sum(t.deliveries.c.attempts)
-                ).group_by(t.deliveries.c.state)
-            )
-            return [(r[0], int(r[1]), int(r[2] or 0)) for r in rows]
+                    t.task_stats.c.model, t.task_stats.c.bucket,
+                    func.sum(t.task_stats.c.n), func.sum(t.task_stats.c.sum_ms),
+                ).group_by(t.task_stats.c.model, t.task_stats.c.bucket)
+            ).all()
+        per_model: dict[str, list[int]] = {}
+        sums: dict[str, int] = {}
+        for model, bucket, n, total in rows:
+            counts = per_model.setdefault(model, [0] * (len(DURATION_BOUNDS_MS) + 1))
+            counts[int(bucket)] += int(n)
+            sums[model] = sums.get(model, 0) + int(total or 0)
+        out = []
+        for model, counts in sorted(per_model.items()):
+            cumulative, running = [], 0
+            for c in counts[:-1]:
+                running += c
+                cumulative.append(running)
+            out.append((model, cumulative, sum(counts), sums[model]))
+        return out
 
-    def task_durations(self, bounds_ms: list[int]) -> list[tuple[str, list[int], int, int]]:
-        """Per model: cumulative counts of finished tasks at or under each bound, count,
-        and sum of durations, for a Prometheus histogram computed from the store (so it
-        covers workers in every process)."""
-        dur = t.tasks.c.complete_ms - t.tasks.c.create_ms
-        cols = [func.sum(case((dur <= b, 1), else_=0)) for b in bounds_ms]
+    # --- fleet configuration -------------------------------------------------------------
+
+    def fleet_config(self) -> dict[str, str]:
         with self.engines.read.connect() as conn:
-            rows = conn.execute(
-                select(t.tasks.c.model, func.count(), func.sum(dur), *cols)
-                .where(t.tasks.c.complete_ms.is_not(None))
-                .group_by(t.tasks.c.model)
-            )
-            return [(r[0], [int(x or 0) for x in r[3:]], int(r[1]), int(r[2] or 0)) for r in rows]
+            return {r[0]: r[1] for r in conn.execute(select(t.fleet_config))}
+
+    def set_fleet_config(self, values: Mapping[str, str]) -> None:
+        with self.engines.write.begin() as conn:
+            for key, value in values.items():
+                conn.execute(t.fleet_config.delete().where(t.fleet_config.c.key == key))
+                conn.execute(insert(t.fleet_config).values(key=key, value=value))
+
+    def db_now(self) -> int:
+        """Now in ms by the database's clock (the fleet's one clock)."""
+        with self.engines.read.connect() as conn:
+            return db_now_ms(conn)
+
+    def ping(self) -> None:
+        """One round trip (the health probe)."""
+        with self.engines.read.connect() as conn:
+            conn.execute(select(1))
+
+
+def _body_at(body: BodyFor, done_ms: int) -> str | None:
+    return body(done_ms) if callable(body) else body

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import math
-import shutil
+import tempfile
 import urllib.parse
 from pathlib import Path
 from typing import Any
@@ -56,7 +56,8 @@ def looks_local(source: str) -> bool:
 
 
 def _acquire(ctx: Context, source: str, dest: Path, field: str, max_bytes: int) -> None:
-    """Put the media named by ``source`` at ``dest``: our own upload URL, or a fetch."""
+    """Put the media named by ``source`` at ``dest`` (a local file, checked there and
+    then stored): our own upload URL, or a fetch."""
     if looks_local(source):
         raise RequestError(
             f"{field} looks like a file on your machine ({source.strip()[:80]!r}), which the "
@@ -65,13 +66,11 @@ def _acquire(ctx: Context, source: str, dest: Path, field: str, max_bytes: int) 
         )
     own = ctx.storage.key_from_own_url(source.strip(), now_ms())
     if own is not None:
-        src = ctx.storage.path(own)
-        if src.stat().st_size > max_bytes:
+        if (ctx.storage.size(own) or 0) > max_bytes:
             raise RequestError(
                 f"{field} is larger than {max_bytes // (1024 * 1024)} MB: send a smaller file."
             )
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(src, dest)
+        ctx.storage.get_file(own, dest)
         return
     s = ctx.settings
     try:
@@ -99,8 +98,6 @@ def prepare(ctx: Context, account: str, req: IdentifyRequest | SyncRequest) -> S
 
 
 def prepare_identify(ctx: Context, account: str, req: IdentifyRequest) -> Submission:
-    from lipdub.media.video import probe
-
     s = ctx.settings
     if req.video_id is not None and req.video_url is not None:
         raise RequestError("Give either video_url or video_id, not both: drop video_id.")
@@ -113,29 +110,9 @@ def prepare_identify(ctx: Context, account: str, req: IdentifyRequest) -> Submis
     check_callback_url(ctx, req.callback_url)
     task_id = new_task_id()
     key = f"tasks/{task_id}/video_url"
-    dest = ctx.storage.path(key)
     try:
-        _acquire(ctx, req.video_url, dest, "video_url", s.max_video_bytes)
-        try:
-            info = probe(dest, max_duration_ms=s.max_video_ms)
-        except LipdubError as e:
-            raise RequestError(str(e)) from None
-        if info.frame_count <= 1:
-            raise RequestError(
-                "video_url is a still image (one frame), not a video: send an mp4 or mov "
-                f"of at least {s.min_video_ms / 1000:g} s."
-            )
-        if info.duration_ms < s.min_video_ms:
-            raise RequestError(
-                f"video_url lasts {info.duration_ms} ms: send a video of at least "
-                f"{s.min_video_ms / 1000:g} s."
-            )
-        short, long = min(info.width, info.height), max(info.width, info.height)
-        if short < s.min_side_px or long > s.max_side_px:
-            raise RequestError(
-                f"video_url is {info.width}x{info.height}: sides must be between "
-                f"{s.min_side_px} and {s.max_side_px} px, resize it."
-            )
+        with tempfile.TemporaryDirectory(dir=ctx.scratch) as tmp:
+            info = _acquire_video(ctx, req.video_url, Path(tmp) / "video_url", key)
     except BaseException:
         ctx.storage.delete_prefix(f"tasks/{task_id}")
         raise
@@ -151,6 +128,36 @@ def prepare_identify(ctx: Context, account: str, req: IdentifyRequest) -> Submis
         external_task_id=req.external_task_id,
         task_id=task_id,
     )
+
+
+def _acquire_video(ctx: Context, source: str, dest: Path, key: str) -> Any:
+    """Fetch and check the video locally, then store it under ``key``; its probe info."""
+    from lipdub.media.video import probe
+
+    s = ctx.settings
+    _acquire(ctx, source, dest, "video_url", s.max_video_bytes)
+    try:
+        info = probe(dest, max_duration_ms=s.max_video_ms)
+    except LipdubError as e:
+        raise RequestError(str(e)) from None
+    if info.frame_count <= 1:
+        raise RequestError(
+            "video_url is a still image (one frame), not a video: send an mp4 or mov "
+            f"of at least {s.min_video_ms / 1000:g} s."
+        )
+    if info.duration_ms < s.min_video_ms:
+        raise RequestError(
+            f"video_url lasts {info.duration_ms} ms: send a video of at least "
+            f"{s.min_video_ms / 1000:g} s."
+        )
+    short, long = min(info.width, info.height), max(info.width, info.height)
+    if short < s.min_side_px or long > s.max_side_px:
+        raise RequestError(
+            f"video_url is {info.width}x{info.height}: sides must be between "
+            f"{s.min_side_px} and {s.max_side_px} px, resize it."
+        )
+    ctx.storage.put_file(key, dest)
+    return info
 
 
 def _short(source: str) -> str:
@@ -215,11 +222,12 @@ def prepare_sync(ctx: Context, account: str, req: SyncRequest) -> Submission:
     duration = int(sess["duration_ms"])
     price = 0
     job_faces = []
+    tmp = tempfile.TemporaryDirectory(dir=ctx.scratch)
     try:
         for i, fc in enumerate(req.face_choose):
             field = f"face_choose[{i}].sound_file"
             key = f"tasks/{task_id}/{field}"
-            dest = ctx.storage.path(key)
+            dest = Path(tmp.name) / field  # the name the decoder's message shows
             assert fc.sound_file is not None
             _acquire(ctx, fc.sound_file, dest, field, s.max_audio_bytes)
             try:
@@ -262,6 +270,7 @@ def prepare_sync(ctx: Context, account: str, req: SyncRequest) -> Submission:
                     f"{where} places audio at {ins}-{ins + placed} ms but {fc.face_id} is "
                     f"visible only at {vis}: move sound_insert_time into that span."
                 )
+            ctx.storage.put_file(key, dest)
             # Billed by the audio that plays on the video (after cut, loop or stretch).
             price += math.ceil(placed / s.sync_block_ms) * s.price_sync_block_micros
             job_faces.append(
@@ -280,6 +289,8 @@ def prepare_sync(ctx: Context, account: str, req: SyncRequest) -> Submission:
     except BaseException:
         ctx.storage.delete_prefix(f"tasks/{task_id}")
         raise
+    finally:
+        tmp.cleanup()
     param = req.model_dump(exclude_none=True)
     for p in param["face_choose"]:
         p["sound_file"] = _short(p["sound_file"])

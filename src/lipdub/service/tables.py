@@ -147,3 +147,35 @@ uploads = Table(
     Index("ix_uploads_account", "account", "create_ms"),
     Index("ix_uploads_expires", "deleted", "expires_ms"),
 )
+
+# Finished tasks per (model, state, duration bucket), kept in the transaction that
+# finishes each task: /metrics reads a few dozen rows however many tasks there are.
+task_stats = Table(
+    "task_stats",
+    metadata,
+    Column("model", String(64), primary_key=True),
+    Column("state", String(16), primary_key=True),
+    # Index of the first store.DURATION_BOUNDS_MS bound the duration is within; len = +Inf.
+    Column("bucket", Integer, primary_key=True),
+    Column("n", BigInteger, nullable=False),
+    Column("sum_ms", BigInteger, nullable=False),
+)
+
+# Deliveries that reached a final state (delivered | failed) and their attempts, kept by
+# the transaction that records the final attempt.
+delivery_stats = Table(
+    "delivery_stats",
+    metadata,
+    Column("state", String(16), primary_key=True),
+    Column("n", BigInteger, nullable=False),
+    Column("attempts", BigInteger, nullable=False),
+)
+
+# What every process of a fleet must agree on (storage identity, signing key fingerprint,
+# public URL), recorded by the API; see fleetcheck.py.
+fleet_config = Table(
+    "fleet_config",
+    metadata,
+    Column("key", String(64), primary_key=True),
+    Column("value", Text, nullable=False),
+)

@@ -26,6 +26,7 @@ from lipdub.errors import LipdubError
 from lipdub.media.fetch import AddressNotAllowed, FetchError, TimedOut, open_url, origin
 from lipdub.service.context import Context
 from lipdub.service.db import now_ms
+from lipdub.service.faults import BurstLog
 from lipdub.service.store import Row
 
 log = logging.getLogger("lipdub.callbacks")
@@ -82,6 +83,7 @@ class CallbackDispatcher:
         self._lock = threading.Lock()
         self._in_flight: Counter[str] = Counter()
         self._backoff_until: dict[str, float] = {}
+        self._errors = BurstLog(log, "callback dispatcher")
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self._loop, name="callbacks", daemon=True)
@@ -124,6 +126,7 @@ class CallbackDispatcher:
                     skip = self._skipped()
                     if store.delivery_due(skip):
                         row = store.claim_delivery(lease_ms, skip)
+                self._errors.ok()
                 if row is None:
                     self._wake.wait(self._poll_interval())
                     self._wake.clear()
@@ -134,8 +137,8 @@ class CallbackDispatcher:
                 threading.Thread(
                     target=self._send, args=(row, dest), name="callback-send", daemon=True
                 ).start()
-            except Exception:  # keep dispatching; a claimed row's lease expires and retries
-                log.exception("callback dispatcher error")
+            except Exception as e:  # keep dispatching; a claimed row's lease expires and retries
+                self._errors.failed(e)
                 time.sleep(0.5)
 
     def _send(self, row: Row, dest: str) -> None:

@@ -1,11 +1,19 @@
 """Workers: claim tasks under a lease, run the engine, record the outcome.
 
-A worker slot claims the oldest runnable task, renews its lease with a heartbeat while
-the engine runs (in a child process), and finishes the task in one transaction that also
-moves the money and queues the callback. If the process dies, its leases lapse and any
-worker, in this process or another machine, claims the task again (up to
-``max_attempts``). The same class runs embedded in ``lipdub serve`` and alone in
-``lipdub worker``.
+A worker slot claims a task, which starts a new *attempt* with an id of its own. The
+attempt copies its inputs from storage into a private scratch directory, runs the engine
+there (in a child process) while a heartbeat renews the lease, uploads its outputs under
+its own keys (``tasks/<id>/attempts/<attempt id>/...``) and finishes the task in one
+transaction that also moves the money and queues the callback. That transaction is
+fenced by the lease: it names the attempt's keys as the result only if the attempt still
+owns the task, so the commit is the publication, and an attempt that lost its lease
+(paused past it, cut off) deletes its keys and scratch instead: two runs of one task
+never write the same file. The heartbeat also watches the engine: no progress for
+``stall_s`` or a run past the model's limit stops it (failed and refunded).
+
+If the process dies, its leases lapse and any worker, in this process or another
+machine, claims the task again (up to ``max_attempts``). The same class runs embedded in
+``lipdub serve`` and alone in ``lipdub worker``.
 """
 
 from __future__ import annotations
@@ -13,17 +21,22 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shutil
 import socket
 import threading
 import time
 import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from lipdub.service.context import Context
-from lipdub.service.db import now_ms
 from lipdub.service.engine import Engine, JobFailed, SubprocessEngine
+from lipdub.service.faults import BurstLog, retry_transient
 from lipdub.service.payloads import IDENTIFY, callback_body_for_failure, callback_body_for_success
-from lipdub.service.store import Row
+from lipdub.service.storage import MissingObject, StorageUnavailable
+from lipdub.service.store import DB_RETRY_S, Row
+from lipdub.service.wakeup import TaskListener
 from lipdub.service.webhooks import CallbackDispatcher
 
 log = logging.getLogger("lipdub.worker")
@@ -31,6 +44,43 @@ DISK_FULL_MSG = (
     "The server ran low on disk space while running the task; it was stopped and "
     "refunded: resubmit it later."
 )
+# Moving inputs and outputs through an unreachable storage service is retried this long.
+STORAGE_RETRY_S = 60.0
+# Idle poll when LISTEN/NOTIFY wakes the slots.
+LISTENING_POLL_S = 2.0
+
+
+@dataclass
+class Attempt:
+    """One run of one task: its fencing token, its keys and its private directory."""
+
+    row: Row
+    owner: str
+    scratch: Path
+    started: float = field(default_factory=time.monotonic)
+    progress: float = 0.0
+    progress_at: float = field(default_factory=time.monotonic)
+    cancel: threading.Event = field(default_factory=threading.Event)
+    finishing: threading.Event = field(default_factory=threading.Event)
+    # Why the heartbeat stopped the engine: disk_full | timeout | engine_stalled | lost
+    stopped_for: str | None = None
+
+    @property
+    def task_id(self) -> str:
+        return str(self.row["id"])
+
+    @property
+    def attempt_id(self) -> str:
+        return self.owner.rsplit("#", 1)[-1]
+
+    @property
+    def prefix(self) -> str:
+        """Storage keys of this attempt's outputs."""
+        return f"tasks/{self.task_id}/attempts/{self.attempt_id}"
+
+    def report(self, fraction: float) -> None:
+        if fraction != self.progress:
+            self.progress, self.progress_at = fraction, time.monotonic()
 
 
 class Worker:
@@ -38,16 +88,24 @@ class Worker:
         self.ctx = ctx
         self.engine: Engine = engine or SubprocessEngine()
         self.slots = ctx.settings.workers if slots is None else slots
-        self.name = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+        self.name = f"{socket.gethostname()[:32]}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+        # Attempts of this process work under scratch/<pid>-<id>; see _clear_dead_scratch.
+        self.scratch = ctx.scratch / f"w{os.getpid()}-{self.name.rsplit(':', 1)[-1]}"
         self.dispatcher = CallbackDispatcher(ctx)
         self._stop = threading.Event()
         self._wake = threading.Event()
         self._threads: list[threading.Thread] = []
         self._running: dict[str, threading.Event] = {}
+        self._claim_errors = BurstLog(log, "claiming tasks")
+        self._heartbeat_errors = BurstLog(log, "renewing leases")
+        self._janitor_errors = BurstLog(log, "janitor")
+        url = ctx.store.engines.write.url.render_as_string(hide_password=False)
+        self._listener = TaskListener(url, self.wake) if TaskListener.applies(url) else None
 
     # --- lifecycle -----------------------------------------------------------------
 
     def start(self) -> None:
+        self._clear_dead_scratch()
         for i in range(self.slots):
             th = threading.Thread(target=self._slot_loop, name=f"worker-{i}", daemon=True)
             th.start()
@@ -56,6 +114,8 @@ class Worker:
         janitor.start()
         self._threads.append(janitor)
         self.dispatcher.start()
+        if self._listener is not None and self.slots:
+            self._listener.start()
 
     def wake(self) -> None:
         self._wake.set()
@@ -73,9 +133,23 @@ class Worker:
         self._wake.set()
         for cancel in list(self._running.values()):
             cancel.set()
+        if self._listener is not None:
+            self._listener.stop()
         for th in self._threads:
             th.join(timeout)
         self.dispatcher.stop()
+
+    def _clear_dead_scratch(self) -> None:
+        """Scratch left by a worker process of this machine that was killed (SIGKILL
+        runs no cleanup): its attempts have lapsed and run elsewhere."""
+        for d in self.ctx.scratch.glob("w*-*"):
+            try:
+                pid = int(d.name[1:].split("-", 1)[0])
+                os.kill(pid, 0)
+            except ProcessLookupError:
+                shutil.rmtree(d, ignore_errors=True)
+            except (ValueError, PermissionError):
+                continue
 
     # --- task loop -----------------------------------------------------------------
 
@@ -87,12 +161,16 @@ class Worker:
                 continue
             try:
                 row = self.ctx.store.claim(self.name, int(s.lease_s * 1000), s.max_attempts)
-            except Exception:
-                log.exception("claiming a task failed")
-                self._stop.wait(1.0)
+                self._claim_errors.ok()
+            except Exception as e:
+                self._claim_errors.failed(e)
+                self._stop.wait(min(5.0, 0.5 * 2 ** min(self._claim_errors.failures, 4)))
                 continue
             if row is None:
-                self._wake.wait(s.poll_s)
+                # Notified of new tasks, the poll is only the safety net (and what finds
+                # lapsed leases): every idle slot of the fleet need not query 5 times/s.
+                idle = s.poll_s if self._listener is None else max(s.poll_s, LISTENING_POLL_S)
+                self._wake.wait(idle)
                 self._wake.clear()
                 continue
             self.dispatcher.wake()  # a task the claimer failed may have queued a callback
@@ -103,184 +181,284 @@ class Worker:
             self.dispatcher.wake()
 
     def run_task(self, row: Row) -> None:
-        task_id, owner = str(row["id"]), str(row["lease_owner"])
-        cancel = threading.Event()
-        self._running[task_id] = cancel
+        owner = str(row["lease_owner"])
+        a = Attempt(row, owner, self.scratch / f"{row['id']}.{owner.rsplit('#', 1)[-1]}")
+        a.progress = float(row["progress"] or 0.0)
+        self._running[a.task_id] = a.cancel
         # stop() sets _stop, then cancels what is in _running: a task claimed just before
         # stop() but registered just after it would otherwise run on, unseen.
         if self._stop.is_set():
-            cancel.set()
-        progress = {"value": float(row["progress"] or 0.0)}
-        disk_low = threading.Event()
-        hb = threading.Thread(
-            target=self._heartbeat, args=(task_id, owner, progress, cancel, disk_low), daemon=True
+            a.cancel.set()
+        waited = (int(row["start_ms"] or 0) - int(row["create_ms"])) if row["start_ms"] else 0
+        log.info(
+            "task %s: claimed (%s, attempt %s, worker %s; first claimed %d ms after submission)",
+            a.task_id, row["model"], a.attempt_id, self.name, waited,
         )
+        hb = threading.Thread(target=self._heartbeat, args=(a,), daemon=True)
         hb.start()
+        outcome = "given back"
+        try:
+            outcome = self._attempt(a, hb)
+        finally:
+            a.finishing.set()
+            a.cancel.set()
+            self._running.pop(a.task_id, None)
+            hb.join()
+            shutil.rmtree(a.scratch, ignore_errors=True)
+            log.info(
+                "task %s: %s in %.1f s (attempt %s, worker %s)",
+                a.task_id, outcome, time.monotonic() - a.started, a.attempt_id, self.name,
+            )
+
+    def _attempt(self, a: Attempt, hb: threading.Thread) -> str:
+        """Run the attempt to its end; returns what happened, for the log line."""
         try:
             try:
-                spec = self._spec(row)
-                out = self.engine.run(spec, lambda f: progress.__setitem__("value", f), cancel)
-                if cancel.is_set():
-                    self._cancelled(row, owner, disk_low)
-                    return
-                self._complete(row, owner, out)
+                spec = self._spec(a)
+                out = self.engine.run(spec, a.report, a.cancel)
+                if a.cancel.is_set():
+                    return self._stopped(a)
+                return self._complete(a, out, hb)
             except JobFailed as e:
-                if cancel.is_set():
-                    self._cancelled(row, owner, disk_low)
-                    return
-                self._fail(row, owner, e.code, e.message)
+                if a.cancel.is_set():
+                    return self._stopped(a)
+                return self._fail(a, e.code, e.message)
+            except StorageUnavailable:
+                log.warning("task %s: storage unreachable for %g s", a.task_id, STORAGE_RETRY_S)
+                return self._fail(
+                    a, "storage_unavailable",
+                    "The media storage was unreachable while running the task; it was "
+                    "refunded: resubmit it.",
+                )
             except Exception as e:
                 # A bug on our side, not the engine's: fail now (and refund) rather than
                 # let the lease lapse and repeat the same error max_attempts times.
-                log.exception("task %s: internal error", task_id)
-                self._fail(
-                    row,
-                    owner,
+                log.exception("task %s: internal error", a.task_id)
+                return self._fail(
+                    a,
                     "internal_error",
                     f"The service failed while running the task ({type(e).__name__}): "
                     "resubmit it, and report it if it repeats.",
                 )
-        finally:
-            cancel.set()
-            self._running.pop(task_id, None)
-            hb.join()
+        except BaseException:
+            self._discard(a)
+            raise
 
-    def _fail(self, row: Row, owner: str, code: str, message: str) -> None:
-        self._discard_outputs(row)
-        done = now_ms()
-        body = callback_body_for_failure(row, code, message, done)
-        self.ctx.store.fail(str(row["id"]), owner, code, message, done, body)
+    def _fail(self, a: Attempt, code: str, message: str) -> str:
+        self._discard(a)
+        a.finishing.set()
+        mine = self.ctx.store.fail(
+            a.task_id, a.owner, code, message, None,
+            lambda done: callback_body_for_failure(a.row, code, message, done),
+        )
+        return f"failed ({code})" if mine else "superseded (another attempt owns it)"
 
-    def _discard_outputs(self, row: Row) -> None:
-        """A failed task leaves no half-written session or video behind."""
-        base = f"tasks/{row['id']}"
-        if row["model"] == IDENTIFY:
-            self.ctx.storage.delete_prefix(f"{base}/session")
-        else:
-            for name in ("result.partial.mp4", "result.mp4"):
-                self.ctx.storage.delete_prefix(f"{base}/{name}")
+    def _discard(self, a: Attempt) -> None:
+        """Nothing of an attempt that did not publish stays in storage."""
+        try:
+            self._storage(lambda: self.ctx.storage.delete_prefix(a.prefix), a, "discard")
+        except Exception as e:  # left for the retention purge of tasks/<id>/
+            log.warning("task %s: could not delete %s: %s", a.task_id, a.prefix, e)
 
-    def _cancelled(self, row: Row, owner: str, disk_low: threading.Event) -> None:
-        if disk_low.is_set() and not self._stop.is_set():
-            self._fail(row, owner, "disk_full", DISK_FULL_MSG)
-        else:
-            self._give_back(str(row["id"]), owner)
+    def _stopped(self, a: Attempt) -> str:
+        """The engine was stopped: say why (or give the task back on shutdown)."""
+        reason = a.stopped_for
+        limit = self.ctx.settings.max_run_s(str(a.row["model"]))
+        if reason == "disk_full" and not self._stop.is_set():
+            return self._fail(a, "disk_full", DISK_FULL_MSG)
+        if reason == "timeout":
+            return self._fail(
+                a, "timeout",
+                f"The task ran longer than the {limit:g} s allowed for its model and was "
+                "stopped; it was refunded.",
+            )
+        if reason == "engine_stalled":
+            return self._fail(
+                a, "engine_stalled",
+                f"The engine made no progress for {self.ctx.settings.stall_s:g} s and was "
+                "stopped; the task was refunded: resubmit it.",
+            )
+        self._discard(a)
+        if reason == "lost":
+            return "superseded (lease lost, engine stopped)"
+        # Shutting down: requeue the task now rather than after its lease lapses.
+        self.ctx.store.release(a.task_id, a.owner)
+        return "given back (shutdown)"
 
-    def _give_back(self, task_id: str, owner: str) -> None:
-        # Cancelled: either our lease was lost (the new owner records the outcome and this
-        # release matches nothing) or we are shutting down (requeue the task now).
-        if self._stop.is_set():
-            self.ctx.store.release(task_id, owner)
-
-    def _heartbeat(
-        self,
-        task_id: str,
-        owner: str,
-        progress: dict[str, float],
-        cancel: threading.Event,
-        disk_low: threading.Event,
-    ) -> None:
+    def _heartbeat(self, a: Attempt) -> None:
         s = self.ctx.settings
         lease_ms = int(s.lease_s * 1000)
-        last_beat, last_progress = time.monotonic(), progress["value"]
-        while not cancel.wait(0.5):
+        limit = s.max_run_s(str(a.row["model"]))
+        last_beat, last_progress = time.monotonic(), a.progress
+        while not a.cancel.wait(0.5) and not a.finishing.is_set():
+            now = time.monotonic()
+            stop_for = None
             if self.ctx.disk.low():
                 # Stop writing now: the engine's output would only fill the disk that the
-                # database and every other account need. run_task fails and refunds it.
-                disk_low.set()
-                cancel.set()
+                # database and every other account need. The attempt fails and refunds.
+                stop_for = "disk_full"
+            elif now - a.started > limit:
+                stop_for = "timeout"
+            elif now - a.progress_at > s.stall_s:
+                # The lease used to be renewed whatever the engine did: a hung engine
+                # held its task for ever. Progress is the sign of life.
+                stop_for = "engine_stalled"
+            if stop_for is not None:
+                log.warning("task %s: stopping its engine (%s)", a.task_id, stop_for)
+                a.stopped_for = stop_for
+                a.cancel.set()
                 return
-            now = time.monotonic()
-            moved = abs(progress["value"] - last_progress) >= 0.02
+            moved = abs(a.progress - last_progress) >= 0.02
             if now - last_beat < s.heartbeat_s and not moved:
                 continue
             try:
-                mine = self.ctx.store.heartbeat(task_id, owner, lease_ms, progress["value"])
-            except Exception:
-                log.exception("heartbeat of %s failed", task_id)
+                mine = self.ctx.store.heartbeat(a.task_id, a.owner, lease_ms, a.progress)
+                self._heartbeat_errors.ok()
+            except Exception as e:
+                self._heartbeat_errors.failed(e)
                 continue
-            last_beat, last_progress = now, progress["value"]
-            if not mine:
-                log.warning("task %s: lease lost, stopping its engine", task_id)
-                cancel.set()
+            last_beat, last_progress = now, a.progress
+            if not mine and not a.finishing.is_set():
+                log.warning("task %s: lease lost, stopping its engine", a.task_id)
+                a.stopped_for = "lost"
+                a.cancel.set()
 
-    # --- engine specs and results ----------------------------------------------------
+    # --- inputs, outputs, completion ---------------------------------------------------
 
-    def _spec(self, row: Row) -> dict[str, Any]:
-        st = self.ctx.storage
-        job = json.loads(row["job_json"])
-        base = f"tasks/{row['id']}"
-        if row["model"] == IDENTIFY:
-            # A retried attempt starts from a clean session directory.
-            st.delete_prefix(f"{base}/session")
-            return {
-                "kind": "identify",
-                "video": str(st.path(job["video_key"])),
-                "out_dir": str(st.path(f"{base}/session")),
-                "log": str(st.path(f"{base}/engine.log")),
-            }
-        session_dir = st.path(job["session_dir_key"])
-        if not (session_dir / "session.json").is_file():
+    def _storage(self, fn: Any, a: Attempt, what: str) -> Any:
+        return retry_transient(fn, f"task {a.task_id}: storage {what}", STORAGE_RETRY_S)
+
+    def _fetch(self, a: Attempt, key: str, dest: Path) -> Path:
+        try:
+            self._storage(lambda: self.ctx.storage.get_file(key, dest), a, "download")
+        except MissingObject:
+            raise JobFailed(
+                "media_error", "An input of this task is no longer stored: resubmit the task."
+            ) from None
+        return dest
+
+    def _spec(self, a: Attempt) -> dict[str, Any]:
+        job = json.loads(a.row["job_json"])
+        inputs = a.scratch / "in"
+        out = a.scratch / "out"
+        out.mkdir(parents=True, exist_ok=True)
+        video = self._fetch(a, job["video_key"], inputs / "video")
+        log_path = str(a.scratch / "engine.log")
+        if a.row["model"] == IDENTIFY:
+            return {"kind": "identify", "video": str(video), "out_dir": str(out / "session"),
+                    "log": log_path}
+        session_dir = inputs / "session"
+        n = self._storage(
+            lambda: self.ctx.storage.get_tree(job["session_dir_key"], session_dir), a, "download"
+        )
+        if n == 0 or not (session_dir / "session.json").is_file():
             raise JobFailed(
                 "session_expired",
                 f"Session {job['session_id']} is no longer stored: identify the video again.",
             )
+        faces = [
+            {**f, "audio": str(self._fetch(a, f["audio_key"], inputs / f"audio{i}"))}
+            for i, f in enumerate(job["faces"])
+        ]
         return {
             "kind": "sync",
-            "video": str(st.path(job["video_key"])),
+            "video": str(video),
             "session_dir": str(session_dir),
-            "faces": [{**f, "audio": str(st.path(f["audio_key"]))} for f in job["faces"]],
+            "faces": faces,
             "original_volume": job["original_volume"],
-            "out_path": str(st.path(f"{base}/result.mp4")),
-            "log": str(st.path(f"{base}/engine.log")),
+            "out_path": str(out / "result.mp4"),
+            "log": log_path,
         }
 
-    def _key(self, path: str) -> str:
-        return str(os.path.relpath(os.path.realpath(path), self.ctx.storage.root))
-
-    def _complete(self, row: Row, owner: str, out: dict[str, Any]) -> None:
-        done = now_ms()
-        session = None
-        if row["model"] == IDENTIFY:
-            result: dict[str, Any] = {
-                "session_id": out["session_id"],
-                "faces": [
-                    {
-                        "face_id": f["face_id"],
-                        "start_time": f["start_time"],
-                        "end_time": f["end_time"],
-                        "thumbnail_key": self._key(f["thumbnail"]),
-                    }
-                    for f in out["faces"]
-                ],
-            }
-            job = json.loads(row["job_json"])
-            session = {
-                "session_id": out["session_id"],
-                "account": row["account"],
-                "task_id": row["id"],
-                "video_key": job["video_key"],
-                "dir_key": self._key(out["session_dir"]),
-                "duration_ms": int(out["video"]["duration_ms"]),
-                "faces_json": json.dumps(
-                    [
-                        {k: f[k] for k in ("face_id", "start_time", "end_time", "segments")}
-                        for f in out["faces"]
-                    ]
-                ),
-                "create_ms": done,
-                "expires_ms": done + self.ctx.settings.session_ttl_s * 1000,
-            }
-        else:
+    def _publishable(self, a: Attempt, out: dict[str, Any]) -> tuple[dict[str, Any], Any]:
+        """Upload the outputs under the attempt's keys; returns (result, session row)."""
+        st = self.ctx.storage
+        if a.row["model"] != IDENTIFY:
+            key = f"{a.prefix}/result.mp4"
+            self._storage(lambda: st.put_file(key, Path(out["path"])), a, "upload")
             result = {
-                "result_key": self._key(out["path"]),
+                "result_key": key,
                 "videoDuration": round(out["duration_ms"] / 1000, 3),
                 "duration_ms": out["duration_ms"],
                 "frame_count": out["frame_count"],
             }
-        body = callback_body_for_success(row, result, self.ctx.storage, done, self.ctx.retention_ms)
-        if not self.ctx.store.complete(row["id"], owner, result, done, body, session):
-            log.warning("task %s finished after its lease was lost; result dropped", row["id"])
+            return result, None
+        session_dir = Path(out["session_dir"])
+        dir_key = f"{a.prefix}/session"
+        self._storage(lambda: st.put_tree(dir_key, session_dir), a, "upload")
+
+        def key_of(path: str) -> str:
+            return f"{dir_key}/{Path(path).resolve().relative_to(session_dir.resolve())}"
+
+        result = {
+            "session_id": out["session_id"],
+            "faces": [
+                {
+                    "face_id": f["face_id"],
+                    "start_time": f["start_time"],
+                    "end_time": f["end_time"],
+                    "thumbnail_key": key_of(f["thumbnail"]),
+                }
+                for f in out["faces"]
+            ],
+        }
+        job = json.loads(a.row["job_json"])
+        session = {
+            "session_id": out["session_id"],
+            "account": a.row["account"],
+            "task_id": a.task_id,
+            "video_key": job["video_key"],
+            "dir_key": dir_key,
+            "duration_ms": int(out["video"]["duration_ms"]),
+            "faces_json": json.dumps(
+                [
+                    {k: f[k] for k in ("face_id", "start_time", "end_time", "segments")}
+                    for f in out["faces"]
+                ]
+            ),
+        }
+        return result, session
+
+    def _complete(self, a: Attempt, out: dict[str, Any], hb: threading.Thread) -> str:
+        s = self.ctx.settings
+        # Uploading is wasted if another attempt already owns the task.
+        still_mine = retry_transient(
+            lambda: self.ctx.store.heartbeat(a.task_id, a.owner, int(s.lease_s * 1000), 1.0),
+            f"task {a.task_id}: lease check", DB_RETRY_S,
+        )
+        if not still_mine:
+            self._discard(a)
+            return "superseded (lease lost before upload)"
+        result, session = self._publishable(a, out)
+        # The heartbeat stops before the commit: after it, the task is no longer ours to
+        # renew, and its "lease lost" would be a false alarm (12 of 240 completions).
+        a.finishing.set()
+        hb.join()
+        mine = self.ctx.store.complete(
+            a.task_id, a.owner, result, None,
+            lambda done: callback_body_for_success(
+                a.row, result, self.ctx.storage, done, self.ctx.retention_ms
+            ),
+            session,
+            session_ttl_ms=s.session_ttl_s * 1000,
+        )
+        if not mine:
+            self._discard(a)
+            return "superseded (finished after its lease was lost; output discarded)"
+        self._drop_other_attempts(a)
+        return "completed"
+
+    def _drop_other_attempts(self, a: Attempt) -> None:
+        """Outputs of earlier attempts that died mid-upload (SIGKILL runs no cleanup)."""
+        base = f"tasks/{a.task_id}/attempts"
+        try:
+            others = {
+                k[len(base) + 1 :].split("/", 1)[0] for k, _ in self.ctx.storage.list_keys(base)
+            }
+            for attempt_id in others - {a.attempt_id}:
+                self.ctx.storage.delete_prefix(f"{base}/{attempt_id}")
+        except Exception as e:  # the retention purge removes them later
+            log.warning("task %s: could not drop other attempts' outputs: %s", a.task_id, e)
 
     # --- retention -----------------------------------------------------------------
 
@@ -288,26 +466,27 @@ class Worker:
         while not self._stop.wait(min(self.ctx.settings.janitor_interval_s, 3600)):
             try:
                 self.purge_expired()
-            except Exception:
-                log.exception("janitor failed")
+                self._janitor_errors.ok()
+            except Exception as e:
+                self._janitor_errors.failed(e)
 
     def purge_expired(self) -> int:
         """Delete files of tasks completed longer ago than the retention; returns count."""
-        cutoff = now_ms() - self.ctx.retention_ms
+        now = self.ctx.store.db_now()
+        cutoff = now - self.ctx.retention_ms
         n = 0
         while rows := self.ctx.store.tasks_to_purge(cutoff):
             for r in rows:
                 self.ctx.storage.delete_prefix(f"tasks/{r['id']}")
                 self.ctx.store.mark_purged(r["id"])
                 n += 1
-        while keys := self.ctx.store.uploads_to_delete(now_ms()):
+        while keys := self.ctx.store.uploads_to_delete(now):
             for key in keys:
                 self.ctx.storage.delete_prefix(key)
                 self.ctx.store.mark_upload_deleted(key)
         # Leftovers without a row (an upload cut off by a crash) go by their age.
-        uploads = self.ctx.storage.root / "uploads"
-        if uploads.is_dir():
-            for d in uploads.iterdir():
-                if d.stat().st_mtime * 1000 < now_ms() - self.ctx.settings.session_ttl_s * 1000:
-                    self.ctx.storage.delete_prefix(f"uploads/{d.name}")
+        too_old = now - self.ctx.settings.session_ttl_s * 1000
+        for key, modified_ms in list(self.ctx.storage.list_keys("uploads")):
+            if modified_ms < too_old:
+                self.ctx.storage.delete_prefix(key)
         return n
