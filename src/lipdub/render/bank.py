@@ -138,7 +138,8 @@ class BankBuilder:
     def add(self, frame_index: int, rgb: np.ndarray) -> None:
         row = self._wanted[frame_index]
         m = self.canonical.to_canonical(self._lm[row])
-        patch = cv2.warpAffine(rgb, m, self.canonical.size, flags=cv2.INTER_LINEAR,
+        # Cubic: once per entry, and what detail is lost here no sharpening gives back.
+        patch = cv2.warpAffine(rgb, m, self.canonical.size, flags=cv2.INTER_CUBIC,
                                borderMode=cv2.BORDER_REPLICATE)
         lm = self._lm[row] @ m[:, :2].T + m[:, 2]
         self._entries.append((row, patch, lm.astype(np.float32)))

@@ -39,6 +39,10 @@ class ColourState:
 # ratio.
 _CLOSE_TOLERANCE = 0.02
 _SHARP_EVERY = 4
+# Matched over the whole blended region, mostly skin; the lips, the finest texture in it,
+# lose more to a bilinear warp than skin does (bench/articulation.py: lips 0.81-0.92 of
+# the source at 1.0), so the region is brought a little above the source.
+_SHARP_TARGET = 1.2
 _WIDTH_TOLERANCE = 0.04
 
 # The mask is smooth by design, so it is built at half resolution: erosion and blur there
@@ -270,7 +274,8 @@ class Compositor:
         # The amount depends on the face's texture and the warp's scale, which change
         # slowly: it is solved every few frames, not every frame.
         if self._sharp_age % _SHARP_EVERY == 0:
-            self._sharp_amount = sharpen_amount(warped, region, wm / max(alpha, 1e-6))
+            self._sharp_amount = sharpen_amount(warped, region, wm / max(alpha, 1e-6),
+                                                target_ratio=_SHARP_TARGET)
         self._sharp_age += 1
         warped = unsharp(warped, self._sharp_amount)
         self.last_blend = (x0, y0, wm)
