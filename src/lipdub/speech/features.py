@@ -49,6 +49,16 @@ def frame_times_s(
     return start_ms / 1000.0 + np.arange(n_frames, dtype=np.float64) / fps
 
 
+def frame_spans(n_an: int, t_v: np.ndarray, fps: float) -> tuple[np.ndarray, np.ndarray]:
+    """For video frames at ``t_v`` (s): the [lo, hi) range of 10 ms analysis frames
+    (frame i centred at i * 10 ms) inside each one's span, never empty."""
+    t_an = np.arange(n_an) * _HOP / FEATURE_SR
+    half = 0.5 / fps
+    lo = np.clip(np.searchsorted(t_an, t_v - half), 0, n_an - 1)
+    hi = np.clip(np.searchsorted(t_an, t_v + half, side="right"), 1, n_an)
+    return lo, np.maximum(hi, lo + 1)
+
+
 def speech_loudness(
     samples: np.ndarray,
     sr: int,
@@ -180,12 +190,8 @@ def frame_features(
 
     # Video frames are 33-40 ms apart: average the 10 ms frames in each one's span
     # (power-like values in the linear domain) and keep the span's deepest 10 ms dip.
-    t_an = np.arange(n_an) * _HOP / FEATURE_SR
     t_v = frame_times_s(n_frames, fps, start_ms, times_ms)
-    half = 0.5 / fps
-    lo = np.clip(np.searchsorted(t_an, t_v - half), 0, n_an - 1)
-    hi = np.clip(np.searchsorted(t_an, t_v + half, side="right"), 1, n_an)
-    hi = np.maximum(hi, lo + 1)
+    lo, hi = frame_spans(n_an, t_v, fps)
     outside = (t_v < 0) | (t_v > x.size / FEATURE_SR)
 
     def span_mean(v: np.ndarray) -> np.ndarray:

@@ -22,6 +22,8 @@ from importlib import resources
 import numpy as np
 from scipy.signal import resample_poly
 
+from lipdub.speech.features import frame_spans, frame_times_s
+
 SR = 16000
 HOP = 160  # 10 ms
 WIN = 400  # 25 ms
@@ -223,16 +225,11 @@ def frame_visemes(
 ) -> FrameVisemes:
     """Posteriors per video frame; frame ``k`` at ``start_ms + k / fps`` (or
     ``times_ms[k]``) on the timeline of ``samples``. Frames outside the audio are silence."""
-    from lipdub.speech.features import frame_times_s
-
     p10 = viseme_posteriors(samples, sr)
     n10 = p10.shape[0]
     t_v = frame_times_s(n_frames, fps, start_ms, times_ms)
     half = 0.5 / fps
-    t10 = np.arange(n10) * (HOP / SR)
-    lo = np.clip(np.searchsorted(t10, t_v - half), 0, n10 - 1)
-    hi = np.clip(np.searchsorted(t10, t_v + half, side="right"), 1, n10)
-    hi = np.maximum(hi, lo + 1)
+    lo, hi = frame_spans(n10, t_v, fps)
     c = np.concatenate([np.zeros((1, p10.shape[1])), np.cumsum(p10, axis=0)])
     post = (c[hi] - c[lo]) / (hi - lo)[:, None]
     bil = _contact(p10[:, BILABIAL], t_v)
