@@ -197,7 +197,9 @@ def test_dub_two_faces_from_upload_to_download(
         " return r.currentTime > 0.5 && !o.paused })()"
     )
     page.click("#play-both")
-    assert page.evaluate("document.querySelector('#original').paused")
+    page.wait_for_function(
+        "document.querySelector('#original').paused && document.querySelector('#result').paused"
+    )
     console.shot("result", publish=True)
 
     with page.expect_download() as dl:
