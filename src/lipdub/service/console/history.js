@@ -4,7 +4,7 @@ import { api, esc, usd, when } from './api.js'
 const SHORT = { 'kling-identify-face': 'identify', 'kling-advanced-lip-sync': 'lip-sync' }
 
 export async function showHistory (view, isLive) {
-  view.innerHTML = `<section class="card"><h1>History</h1><div class="scroll"><table id="history">
+  view.innerHTML = `<section class="card"><h1>History</h1><div class="scroll"><table id="history" class="stack">
     <thead><tr><th>Created</th><th>Model</th><th>State</th><th>Cost</th><th></th></tr></thead>
     <tbody></tbody></table></div>
     <p><button type="button" class="secondary" id="more" hidden>Older tasks</button></p></section>`
@@ -21,10 +21,10 @@ export async function showHistory (view, isLive) {
     for (const t of items) {
       const cost = costs[t.taskId] ?? 0
       body.insertAdjacentHTML('beforeend', `<tr data-task="${esc(t.taskId)}">
-        <td>${when(t.createTime)}</td><td>${SHORT[t.model] || esc(t.model)}</td>
-        <td class="state-${esc(t.state)}">${esc(t.state)}</td>
-        <td>${t.state === 'failed' ? `<s>${usd(cost)}</s> refunded` : usd(cost)}</td>
-        <td><a href="#/task/${encodeURIComponent(t.taskId)}">Open</a></td></tr>`)
+        <td data-label="Created">${when(t.createTime)}</td><td data-label="Model">${SHORT[t.model] || esc(t.model)}</td>
+        <td data-label="State" class="state-${esc(t.state)}">${esc(t.state)}</td>
+        <td data-label="Cost">${t.state === 'failed' ? `<s>${usd(cost)}</s> refunded` : usd(cost)}</td>
+        <td data-label=""><a href="#/task/${encodeURIComponent(t.taskId)}">Open</a></td></tr>`)
     }
     cursor = next
     more.hidden = !next

@@ -34,14 +34,20 @@ function signIn (message = '') {
     try {
       await api('/api/v1/usage?days=1', { key })
       setKey(key)
-      location.hash = '#/dub'
-      route()
+      go('#/dub')
     } catch (err) {
       msg.textContent = err.status === 401
         ? `This key was not accepted: ${err.message}`
         : err.message
     }
   })
+}
+
+// Exactly one render per navigation: a hash change renders through its event, so only an
+// unchanged hash renders here (two renders raced, and the first one's upload went unseen).
+function go (hash) {
+  if (location.hash === hash) route()
+  else location.hash = hash
 }
 
 export async function route () {
@@ -67,8 +73,7 @@ export async function route () {
 
 document.getElementById('signout').addEventListener('click', () => {
   clearKey()
-  location.hash = ''
-  route()
+  go('')
 })
 window.addEventListener('hashchange', () => { route(); view.focus() })
 route()
