@@ -23,6 +23,28 @@ STATIC = Path(__file__).with_name("console")
 API = "/api/v1"
 LEDGER_ROWS = 15
 MAX_COSTS = 100
+EXAMPLE = {
+    "code": 200,
+    "msg": "success",
+    "data": {
+        "account": "acme",
+        "balance_micros": 4_986_700,
+        "reserved_micros": 0,
+        "ledger": [
+            {
+                "task_id": "cl3f9a0c...",
+                "kind": "settle",
+                "amount_micros": 12_600,
+                "balance_after": 4_986_700,
+                "reserved_after": 0,
+                "note": "",
+                "created_ms": 1_705_123_500_000,
+            }
+        ],
+        "prices": {"identify_micros": 700, "sync_block_micros": 6300, "sync_block_ms": 5000},
+        "costs": {"cl3f9a0c...": 12_600},
+    },
+}
 
 
 def task_prices(ctx: Context, account: str, task_ids: list[str]) -> dict[str, int]:
@@ -57,6 +79,7 @@ def register(
         summary="Balance, reserved amount, recent ledger rows, prices, and task prices",
         description="`task_ids` (comma-separated, at most 100): the price each of these "
         "tasks was charged, in `costs` (a failed task's price was refunded).",
+        responses={200: {"content": {"application/json": {"example": EXAMPLE}}}},
     )
     async def account_view(
         account: str = Depends(account_of),
