@@ -34,7 +34,7 @@ from sqlalchemy.exc import DBAPIError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from lipdub.config import Settings
-from lipdub.service import docs_ui, fleetcheck, openapi, routes_extra, schemas
+from lipdub.service import docs_ui, fleetcheck, openapi, routes_console, routes_extra, schemas
 from lipdub.service.admission import Admission
 from lipdub.service.body_limit import BodyLimit
 from lipdub.service.context import Context
@@ -333,6 +333,8 @@ def create_app(
 
     # Query (with wait), list, cancel and usage: see routes_extra.py.
     routes_extra.register(app, ctx, worker, account_of, read)
+    # The browser console at / and its account endpoint: see routes_console.py.
+    routes_console.register(app, ctx, account_of, read)
 
     # --- uploads and media -------------------------------------------------------------
 

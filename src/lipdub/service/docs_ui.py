@@ -1,7 +1,13 @@
-"""/docs served with Swagger UI's files from the swagger-ui-bundle package, not a CDN:
-the offline installs the README promises get a working page."""
+"""/docs served with Swagger UI's files from the fastapi-offline package, not a CDN:
+the offline installs the README promises get a working page.
+
+Not swagger-ui-bundle: its Swagger UI 4.15 cannot read OpenAPI 3.1 (what FastAPI emits) and
+shows "Unable to render this definition" (tests/service/test_console.py renders /docs in
+a real browser). fastapi-offline ships Swagger UI 5."""
 
 from __future__ import annotations
+
+from pathlib import Path
 
 from fastapi import FastAPI
 from fastapi.openapi.docs import get_swagger_ui_html
@@ -13,9 +19,10 @@ ASSETS = "/docs-assets"
 
 def install(app: FastAPI) -> None:
     """Call with an app built with ``docs_url=None`` (FastAPI's own /docs uses a CDN)."""
-    from swagger_ui_bundle import swagger_ui_path
+    import fastapi_offline
 
-    app.mount(ASSETS, StaticFiles(directory=swagger_ui_path), name="docs-assets")
+    assets = Path(fastapi_offline.__file__).with_name("static")
+    app.mount(ASSETS, StaticFiles(directory=assets), name="docs-assets")
 
     @app.get("/docs", include_in_schema=False)
     def docs() -> HTMLResponse:
@@ -24,5 +31,5 @@ def install(app: FastAPI) -> None:
             title=f"{app.title} API",
             swagger_js_url=f"{ASSETS}/swagger-ui-bundle.js",
             swagger_css_url=f"{ASSETS}/swagger-ui.css",
-            swagger_favicon_url=f"{ASSETS}/favicon-32x32.png",
+            swagger_favicon_url=f"{ASSETS}/favicon.png",
         )

@@ -74,7 +74,10 @@ def quickstart(url: str, key: str) -> str:
 
 def banner(url: str, key: str | None, data_dir: Path) -> str:
     """What `serve --dev-key` prints before it starts listening."""
-    out = [f"lipdub listening on {url}  (API docs: {url}/docs, data in {data_dir})"]
+    out = [
+        f"lipdub listening on {url}  (API docs: {url}/docs, data in {data_dir})",
+        f"Web console: open {url}/ in a browser and sign in with an API key.",
+    ]
     if key is None:
         out.append(
             "Keys: '.venv/bin/lipdub keys list'; a new one: "
@@ -83,7 +86,7 @@ def banner(url: str, key: str | None, data_dir: Path) -> str:
         return "\n".join(out)
     out += [
         f"First start: created a development key for account '{DEV_ACCOUNT}' with $5 of "
-        "credits. It is shown only now:",
+        "credits (paste it into the web console, or use it below). It is shown only now:",
         "",
         f"    {key}",
         "",
