@@ -151,10 +151,19 @@ def close_and_narrow(patch: np.ndarray, lm: np.ndarray, close_px: float,
     new_lm = lm.copy()
     if close_px >= 0.5:
         wx = np.clip((2.2 * half - np.abs(xs - cx)) / half, 0.0, 1.0)
+        # The lips do most of the closing: the whole lift up to the lower lip's outer
+        # edge, then less and less down to the chin (a third of it there), none below.
+        # Lifting the chin by the whole gap would bare the neck's shadow under it.
+        y_lip = float(lm[57, 1])
+        at_chin = 0.35
         sy = np.where(ys < y_u, 0.0, np.where(
-            ys <= chin, 1.0, np.clip((fade_end - ys) / max(fade_end - chin, 1.0), 0, 1)))
+            ys <= y_lip, 1.0, np.where(
+                ys <= chin,
+                1.0 - (1.0 - at_chin) * (ys - y_lip) / max(chin - y_lip, 1.0),
+                at_chin * np.clip((fade_end - ys) / max(fade_end - chin, 1.0), 0, 1))))
         map_y += close_px * sy[:, None] * wx[None, :]
-        new_lm[_LOWER_LIP_JAW, 1] -= close_px
+        new_lm[_LOWER_LIP_JAW[7:], 1] -= close_px  # lower lip
+        new_lm[_LOWER_LIP_JAW[:7], 1] -= at_chin * close_px  # jaw line
     if abs(width_scale - 1.0) > 0.01:
         # Horizontal: full inside the corners, none from 2.4 half-widths out; vertical:
         # a band around the lips.

@@ -357,7 +357,8 @@ def _small_size(h: int, w: int) -> tuple[int, int]:
 class PatchLimits:
     """Thresholds of :func:`check_patch` (Lab units: 8-bit OpenCV Lab)."""
 
-    colour: float = 14.0  # mean colour shift over the blended region
+    colour: float = 22.0  # mean colour shift over the blended region, away from the mouth
+    # (14 refused real frames: a neutral mouth on a broad smile shades the cheeks 15-21)
     changed: float = 0.45  # share of the region away from the mouth that changed a lot
     changed_delta: float = 22.0  # what "a lot" means per pixel
     jump: float = 2.5  # output change between frames, over the source's own change
