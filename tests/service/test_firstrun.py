@@ -84,14 +84,11 @@ def test_make_run_does_not_reinstall_when_nothing_changed() -> None:
     assert "pip install" not in plan.stdout and "lipdub serve" in plan.stdout, plan.stdout
 
 
-def test_split_deployment_left_at_defaults_warns(tmp_path: Path) -> None:
-    """A worker started with every shared setting at its default names each one, then
-    refuses to start (no API has recorded the fleet's settings on this database)."""
+def test_split_deployment_left_at_defaults_refuses_in_one_line(tmp_path: Path) -> None:
+    """A worker started with every shared setting at its default, before any API, refuses
+    to start with one line that says what to do (the fleet check of issue 9)."""
     proc = subprocess.run([*lipdub_cmd(), "worker"], cwd=tmp_path, env=clean_env(),
                           capture_output=True, text=True, timeout=60)
-    err = proc.stderr
-    for setting in ("LIPDUB_PUBLIC_URL", "LIPDUB_DATABASE_URL", "LIPDUB_SIGNING_KEY",
-                    "LIPDUB_DATA_DIR"):
-        assert f"WARNING (lipdub worker): {setting} is not set" in err, err
-    assert proc.returncode != 0 and "start 'lipdub serve' first" in err, err
-    assert "127.0.0.1:8000" in err  # names what callbacks would carry
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert proc.returncode != 0 and len(lines) == 1, proc.stderr
+    assert "start 'lipdub serve' first" in lines[0]

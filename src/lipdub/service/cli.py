@@ -181,9 +181,9 @@ def register(app: typer.Typer) -> None:
         from lipdub.service.worker import Worker
 
         settings = _settings(data_dir=data_dir, database_url=database_url, workers=workers)
-        # The warnings first: they name what to set when the fleet check then refuses.
-        _warn_split(settings, "lipdub worker")
+        # A refusal is one line (what to fix); the warnings are for a worker that may run.
         ctx = _checked(lambda: _fleet_context(settings, verify))
+        _warn_split(settings, "lipdub worker")
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
         w = Worker(ctx, slots=max(settings.workers, 1))
         stop = threading.Event()
