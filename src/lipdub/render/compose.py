@@ -206,6 +206,7 @@ class Compositor:
 
     def render(self, frame: np.ndarray, target_lm: np.ndarray, entry: int, alpha: float,
                want_open: float, want_width: float | None = None,
+               to_canonical: np.ndarray | None = None,
                ) -> tuple[int, int, int, int] | None:
         """Blend ``entry`` into ``frame`` (in place) over the face with landmarks
         ``target_lm``; returns the changed region (x0, y0, x1, y1) or None."""
@@ -213,7 +214,7 @@ class Compositor:
             return None
         b = self.bank
         canon = b.canonical
-        to_c = canon.to_canonical(target_lm)
+        to_c = canon.to_canonical(target_lm) if to_canonical is None else to_canonical
         a2 = np.vstack([to_c, [0, 0, 1]])
         from_c = np.linalg.inv(a2)[:2]
         t_canon = target_lm @ to_c[:, :2].T + to_c[:, 2]

@@ -196,8 +196,8 @@ class _Guarded:
     def render(self, rgb: np.ndarray, index: int, lm: np.ndarray, entry: int, alpha: float,
                want_open: float, want_width: float) -> None:
         canon = self.comp.bank.canonical
-        if not plausible_target(lm, self.prev_lm, canon.template,
-                                transform=canon.to_canonical(lm)):
+        to_c = canon.to_canonical(lm)  # once: the check and every render attempt use it
+        if not plausible_target(lm, self.prev_lm, canon.template, transform=to_c):
             self._reject(index, "tracked landmarks implausible", lm, None, None)
             return
         x0, y0, x1, y1 = roi_box(lm, rgb.shape)
@@ -208,7 +208,7 @@ class _Guarded:
         for k in dict.fromkeys([entry, self.last_good]):
             if k is None:
                 continue
-            if self.comp.render(rgb, lm, k, alpha, want_open, want_width) is None:
+            if self.comp.render(rgb, lm, k, alpha, want_open, want_width, to_c) is None:
                 return
             out_small = SmallLab.of(rgb[y0:y1, x0:x1])
             ok, why = check_patch(out_small, src_small, self.prev_out,
