@@ -4,13 +4,14 @@ Four small tools, all numpy/OpenCV on the canonical patch or on the small region
 interest around one face, so they cost little at any video resolution:
 
 * :func:`plausible_target` / :func:`transform_distortion`: is a target frame's alignment
-  to the canonical frame a plausible one? ``Canonical.to_canonical`` fits a full affine with
-  LMEDS on the "stable" points; when the head is turned, the jaw contour (points 0-2 and
+  to the canonical frame a plausible one? ``Canonical.to_canonical`` used to fit a full affine
+  with LMEDS on the "stable" points; when the head is turned, the jaw contour (points 0-2 and
   14-16) moves against the nose and LMEDS can flip to a solution that fits one half of the
   points and throws the other half away. That solution is strongly sheared (the vasp case:
   singular values 0.97 / 0.55, axes 68 degrees apart, jaw points 50 px off), and any entry
   aligned with the normal solution, warped through it, smears the cheek and jaw across the
-  mouth. :func:`similarity_to_canonical` is the robust replacement (no shear possible).
+  mouth. :func:`similarity_to_canonical` is what it fits now (no shear possible); the check stays
+  for transforms passed in from elsewhere.
 * :func:`vet_entries`: which bank entries are safe to show (alignment, landmark shape,
   blur, occlusion, pose); never drops more than a set share of the bank.
 * :func:`check_patch`: a rendered region against the source frame's same region and the
@@ -81,23 +82,13 @@ def plausible_transform(m: np.ndarray | None, *, max_aniso: float = 1.35,
     return aniso <= max_aniso and shear <= max_shear_deg
 
 
-def _full_affine_like_bank(landmarks: np.ndarray, template: np.ndarray) -> np.ndarray | None:
-    """The transform ``Canonical.to_canonical`` computes today (full affine, LMEDS)."""
-    src = np.asarray(landmarks, np.float32)[STABLE]
-    dst = np.asarray(template, np.float32)[STABLE]
-    m, _ = cv2.estimateAffine2D(src, dst, method=cv2.LMEDS)
-    if m is None:
-        m, _ = cv2.estimateAffinePartial2D(src, dst)
-    return None if m is None else np.asarray(m, np.float64)
-
-
 def plausible_target(landmarks: np.ndarray, prev: np.ndarray | None, template: np.ndarray,
                      *, transform: np.ndarray | None = None, max_aniso: float = 1.35,
                      max_shear_deg: float = 12.0, max_stable_residual: float = 0.6,
                      max_jump: float = 0.25) -> bool:
     """Can a bank entry be warped onto the face with ``landmarks`` (68, 2, frame pixels)?
 
-    * the frame -> canonical ``transform`` (default: the one ``Canonical.to_canonical``
+    * the frame -> canonical ``transform`` (default: the similarity ``Canonical.to_canonical``
       computes) is close to a similarity and fits every stable point within
       ``max_stable_residual`` inter-ocular distances;
     * the landmarks did not jump against ``prev`` (the previous frame's landmarks) by more
@@ -108,7 +99,7 @@ def plausible_target(landmarks: np.ndarray, prev: np.ndarray | None, template: n
     tpl = np.asarray(template, np.float64)
     if not np.all(np.isfinite(lm)):
         return False
-    m = _full_affine_like_bank(lm, tpl) if transform is None else transform
+    m = similarity_to_canonical(lm, tpl) if transform is None else transform
     if not plausible_transform(m, max_aniso=max_aniso, max_shear_deg=max_shear_deg):
         return False
     assert m is not None

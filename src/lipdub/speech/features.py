@@ -59,6 +59,12 @@ def frame_spans(n_an: int, t_v: np.ndarray, fps: float) -> tuple[np.ndarray, np.
     return lo, np.maximum(hi, lo + 1)
 
 
+def spans_mean(v: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
+    """Mean of the rows ``lo[k]:hi[k]`` of ``v`` (1-D or 2-D), for every k, by cumsum."""
+    c = np.concatenate([np.zeros((1,) + v.shape[1:]), np.cumsum(v, axis=0)])
+    return np.asarray((c[hi] - c[lo]) / (hi - lo).reshape((-1,) + (1,) * (v.ndim - 1)))
+
+
 def speech_loudness(
     samples: np.ndarray,
     sr: int,
@@ -195,8 +201,7 @@ def frame_features(
     outside = (t_v < 0) | (t_v > x.size / FEATURE_SR)
 
     def span_mean(v: np.ndarray) -> np.ndarray:
-        c = np.concatenate([np.zeros((1,) + v.shape[1:]), np.cumsum(v, axis=0)])
-        return (c[hi] - c[lo]) / (hi - lo).reshape((-1,) + (1,) * (v.ndim - 1))
+        return spans_mean(v, lo, hi)
 
     bands_v = 10 * np.log10(span_mean(10 ** (bands / 10)) + eps)
     tot_v = 10 * np.log10(span_mean(10 ** (tot / 10)) + eps)

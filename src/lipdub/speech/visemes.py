@@ -22,7 +22,7 @@ from importlib import resources
 import numpy as np
 from scipy.signal import resample_poly
 
-from lipdub.speech.features import frame_spans, frame_times_s
+from lipdub.speech.features import frame_spans, frame_times_s, spans_mean
 
 SR = 16000
 HOP = 160  # 10 ms
@@ -230,8 +230,7 @@ def frame_visemes(
     t_v = frame_times_s(n_frames, fps, start_ms, times_ms)
     half = 0.5 / fps
     lo, hi = frame_spans(n10, t_v, fps)
-    c = np.concatenate([np.zeros((1, p10.shape[1])), np.cumsum(p10, axis=0)])
-    post = (c[hi] - c[lo]) / (hi - lo)[:, None]
+    post = spans_mean(p10, lo, hi)
     bil = _contact(p10[:, BILABIAL], t_v)
     lab = _contact(p10[:, LABIODENTAL], t_v)
     outside = (t_v < -half) | (t_v > n10 * HOP / SR + half)
