@@ -15,6 +15,7 @@ import numpy as np
 
 from lipdub.errors import NoFacesError
 from lipdub.faces.cluster import group_tracks
+from lipdub.faces.crops import CropCollector
 from lipdub.faces.pose import head_pose
 from lipdub.faces.session import Face, FaceTrack, Session
 from lipdub.faces.smoothing import OneEuro
@@ -35,6 +36,7 @@ class IdentifySettings:
     same_person: float = 0.5  # embedding distance under which two tracks are one person
     bridge_gap_ms: int = 300  # visible segments closer than this are one segment
     thumbnail_px: int = 256
+    keep_crops: bool = True  # the renderer's bank crops (faces.crops), kept while decoding
     max_duration_ms: int | None = None
 
 
@@ -62,15 +64,24 @@ def identify(
         if progress is not None and n % step == 0:
             progress(min(n / total, 1.0) * 0.95)
 
-    for frame in iter_frames(video, progress=tick):
-        times.append(frame.time_ms)
-        tracker.feed(frame)
-    tracks = [t for t in tracker.close() if len(t.frames) >= s.min_track_frames]
+    crops = CropCollector(expected_frames=info.frame_count) if s.keep_crops else None
+    try:
+        for frame in iter_frames(video, progress=tick):
+            times.append(frame.time_ms)
+            tracker.feed(frame)
+            if crops is not None:
+                for tr in tracker.active:
+                    if tr.frames and tr.frames[-1] == frame.index:
+                        crops.offer(frame, tr.track_id, tr.landmarks[-1])
+        tracks = [t for t in tracker.close() if len(t.frames) >= s.min_track_frames]
+    finally:
+        if crops is not None:
+            crops.close()
     frame_times = np.asarray(times, dtype=np.float64)
     if len(frame_times) != info.frame_count:
         # The decoder is the truth (a truncated tail, or packets without pictures).
         info = replace(info, frame_count=len(frame_times))
-    faces = _people(tracks, frame_times, info.width, info.height, info.fps, s)
+    faces = _people(tracks, frame_times, info.width, info.height, info.fps, s, crops)
     if not faces:
         raise NoFacesError()
     session = Session(
@@ -92,7 +103,7 @@ def identify(
 
 def _people(
     tracks: list[Track], times: np.ndarray, width: int, height: int, fps: float,
-    s: IdentifySettings,
+    s: IdentifySettings, crops: CropCollector | None = None,
 ) -> list[tuple[Face, np.ndarray | None]]:
     groups = group_tracks(tracks, s.same_person)
     frame_ms = 1000.0 / fps
@@ -125,6 +136,8 @@ def _people(
             track=FaceTrack(frames=frames, boxes=boxes, landmarks=lms, pose=pose),
             embedding=emb.astype(np.float32),
             prominence=prominence,
+            crops=None if crops is None else crops.for_person(
+                [t.track_id for t in members], frames, lms),
         )
         people.append((face, best.thumb))
     # Stable order: prominence, then first appearance (ties are rare but must not flip).

@@ -4,6 +4,8 @@ Layout of a session directory::
 
     session.json        video facts, faces (ids, spans, segments, thumbnail names)
     tracks.npz          per face: frames, boxes, landmarks, pose, embedding
+    crops.npz           per face: the lower-face crops (JPEG) the renderer's bank is
+                        built from, so sync does not decode the video twice (optional)
     face_001.jpg ...    thumbnails
 
 Landmarks follow dlib's 68-point layout: jaw 0-16, brows 17-26, nose 27-35, eyes 36-47,
@@ -21,6 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from lipdub.errors import InputError
+from lipdub.faces.crops import CROPS_FILE, FaceCrops, load_crops, save_crops
 from lipdub.media.video import VideoInfo
 
 __all__ = ["Face", "FaceTrack", "Session", "VideoInfo"]
@@ -62,6 +65,9 @@ class Face:
     track: FaceTrack
     embedding: np.ndarray = field(default_factory=lambda: np.zeros(128, np.float32))
     prominence: float = 0.0
+    # Lower-face crops identify kept for the renderer's bank (None: the renderer decodes
+    # the video for them, as for sessions made before crops were kept).
+    crops: FaceCrops | None = None
 
     def to_json(self) -> dict[str, object]:
         return {
@@ -136,6 +142,9 @@ class Session:
             arrays[f"{f.face_id}.pose"] = t.pose.astype(np.float32)
             arrays[f"{f.face_id}.embedding"] = f.embedding.astype(np.float32)
         np.savez_compressed(d / TRACKS_FILE, **arrays)  # type: ignore[arg-type]
+        crops = {f.face_id: f.crops for f in self.faces if f.crops is not None}
+        if crops:
+            save_crops(d / CROPS_FILE, crops)
         tmp = d / (SESSION_FILE + ".tmp")
         tmp.write_text(json.dumps(self.to_json(), indent=2))
         tmp.replace(d / SESSION_FILE)  # atomic: a reader never sees half a session
@@ -151,6 +160,7 @@ class Session:
         meta = json.loads(meta_path.read_text())
         with np.load(d / TRACKS_FILE) as z:
             arrays = {k: z[k] for k in z.files}
+        crop_arrays = load_crops(d / CROPS_FILE)
         faces = []
         for fj in meta["faces"]:
             fid = fj["face_id"]
@@ -170,6 +180,7 @@ class Session:
                     track=track,
                     embedding=arrays[f"{fid}.embedding"],
                     prominence=float(fj.get("prominence", 0.0)),
+                    crops=FaceCrops.from_arrays(crop_arrays, fid),
                 )
             )
         return cls(

@@ -254,21 +254,33 @@ def limit_peaks(
     peak = np.max(np.abs(x), axis=1).astype(np.float64)
     if peak.max() <= ceiling:
         return x.copy() if np.asarray(samples).ndim == 2 else x[:, 0].copy()
-    need = np.minimum(1.0, ceiling / np.maximum(peak, 1e-12))
+    # Every step below works in place on one or two per-sample arrays: a minute of audio
+    # is 2.9 M samples, and each float64 temporary 23 MB.
+    need = np.minimum(1.0, ceiling / np.maximum(peak, 1e-12, out=peak), out=peak)
     look = max(1, int(round(lookahead_ms * sr / 1000)))
-    ahead = _forward_min(need, look)
+    g = _forward_min(need, look)
+    del need, peak
     # Release in dB at a constant rate: hold[i] = min_k(ahead_db[k] + (i - k) * step),
     # computed with one running minimum instead of a per-sample Python loop.
     step = release_db_per_s / sr
-    idx = np.arange(ahead.shape[0], dtype=np.float64)
-    ahead_db = 20 * np.log10(np.maximum(ahead, 1e-12))
-    hold_db = np.minimum(np.minimum.accumulate(ahead_db - idx * step) + idx * step, 0.0)
-    hold = 10 ** (hold_db / 20)
+    ramp = np.arange(g.shape[0], dtype=np.float64)
+    ramp *= step
+    np.log10(np.maximum(g, 1e-12, out=g), out=g)
+    g *= 20.0  # ahead, in dB
+    g -= ramp
+    np.minimum.accumulate(g, out=g)
+    g += ramp
+    del ramp
+    np.minimum(g, 0.0, out=g)
+    g /= 20.0
+    np.power(10.0, g, out=g)  # hold, as a gain
     # A box average over the look-ahead turns the steps into ramps; every value averaged
     # at a peak is already <= the gain that peak needs, so the ceiling still holds.
-    c = np.concatenate([[0.0], np.cumsum(np.concatenate([np.ones(look - 1), hold]))])
-    gain = (c[look:] - c[:-look]) / look
-    y = (x * gain[:, None]).astype(np.float32)
+    c = np.cumsum(np.concatenate([[0.0], np.ones(look - 1), g]))
+    del g
+    gain = ((c[look:] - c[:-look]) / look).astype(np.float32)
+    del c
+    y = x * gain[:, None]
     np.clip(y, -ceiling, ceiling, out=y)  # only float rounding can reach this
     return y if np.asarray(samples).ndim == 2 else y[:, 0]
 
@@ -293,7 +305,7 @@ def mix(
         raise InputError(f"The video duration must be positive, got {_fmt_ms(duration_ms)}.")
     _check_volume("original_volume", original_volume)
     n = int(round(duration_ms * sr / 1000))
-    out = np.zeros((n, channels), np.float64)
+    out = np.zeros((n, channels), np.float32)  # float32: a minute of stereo is 23 MB
     if original is not None and original_volume > 0:
         o = _match_channels(_as_2d(original), channels)[:n]
         out[: o.shape[0]] += o * original_volume
@@ -311,7 +323,7 @@ def mix(
         i0 = int(round(clip.insert_ms * sr / 1000))
         i1 = min(n, i0 + s.shape[0])
         out[i0:i1] += s[: i1 - i0] * clip.volume
-    return limit_peaks(out.astype(np.float32), sr, ceiling_db=ceiling_db)
+    return limit_peaks(out, sr, ceiling_db=ceiling_db)
 
 
 def _check_volume(name: str, v: float) -> None:

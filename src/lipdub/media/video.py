@@ -7,6 +7,7 @@ picture upright. Timestamps come from the container, so variable frame rates wor
 
 from __future__ import annotations
 
+import os
 import queue
 import threading
 from collections.abc import Callable, Iterator
@@ -18,6 +19,18 @@ import av
 import numpy as np
 
 from lipdub.errors import LimitError, MediaError
+
+# libx264 settings. The encoder is the largest cost of a render, so they were measured
+# (bench/encoders.py, docs/benchmarks.md: 5 real clips + 2 talking heads at 720p/1080p)
+# against the loss they add (PSNR and SSIM of luma against the decoded source): this is the
+# fastest setting whose loss is no worse than the former "veryfast" CRF 18 on any clip, at
+# 0.70x its encoder CPU and 1.14x its bits. It is "superfast" with three of veryfast's
+# tools put back: the macroblock tree over a 10-frame look-ahead (it gives a static
+# background the bits that keep it as clean as the source) and subpixel refinement 2;
+# plain superfast at CRF 20 was faster (0.53x) but lost 1.9 dB on the small vasp clip.
+DEFAULT_PRESET = "superfast"
+DEFAULT_CRF = 17
+DEFAULT_X264_PARAMS = "mbtree=1:rc-lookahead=10:subme=2"
 
 # The largest picture we agree to decode: 4K plus margin. Guards memory against
 # crafted headers that claim enormous sizes.
@@ -315,9 +328,7 @@ class VideoWriter:
     streaming playback and nothing large is buffered.
     """
 
-    # libx264 preset: the encoder is the largest cost of a render. "veryfast" is ~2x faster
-    # than "medium" at a few % more bits for the same CRF; CRF 18 is visually lossless,
-    # which keeps pixels outside the mouth within encoding loss of the source.
+    # libx264 settings (DEFAULT_*): see there and docs/benchmarks.md.
     def __init__(
         self,
         path: str | Path,
@@ -328,8 +339,10 @@ class VideoWriter:
         time_base: Fraction | None = None,
         audio: np.ndarray | None = None,
         sample_rate: int = 48000,
-        crf: int = 18,
-        preset: str = "veryfast",
+        crf: int = DEFAULT_CRF,
+        preset: str = DEFAULT_PRESET,
+        x264_params: str = DEFAULT_X264_PARAMS,
+        threads: int | None = None,
     ) -> None:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -339,8 +352,12 @@ class VideoWriter:
         self._video.width = width - width % 2  # yuv420p needs even sides
         self._video.height = height - height % 2
         self._video.pix_fmt = "yuv420p"
-        self._video.options = {"crf": str(crf), "preset": preset}
-        self._video.thread_type = "AUTO"
+        # x264 threads: one per core (its default, 1.5 per core, holds more frames in
+        # flight: memory that grows with the picture, ~40 MB a frame at 4K, for no speed
+        # on a machine whose other core is busy decoding and rendering).
+        n = threads or max(1, os.cpu_count() or 1)
+        self._video.options = {"crf": str(crf), "preset": preset, "threads": str(n),
+                               **({"x264-params": x264_params} if x264_params else {})}
         self._time_base = time_base or Fraction(1, 1) / rate
         self._video.codec_context.time_base = self._time_base
         self._rate = rate
@@ -377,6 +394,10 @@ class VideoWriter:
             self.write(src.rgb, pts)
             return
         self._encode(f, pts)
+
+    def write_frame(self, frame: av.VideoFrame, pts: int | None = None) -> None:
+        """Encode a yuv420p frame of the output's size as it is."""
+        self._encode(frame, pts)
 
     def _encode(self, frame: av.VideoFrame, pts: int | None) -> None:
         frame.pts = pts if pts is not None else self._index
@@ -447,6 +468,8 @@ class BackgroundWriter:
             try:
                 if kind == "rgb":
                     self._writer.write(data, pts)  # type: ignore[arg-type]
+                elif kind == "yuv":  # a YuvPicture: its planes are joined here, off the caller
+                    self._writer.write_frame(data.frame(), pts)  # type: ignore[attr-defined]
                 else:
                     self._writer.write_source(data, pts)  # type: ignore[arg-type]
             except BaseException as e:  # re-raised in the caller's thread
@@ -462,6 +485,10 @@ class BackgroundWriter:
 
     def write_source(self, src: Frame, pts: int | None = None) -> None:
         self._put(("src", src, pts))
+
+    def write_picture(self, picture: object, pts: int | None = None) -> None:
+        """Queue a :class:`lipdub.media.yuv.YuvPicture` (edited planes of a source frame)."""
+        self._put(("yuv", picture, pts))
 
     def close(self) -> None:
         self._queue.put(None)

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+from lipdub.faces.crops import choose_frames
 from lipdub.faces.geometry import interocular, mouth_opening, mouth_width
 
 # Points that stay put when the jaw opens: upper jaw line, nose bridge and base, eye corners.
@@ -105,28 +106,18 @@ class Bank:
         return int(self.patches.shape[0])
 
 
-def choose_frames(landmarks: np.ndarray, frames: np.ndarray, cap: int) -> np.ndarray:
-    """Rows to keep: an even stride through time (natural sequences for smooth picks)
-    plus the most open and most closed frames, so the range is covered."""
-    n = len(frames)
-    if n <= cap:
-        return np.arange(n)
-    extremes = cap // 8
-    opening = mouth_opening(landmarks)
-    order = np.argsort(opening)
-    keep = set(order[-extremes:].tolist()) | set(order[: extremes // 2].tolist())
-    stride = np.linspace(0, n - 1, cap - len(keep)).round().astype(int)
-    keep |= set(stride.tolist())
-    return np.array(sorted(keep))[:cap]
-
-
 class BankBuilder:
     """Collects bank entries while the source frames stream past."""
 
     def __init__(self, landmarks: np.ndarray, frames: np.ndarray, pose: np.ndarray,
-                 cap: int = 240) -> None:
+                 cap: int = 240, only: np.ndarray | None = None) -> None:
+        """``only``: the frames to take (those identify kept crops of); by default they
+        are chosen among all the track's frames."""
         self.canonical = Canonical.from_landmarks(landmarks)
-        rows = choose_frames(landmarks, frames, cap)
+        if only is None:
+            rows = choose_frames(landmarks, frames, cap)
+        else:
+            rows = np.flatnonzero(np.isin(frames, only))
         self._wanted = {int(frames[r]): int(r) for r in rows}
         self._lm = landmarks
         self._pose = pose
@@ -135,18 +126,26 @@ class BankBuilder:
     def wants(self, frame_index: int) -> bool:
         return frame_index in self._wanted
 
-    def add(self, frame_index: int, rgb: np.ndarray) -> None:
+    def add(self, frame_index: int, rgb: np.ndarray,
+            to_frame: np.ndarray | None = None) -> None:
+        """Take the entry of ``frame_index`` from ``rgb``: the whole frame, or an image whose
+        pixels map to frame pixels by the 2x3 affine ``to_frame`` (a window, a crop)."""
         row = self._wanted[frame_index]
         m = self.canonical.to_canonical(self._lm[row])
-        # Cubic: once per entry, and what detail is lost here no sharpening gives back.
-        patch = cv2.warpAffine(rgb, m, self.canonical.size, flags=cv2.INTER_CUBIC,
-                               borderMode=cv2.BORDER_REPLICATE)
         lm = self._lm[row] @ m[:, :2].T + m[:, 2]
+        m_win = m
+        if to_frame is not None:
+            m_win = np.hstack([m[:, :2] @ to_frame[:, :2], (m[:, :2] @ to_frame[:, 2]
+                                                          + m[:, 2])[:, None]])
+        # Cubic: once per entry, and what detail is lost here no sharpening gives back.
+        patch = cv2.warpAffine(rgb, m_win, self.canonical.size, flags=cv2.INTER_CUBIC,
+                               borderMode=cv2.BORDER_REPLICATE)
         self._entries.append((row, patch, lm.astype(np.float32)))
 
     def build(self) -> Bank:
         if not self._entries:
             raise ValueError("no bank entries were collected")
+        self._entries.sort(key=lambda e: e[0])  # in time order, however they were added
         rows = np.array([r for r, _, _ in self._entries])
         patches = np.stack([p for _, p, _ in self._entries])
         lms = np.stack([lm for _, _, lm in self._entries])

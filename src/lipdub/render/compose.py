@@ -14,7 +14,7 @@ import cv2
 import numpy as np
 
 from lipdub.render.bank import Bank
-from lipdub.render.vet import sharpen_amount, unsharp
+from lipdub.render.vet import sharpen_amount
 
 # Jaw points that bound the mask at the sides and below (cheek to cheek under the chin).
 _JAW = np.arange(3, 14)
@@ -269,17 +269,24 @@ class Compositor:
         # Bilinear: a cubic warp per frame costs five times as much, and the texture a
         # bilinear pass takes is given back below (sharpness matched to the source).
         warped = cv2.warpAffine(patch, m_patch, roi, flags=cv2.INTER_LINEAR,
-                                borderMode=cv2.BORDER_REPLICATE).astype(np.float32)
+                                borderMode=cv2.BORDER_REPLICATE)
         m_mask = m.copy()
         m_mask[:, :2] /= MASK_SCALE  # half-resolution mask pixels -> canonical pixels
-        wm = cv2.warpAffine(mask, m_mask, roi, flags=cv2.INTER_LINEAR,
-                            borderMode=cv2.BORDER_CONSTANT, borderValue=0.0) * alpha
-        region = frame[y0:y1, x0:x1].astype(np.float32)
-        ring = (wm > 0.05) & (wm < 0.7)
-        if ring.sum() > 20:
-            g = (region[ring].mean(0) + 1.0) / (warped[ring].mean(0) + 1.0)
+        wm = np.asarray(cv2.warpAffine(mask, m_mask, roi, flags=cv2.INTER_LINEAR,
+                                       borderMode=cv2.BORDER_CONSTANT, borderValue=0.0),
+                        np.float32)
+        if alpha < 1.0:
+            wm *= np.float32(alpha)
+        region = frame[y0:y1, x0:x1]
+        # Every step below is one OpenCV call on 8-bit pixels (SIMD, no float copies of
+        # the region): at 1080p the float version cost more than the encoder.
+        ring = cv2.inRange(wm, 0.05, 0.7)
+        if cv2.countNonZero(ring) > 20:
+            mr, mw = cv2.mean(region, ring)[:3], cv2.mean(warped, ring)[:3]
+            g = (np.array(mr) + 1.0) / (np.array(mw) + 1.0)
             g = self.colour.update(np.clip(g, 0.8, 1.25))
-            warped *= g[None, None, :]
+            gains = (float(g[0]), float(g[1]), float(g[2]), 0.0)
+            warped = cv2.multiply(warped, gains)  # type: ignore[call-overload]
         # What resampling still took, an unsharp mask gives back: as sharp as the source.
         # The amount depends on the face's texture and the warp's scale, which change
         # slowly: it is solved every few frames, not every frame.
@@ -287,8 +294,10 @@ class Compositor:
             self._sharp_amount = sharpen_amount(warped, region, wm / max(alpha, 1e-6),
                                                 target_ratio=_SHARP_TARGET)
         self._sharp_age += 1
-        warped = unsharp(warped, self._sharp_amount)
+        a = self._sharp_amount
+        if a > 0.0:
+            warped = cv2.addWeighted(warped, 1.0 + a, cv2.GaussianBlur(warped, (0, 0), 1.0),
+                                     -a, 0.0)
         self.last_blend = (x0, y0, wm)
-        out = region * (1 - wm[..., None]) + warped * wm[..., None]
-        frame[y0:y1, x0:x1] = np.clip(out + 0.5, 0, 255).astype(np.uint8)
+        frame[y0:y1, x0:x1] = cv2.blendLinear(warped, region, wm, 1.0 - wm)
         return x0, y0, x1, y1

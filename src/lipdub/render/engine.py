@@ -5,8 +5,13 @@ engines implement :class:`Engine` and plug in through :func:`lipdub.sync`'s ``en
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import logging
+import os
+import time
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
@@ -14,8 +19,19 @@ from typing import Protocol
 import cv2
 import numpy as np
 
+from lipdub.faces.crops import FaceCrops, lower_face_window, window_rgb
 from lipdub.faces.session import Face, Session
-from lipdub.media.video import BackgroundWriter, VideoWriter, iter_frames, source_timing
+from lipdub.media.video import (
+    DEFAULT_CRF,
+    DEFAULT_PRESET,
+    DEFAULT_X264_PARAMS,
+    BackgroundWriter,
+    Frame,
+    VideoWriter,
+    iter_frames,
+    source_timing,
+)
+from lipdub.media.yuv import YuvPicture, editable
 from lipdub.render.bank import Bank, BankBuilder
 from lipdub.render.compose import Compositor
 from lipdub.render.select import select_entries
@@ -71,30 +87,84 @@ class ClassicEngine:
 
     name = "classic"
 
-    def __init__(self, bank_size: int = 240, preset: str = "veryfast", crf: int = 18) -> None:
+    def __init__(self, bank_size: int = 240, preset: str = DEFAULT_PRESET,
+                 crf: int = DEFAULT_CRF, x264_params: str = DEFAULT_X264_PARAMS) -> None:
         self.bank_size = bank_size
         self.preset = preset
         self.crf = crf
+        self.x264_params = x264_params
+        self.timings: dict[str, float] = {}
+        self._early: tuple[tuple[Path, list[str]], Future[list[Bank]]] | None = None
+
+    def begin(self, video: Path, faces: list[Face]) -> None:
+        """Start building the faces' banks in a thread now, so that the work overlaps
+        what the caller does before :meth:`render` (sync prepares the audio and the mouth
+        targets meanwhile). ``render`` with the same video and faces takes the result."""
+        jobs = [FaceJob(face=f, target_open=np.zeros(0), target_width=np.zeros(0),
+                        alpha=np.zeros(0)) for f in faces]
+        pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="lipdub-bank-early")
+        fut = pool.submit(self._banks, video, jobs, lambda _f: None)
+        pool.shutdown(wait=False)  # the thread ends with its one task
+        self._early = ((video, [f.face_id for f in faces]), fut)
 
     def _banks(self, video: Path, jobs: list[FaceJob], progress: Progress) -> list[Bank]:
-        """First pass: collect each face's bank from the frames it needs (stops early)."""
-        builders = [BankBuilder(j.face.track.landmarks, j.face.track.frames,
-                                j.face.track.pose, cap=self.bank_size) for j in jobs]
-        last = max(int(j.face.track.frames[-1]) for j in jobs)
-        for fr in iter_frames(video, rgb_for=lambda i: any(b.wants(i) for b in builders)):
-            for b in builders:
-                if b.wants(fr.index):
-                    b.add(fr.index, fr.rgb)
-            progress(0.25 * fr.index / max(last, 1))
-            if fr.index >= last:
-                break
-        return [b.build() for b in builders]
+        """Each face's bank: from the crops identify kept (no decoding), else from a first
+        pass over the video that converts only each face's window and stops early."""
+        banks: dict[int, Bank] = {}
+        decode: list[int] = []
+        for i, j in enumerate(jobs):
+            tr, crops = j.face.track, j.face.crops
+            if crops is not None and len(crops):
+                b = BankBuilder(tr.landmarks, tr.frames, tr.pose, cap=self.bank_size,
+                                only=crops.frames)
+
+                def take(k: int, b: BankBuilder = b, crops: FaceCrops = crops) -> None:
+                    b.add(int(crops.frames[k]), crops.image(k), crops.to_frame(k))
+
+                # JPEG decoding and the cubic warp release the GIL: both cores work.
+                with ThreadPoolExecutor(max_workers=_cores(),
+                                        thread_name_prefix="lipdub-bank") as pool:
+                    list(pool.map(take, range(len(crops))))
+                banks[i] = b.build()
+            else:
+                decode.append(i)
+        if decode:
+            builders = {i: BankBuilder(jobs[i].face.track.landmarks, jobs[i].face.track.frames,
+                                       jobs[i].face.track.pose, cap=self.bank_size)
+                        for i in decode}
+            last = max(int(jobs[i].face.track.frames[-1]) for i in decode)
+            for fr in iter_frames(video):
+                for i, b in builders.items():
+                    if not b.wants(fr.index):
+                        continue
+                    tr = jobs[i].face.track
+                    row = tr.index_of(fr.index)
+                    if row is None:
+                        b.add(fr.index, fr.rgb)
+                        continue
+                    rgb, box = window_rgb(fr, lower_face_window(tr.landmarks[row],
+                                                                *_frame_size(fr)))
+                    shift = np.array([[1.0, 0, box[0]], [0, 1.0, box[1]]])
+                    b.add(fr.index, rgb, shift)
+                progress(0.25 * fr.index / max(last, 1))
+                if fr.index >= last:
+                    break
+            banks.update({i: b.build() for i, b in builders.items()})
+        return [banks[i] for i in range(len(jobs))]
 
     def render(self, video: Path, session: Session, jobs: list[FaceJob], out: Path,
                audio: np.ndarray | None, sample_rate: int, progress: Progress,
                preview: Preview | None = None) -> int:
-        banks = [_vetted(b, j.face.face_id) for b, j in
-                 zip(self._banks(video, jobs, progress), jobs, strict=True)]
+        t0 = time.perf_counter()
+        early, self._early = self._early, None
+        if early is not None and early[0] == (video, [j.face.face_id for j in jobs]):
+            built = early[1].result()  # begun while sync prepared the audio
+        else:
+            built = self._banks(video, jobs, progress)
+        banks = [_vetted(b, j.face.face_id) for b, j in zip(built, jobs, strict=True)]
+        del built, early  # the unvetted banks: as large as the vetted ones
+        trim_heap()
+        t1 = time.perf_counter()
         plans = []
         for job, bank in zip(jobs, banks, strict=True):
             tr = job.face.track
@@ -116,6 +186,7 @@ class ClassicEngine:
             plans.append((job, guard, plan))
             job.stats.update(bank_entries=float(len(bank)), frames_changed=float(len(plan)),
                              distinct_entries=float(len(set(plan.values()))))
+        t2 = time.perf_counter()
         rate, time_base = source_timing(video)
         info = session.video
         total = max(info.frame_count, 1)
@@ -126,40 +197,81 @@ class ClassicEngine:
         with BackgroundWriter(VideoWriter(out, info.width, info.height, rate,
                                           time_base=time_base, audio=audio,
                                           sample_rate=sample_rate, crf=self.crf,
-                                          preset=self.preset)) as writer:
-            touched = set().union(*(plan.keys() for _, _, plan in plans))
-            for fr in iter_frames(video, rgb_for=touched.__contains__):
-                rgb: np.ndarray | None = None
+                                          preset=self.preset,
+                                          x264_params=self.x264_params)) as writer:
+            for fr in iter_frames(video):
+                work = []
                 for job, comp, plan in plans:
                     entry = plan.get(fr.index)
-                    if entry is None:
-                        continue
-                    row = job.face.track.index_of(fr.index)
-                    if row is None:
-                        continue
-                    if rgb is None:
-                        rgb = fr.rgb
-                    # The strip shows the first face (its frames were the ones picked).
-                    shot = preview is not None and fr.index in wanted and job is jobs[0]
-                    if shot and preview is not None:
-                        preview.before.append(_mouth_crop(rgb, job.face, row))
-                    comp.render(rgb, fr.index, comp.targets[row], entry,
-                                float(job.alpha[fr.index]), float(job.target_open[fr.index]),
-                                float(job.target_width[fr.index]))
-                    if shot and preview is not None:
-                        preview.after.append(_mouth_crop(rgb, job.face, row))
+                    row = None if entry is None else job.face.track.index_of(fr.index)
+                    if entry is not None and row is not None:
+                        work.append((job, comp, entry, row))
                 if first_pts is None:
                     first_pts = fr.pts
                 pts = None if fr.pts is None or first_pts is None else fr.pts - first_pts
-                if rgb is None:
+                if not work:
                     writer.write_source(fr, pts)
                 else:
-                    writer.write(rgb, pts)
+                    pic = _picture(fr)
+                    full = None if pic is not None else fr.rgb  # the rare non-4:2:0 source
+                    for job, comp, entry, row in work:
+                        lm = comp.targets[row]
+                        if pic is not None:
+                            box = pic.window(lower_face_window(lm, pic.width,
+                                                              pic.height))
+                            rgb = pic.rgb(box)
+                            before = rgb.copy()
+                            origin = np.array(box[:2], np.float32)
+                        else:
+                            assert full is not None
+                            rgb, origin = full, np.zeros(2, np.float32)
+                        # The strip shows the first face (its frames were the ones picked).
+                        shot = preview is not None and fr.index in wanted and job is jobs[0]
+                        if shot and preview is not None:
+                            preview.before.append(_mouth_crop(rgb, lm - origin))
+                        comp.render(rgb, fr.index, lm - origin, entry,
+                                    float(job.alpha[fr.index]),
+                                    float(job.target_open[fr.index]),
+                                    float(job.target_width[fr.index]))
+                        if shot and preview is not None:
+                            preview.after.append(_mouth_crop(rgb, lm - origin))
+                        if pic is not None:
+                            pic.put(box, rgb, before, region=comp.drawn())
+                    if pic is not None:
+                        writer.write_picture(pic, pts)
+                    elif full is not None:
+                        writer.write(full, pts)
                 written += 1
                 progress(0.25 + 0.75 * written / total)
         for job, comp, _ in plans:
             job.stats.update(frames_rejected=float(comp.rejected))
+        # Wall seconds per stage, for logs and bench/speed.py.
+        self.timings = {"bank_s": t1 - t0, "select_s": t2 - t1,
+                        "render_encode_s": time.perf_counter() - t2}
         return written
+
+
+def _picture(fr: Frame) -> YuvPicture | None:
+    """The frame's planes for editing in place, or None when it needs the full-RGB path."""
+    return YuvPicture(fr.av_frame) if editable(fr.av_frame, fr.rotation) else None
+
+
+def trim_heap() -> None:
+    """Hand memory freed by the preparation (audio, bank vetting: hundreds of MB of
+    temporaries for a long video) back to the system before the long render pass, so the
+    process's resident size is what it holds, not what it once held. glibc only."""
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+
+
+def _cores() -> int:
+    return max(1, os.cpu_count() or 1)
+
+
+def _frame_size(fr: Frame) -> tuple[int, int]:
+    """Upright (width, height)."""
+    w, h = fr.av_frame.width, fr.av_frame.height
+    return (h, w) if fr.rotation in (90, 270) else (w, h)
 
 
 def _vetted(bank: Bank, face_id: str) -> Bank:
@@ -221,6 +333,13 @@ class _Guarded:
             rgb[y0:y1, x0:x1] = src
         self._reject(index, why, lm, src_small, src_small)
 
+    def drawn(self) -> tuple[int, int, int, int] | None:
+        """Where the last render may have changed pixels (x0, y0, x1, y1), or None."""
+        if self.comp.last_blend is None:
+            return None
+        bx, by, wm = self.comp.last_blend
+        return bx, by, bx + wm.shape[1], by + wm.shape[0]
+
     def _mask(self, x0: int, y0: int, x1: int, y1: int) -> np.ndarray:
         """The compositor's last blend weights, placed in the box (x0, y0, x1, y1)."""
         mask = np.zeros((y1 - y0, x1 - x0), np.float32)
@@ -243,8 +362,7 @@ class _Guarded:
         self.prev_lm, self.prev_out, self.prev_src = lm, out, src
 
 
-def _mouth_crop(rgb: np.ndarray, face: Face, row: int, size: int = 160) -> np.ndarray:
-    lm = face.track.landmarks[row]
+def _mouth_crop(rgb: np.ndarray, lm: np.ndarray, size: int = 160) -> np.ndarray:
     c = lm[48:68].mean(axis=0)
     half = 0.9 * float(np.linalg.norm(lm[16] - lm[0])) / 2
     h, w = rgb.shape[:2]

@@ -7,6 +7,7 @@ person's units (calibrated on the source when it shows them speaking); render.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -56,6 +57,8 @@ class SyncResult:
     # and one sentence for each clip that was cut, repeated or stretched.
     fits: list[dict[str, object]] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    # Wall seconds per stage: prepare (audio, mouth targets), bank, select, render_encode.
+    timings: dict[str, float] = field(default_factory=dict)
 
     @property
     def trimmed_ms(self) -> float:
@@ -65,7 +68,8 @@ class SyncResult:
     def to_json(self) -> dict[str, object]:
         return {"output": str(self.path), "duration_ms": self.duration_ms,
                 "frame_count": self.frame_count, "session_id": self.session_id,
-                "faces": self.faces, "fits": self.fits, "notes": self.notes}
+                "faces": self.faces, "fits": self.fits, "notes": self.notes,
+                "timings": {k: round(v, 3) for k, v in self.timings.items()}}
 
 
 def sync(
@@ -105,11 +109,16 @@ def sync(
                 "video first."
             )
     info = session.video
+    t_start = time.perf_counter()  # after identify: the stages below are sync's own
     duration_ms = float(info.duration_ms)
     n_frames = info.frame_count
     times = session.frame_times_ms if len(session.frame_times_ms) == n_frames else (
         np.arange(n_frames) * 1000.0 / info.fps)
 
+    eng = engine or ClassicEngine()
+    begin = getattr(eng, "begin", None)
+    if callable(begin):  # the bank is built while the audio is prepared
+        begin(video, [session.face(fa.face_id) for fa in faces])
     clips: list[PlacedClip] = []
     jobs: list[FaceJob] = []
     fits: list[length.Fit] = []
@@ -143,12 +152,13 @@ def sync(
         report(base + (1 - base) * prep * (i + 1) / len(faces))
 
     track = mix(duration_ms, OUT_SR, clips, original, original_volume=original_volume)
+    prep_s = time.perf_counter() - t_start
 
     preview = Preview(frames=_preview_frames(jobs)) if preview_path else None
     out = Path(out_path)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(out.stem + ".partial.mp4")
-    written = (engine or ClassicEngine()).render(
+    written = eng.render(
         video, session, jobs, tmp, track, OUT_SR,
         lambda f: report(base + (1 - base) * (prep + (1 - prep) * f)), preview,
     )
@@ -165,6 +175,7 @@ def sync(
         faces=[{"face_id": j.face.face_id, **j.stats} for j in jobs],
         fits=[{"face_id": fa.face_id, **ft.to_json()} for fa, ft in zip(faces, fits, strict=True)],
         notes=notes,
+        timings={"prepare_s": prep_s, **getattr(eng, "timings", {})},
     )
 
 

@@ -1,0 +1,131 @@
+"""Speed of identify and sync against the codec floor, clip by clip.
+
+    .venv/bin/python bench/speed.py                  # every clip below
+    .venv/bin/python bench/speed.py 720p60 1080p10x3 # some of them
+
+"floor" is the work any re-rendering tool must do: decode every frame with PyAV and
+encode every frame with libx264 veryfast CRF 18 (threads on). For each clip, floor,
+identify and sync run back to back, each in a fresh process (peak RSS is its own, models
+are loaded before the clock starts, as a service holds them); sync loads the session
+identify saved, as the service does. Printed: wall, CPU (user+sys, all threads), peak
+RSS, wall over the clip's duration (RTF, "x dur"), sync / floor in wall and CPU, and
+sync's own stage times. Clips are real talking heads (bench/_clips.speed_clip), cached.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _clips import MEDIA, speed_clip  # noqa: E402
+
+# name: (height, seconds, faces)
+CLIPS = {
+    "480p60": (480, 60, 1),
+    "720p10": (720, 10, 1),
+    "720p60": (720, 60, 1),
+    "1080p10": (1080, 10, 1),
+    "1080p60": (1080, 60, 1),
+    "1080p10x3": (1080, 10, 3),
+    "1080p60x3": (1080, 60, 3),
+    "4K10": (2160, 10, 1),
+    "4K60": (2160, 60, 1),
+}
+# Each face's speech: its own clip, looped to the video's length where shorter.
+SPEECH = ("musetalk__eng.wav", "musetalk__sun.wav", "sadtalker__japanese.wav")
+
+CHILD = r"""
+import json, resource, sys, time
+stage, video, work = sys.argv[1:4]
+faces = json.loads(sys.argv[4])
+
+def cpu():
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
+
+if stage == "floor":
+    import av
+    from fractions import Fraction
+    c0, t0 = cpu(), time.perf_counter()
+    inp = av.open(video)
+    s = inp.streams.video[0]
+    s.thread_type = "AUTO"
+    out = av.open(work + "/floor.mp4", "w")
+    v = out.add_stream("libx264", rate=s.average_rate)
+    v.width, v.height, v.pix_fmt = s.codec_context.width, s.codec_context.height, "yuv420p"
+    v.options = {"crf": "18", "preset": "veryfast"}
+    v.thread_type = "AUTO"
+    tb = Fraction(1, 1) / s.average_rate
+    v.codec_context.time_base = tb
+    for i, f in enumerate(inp.decode(s)):
+        f.pts, f.time_base = i, tb
+        for p in v.encode(f):
+            out.mux(p)
+    for p in v.encode():
+        out.mux(p)
+    out.close()
+    inp.close()
+    extra = {}
+else:
+    from lipdub.faces import models
+    models.hog_detector(); models.landmark_predictor(); models.face_encoder()
+    import lipdub
+    from lipdub.speech.visemes import frame_visemes  # noqa: F401  (imported before the clock)
+    c0, t0 = cpu(), time.perf_counter()
+    if stage == "identify":
+        s = lipdub.identify(video, out_dir=work + "/session")
+        extra = {"faces": len(s.faces)}
+    else:
+        s = lipdub.Session.load(work + "/session")
+        fa = [lipdub.FaceAudio(f.face_id, a, sync_mode="loop")
+              for f, a in zip(s.faces, faces)]
+        r = lipdub.sync(video, fa, out_path=work + "/out.mp4", session=s)
+        extra = {"timings": r.timings}
+print(json.dumps({"wall": time.perf_counter() - t0, "cpu": cpu() - c0,
+                  "rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, **extra}))
+"""
+
+
+def run(stage: str, video: Path, work: Path, faces: list[str]) -> dict[str, object]:
+    res = subprocess.run([sys.executable, "-c", CHILD, stage, str(video), str(work),
+                          json.dumps(faces)], capture_output=True, text=True)
+    if res.returncode != 0:
+        raise SystemExit(f"{stage} failed on {video.name}:\n{res.stderr[-3000:]}")
+    return json.loads(res.stdout.strip().splitlines()[-1])  # type: ignore[no-any-return]
+
+
+def main(names: list[str]) -> None:
+    names = names or list(CLIPS)
+    head = (f"{'clip':10s} {'dur':>4s} | {'floor s':>7s} {'cpu':>6s} | {'ident s':>7s} "
+            f"{'x dur':>5s} {'MB':>5s} | {'sync s':>7s} {'cpu':>6s} {'RTF':>5s} {'MB':>5s} | "
+            f"{'wall/fl':>7s} {'cpu/fl':>6s} | sync stages s (prep bank select render+enc)")
+    print(head)
+    print("-" * len(head))
+    for name in names:
+        height, seconds, nfaces = CLIPS[name]
+        video = speed_clip(height, seconds, nfaces)
+        faces = [str(MEDIA / a) for a in SPEECH[:nfaces]]
+        with tempfile.TemporaryDirectory() as tmp:
+            work = Path(tmp)
+            fl = run("floor", video, work, faces)
+            idf = run("identify", video, work, faces)
+            sy = run("sync", video, work, faces)
+        t = sy.get("timings", {})
+        assert isinstance(t, dict)
+        stages = " ".join(f"{float(t.get(k, 0.0)):5.1f}" for k in
+                          ("prepare_s", "bank_s", "select_s", "render_encode_s"))
+        fw, fc = float(fl["wall"]), float(fl["cpu"])  # type: ignore[arg-type]
+        iw, sw, sc = (float(idf["wall"]), float(sy["wall"]),  # type: ignore[arg-type]
+                      float(sy["cpu"]))  # type: ignore[arg-type]
+        print(f"{name:10s} {seconds:4d} | {fw:7.1f} {fc:6.1f} | {iw:7.1f} {iw / seconds:5.2f} "
+              f"{float(idf['rss_mb']):5.0f} | {sw:7.1f} {sc:6.1f} {sw / seconds:5.2f} "  # type: ignore[arg-type]
+              f"{float(sy['rss_mb']):5.0f} | {sw / fw:7.2f} {sc / fc:6.2f} | {stages}",  # type: ignore[arg-type]
+              flush=True)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
