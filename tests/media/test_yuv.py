@@ -1,0 +1,74 @@
+"""Editing a face's window in the decoder's YUV planes: exact outside, faithful inside."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import av
+import cv2
+import numpy as np
+
+from lipdub.media.video import iter_frames
+from lipdub.media.yuv import YuvPicture, align, editable
+from tests.conftest import media
+
+
+def _first(path: Path) -> av.VideoFrame:
+    return next(iter(iter_frames(path, prefetch=0))).av_frame
+
+
+def test_untouched_picture_is_the_decoders_own_frame() -> None:
+    f = _first(media("videoretalking__face_3.mp4"))
+    assert editable(f, 0)
+    pic = YuvPicture(f)
+    box = pic.window((101, 33, 301, 207))
+    rgb = pic.rgb(box)
+    pic.put(box, rgb, rgb.copy())  # nothing changed: nothing is copied
+    assert pic.frame() is f
+
+
+def test_window_matches_the_full_conversion() -> None:
+    f = _first(media("videoretalking__face_2.mp4"))
+    full = cv2.cvtColor(f.to_ndarray(format="yuv420p"), cv2.COLOR_YUV2RGB_I420)
+    pic = YuvPicture(f)
+    box = pic.window((211, 303, 517, 611))
+    x0, y0, x1, y1 = box
+    assert box == (210, 302, 518, 612)  # grown to even corners
+    np.testing.assert_array_equal(pic.rgb(box), full[y0:y1, x0:x1])
+
+
+def test_edit_changes_only_what_was_drawn_and_round_trips() -> None:
+    f = _first(media("videoretalking__face_2.mp4"))
+    before_planes = f.to_ndarray(format="yuv420p").copy()
+    h, w = f.height, f.width
+    pic = YuvPicture(f)
+    box = pic.window((300, 400, 500, 560))
+    rgb = pic.rgb(box)
+    before = rgb.copy()
+    cv2.circle(rgb, (100, 80), 40, (200, 40, 40), -1)  # a red disc in the window
+    pic.put(box, rgb, before)
+    out = pic.frame()
+    assert out is not f
+    after = out.to_ndarray(format="yuv420p")
+    changed = after != before_planes
+    # Luma: only inside the window, and only where the disc is.
+    ys, xs = np.nonzero(changed[:h])
+    assert ys.min() >= box[1] and ys.max() < box[3] and xs.min() >= box[0] and xs.max() < box[2]
+    disc = np.zeros((h, w), bool)
+    cv2.circle(disc.view(np.uint8), (box[0] + 100, box[1] + 80), 41, 1, -1)
+    assert not (changed[:h] & ~disc).any()
+    # The disc reads back red (chroma is shared by 2x2 pixels: look inside it).
+    back = cv2.cvtColor(after, cv2.COLOR_YUV2RGB_I420)[box[1] + 80, box[0] + 100]
+    assert np.abs(back.astype(int) - (200, 40, 40)).max() <= 6
+    # The decoder's frame itself was not written to.
+    np.testing.assert_array_equal(f.to_ndarray(format="yuv420p"), before_planes)
+
+
+def test_frames_the_planes_cannot_carry_take_the_rgb_path() -> None:
+    f = av.VideoFrame.from_ndarray(np.zeros((64, 48, 3), np.uint8), format="rgb24")
+    assert not editable(f, 0)
+    y = av.VideoFrame.from_ndarray(np.zeros((96, 64), np.uint8), format="yuv420p")
+    assert editable(y, 0) and not editable(y, 90)
+    odd = av.VideoFrame(63, 64, "yuv420p")
+    assert not editable(odd, 0)
+    assert align((3, 5, 9, 11), 10, 10) == (2, 4, 10, 10)

@@ -1,0 +1,53 @@
+"""The exemplar bank from identify's crops: no second decode, the same appearances."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import lipdub
+from lipdub.render.engine import ClassicEngine, FaceJob
+from tests.conftest import media
+
+VIDEO = "videoretalking__face_2.mp4"
+
+
+@pytest.fixture(scope="module")
+def session(tmp_path_factory: pytest.TempPathFactory) -> lipdub.Session:
+    out = tmp_path_factory.mktemp("bank") / "s"
+    lipdub.identify(media(VIDEO), out_dir=out)
+    return lipdub.Session.load(out)
+
+
+def _job(face: lipdub.Face) -> FaceJob:
+    return FaceJob(face=face, target_open=np.zeros(0), target_width=np.zeros(0),
+                   alpha=np.zeros(0))
+
+
+def test_bank_from_crops_reads_no_video(session: lipdub.Session) -> None:
+    face = session.faces[0]
+    assert face.crops is not None
+    bank = ClassicEngine()._banks(Path("/nonexistent/video.mp4"), [_job(face)],
+                                  lambda _f: None)[0]
+    assert len(bank) == len(face.crops)
+    np.testing.assert_array_equal(bank.frames, np.flatnonzero(
+        np.isin(face.track.frames, face.crops.frames)))
+
+
+def test_bank_from_crops_looks_like_the_bank_from_the_video(session: lipdub.Session) -> None:
+    face = session.faces[0]
+    from_crops = ClassicEngine()._banks(media(VIDEO), [_job(face)], lambda _f: None)[0]
+    decoded = ClassicEngine()._banks(media(VIDEO), [_job(replace(face, crops=None))],
+                                     lambda _f: None)[0]
+    same = np.intersect1d(from_crops.frames, decoded.frames)
+    assert len(same) > 50
+    a = from_crops.patches[np.searchsorted(from_crops.frames, same)].astype(np.float32)
+    b = decoded.patches[np.searchsorted(decoded.frames, same)].astype(np.float32)
+    # Same place (geometry), same look (JPEG at quality 95 of a working-resolution crop).
+    psnr = 10 * np.log10(255**2 / float(np.mean((a - b) ** 2)))
+    assert psnr > 40, psnr
+    np.testing.assert_allclose(from_crops.opening[np.searchsorted(from_crops.frames, same)],
+                               decoded.opening[np.searchsorted(decoded.frames, same)])
