@@ -12,6 +12,8 @@ is unchanged; the bank and the render see the same colours because both use it.
 
 from __future__ import annotations
 
+import contextlib
+
 import av
 import cv2
 import numpy as np
@@ -40,16 +42,25 @@ def align(box: Box, width: int, height: int) -> Box:
 
 
 class YuvPicture:
-    """One yuv420p frame's planes, read from the decoder's frame and copied on first write
-    (the decoder may still reference its buffers for later frames)."""
+    """One yuv420p frame's planes. Reads come straight from the decoder's frame; the first
+    write copies the planes once into a new frame (the decoder may still reference its
+    buffers for later frames), and every later read and write uses that copy, so faces
+    whose windows overlap see each other's edits."""
 
     def __init__(self, frame: av.VideoFrame) -> None:
         self.width, self.height = frame.width, frame.height
-        self._src = frame
+        self._src: av.VideoFrame = frame
+        self._out: av.VideoFrame | None = None
+        self._planes = self._views(frame)
+
+    def _views(self, frame: av.VideoFrame) -> list[np.ndarray]:
         h, w = self.height, self.width
-        self._planes = [_plane(frame, 0, h, w), _plane(frame, 1, h // 2, w // 2),
-                        _plane(frame, 2, h // 2, w // 2)]
-        self.changed = False
+        return [_plane(frame, 0, h, w), _plane(frame, 1, h // 2, w // 2),
+                _plane(frame, 2, h // 2, w // 2)]
+
+    @property
+    def changed(self) -> bool:
+        return self._out is not None
 
     def window(self, box: Box) -> Box:
         return align(box, self.width, self.height)
@@ -60,11 +71,23 @@ class YuvPicture:
         y, u, v = self._planes
         h, w = y1 - y0, x1 - x0
         flat = np.empty(h * w * 3 // 2, np.uint8)
-        flat[: h * w] = y[y0:y1, x0:x1].ravel()
+        flat[: h * w].reshape(h, w)[:] = y[y0:y1, x0:x1]
         q = h * w // 4
-        flat[h * w : h * w + q] = u[y0 // 2 : y1 // 2, x0 // 2 : x1 // 2].ravel()
-        flat[h * w + q :] = v[y0 // 2 : y1 // 2, x0 // 2 : x1 // 2].ravel()
+        flat[h * w : h * w + q].reshape(h // 2, w // 2)[:] = u[y0 // 2 : y1 // 2, x0 // 2 : x1 // 2]
+        flat[h * w + q :].reshape(h // 2, w // 2)[:] = v[y0 // 2 : y1 // 2, x0 // 2 : x1 // 2]
         return np.asarray(cv2.cvtColor(flat.reshape(h * 3 // 2, w), cv2.COLOR_YUV2RGB_I420))
+
+    def _writable(self) -> list[np.ndarray]:
+        if self._out is None:
+            out = av.VideoFrame(self.width, self.height, "yuv420p")
+            planes = self._views(out)
+            for dst, src in zip(planes, self._planes, strict=True):
+                np.copyto(dst, src)
+            for attr in ("color_range", "colorspace", "pict_type"):
+                with contextlib.suppress(AttributeError, ValueError, TypeError):
+                    setattr(out, attr, getattr(self._src, attr))
+            self._out, self._planes = out, planes
+        return self._planes
 
     def put(self, box: Box, rgb: np.ndarray, before: np.ndarray,
             region: Box | None = None) -> None:
@@ -82,14 +105,11 @@ class YuvPicture:
         diff = ne[..., 0] | ne[..., 1] | ne[..., 2]  # 3 passes: far faster than any(axis=2)
         if not diff.any():
             return
-        if not self.changed:  # copy-on-write: the decoder's buffers are not ours
-            self._planes = [p.copy() for p in self._planes]
-            self.changed = True
+        y, u, v = self._writable()
         x0, y0, x1, y1 = wx0 + rx0, wy0 + ry0, wx0 + rx1, wy0 + ry1
         h, w = y1 - y0, x1 - x0
         flat = np.asarray(cv2.cvtColor(new, cv2.COLOR_RGB2YUV_I420)).ravel()
         q = h * w // 4
-        y, u, v = self._planes
         np.copyto(y[y0:y1, x0:x1], flat[: h * w].reshape(h, w), where=diff)
         d4 = diff.reshape(h // 2, 2, w // 2, 2)
         cdiff = d4[:, 0, :, 0] | d4[:, 0, :, 1] | d4[:, 1, :, 0] | d4[:, 1, :, 1]
@@ -99,13 +119,7 @@ class YuvPicture:
 
     def frame(self) -> av.VideoFrame:
         """The picture as a frame for the encoder (the source frame itself if unchanged)."""
-        if not self.changed:
-            return self._src
-        h, w = self.height, self.width
-        flat = np.concatenate([p.ravel() for p in self._planes])
-        out = av.VideoFrame.from_ndarray(flat.reshape(h * 3 // 2, w), format="yuv420p")
-        out.color_range = self._src.color_range
-        return out
+        return self._src if self._out is None else self._out
 
 
 __all__ = ["Box", "YuvPicture", "align", "editable"]

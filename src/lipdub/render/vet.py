@@ -389,7 +389,10 @@ def check_patch(rendered_roi: np.ndarray | SmallLab, source_roi: np.ndarray | Sm
     f = size[0] / w
     r = _small_lab(rendered_roi, size)
     s = _small_lab(source_roi, size)
-    m = cv2.resize(np.asarray(mask, np.float32), size, interpolation=cv2.INTER_AREA)
+    mk = np.asarray(mask, np.float32)
+    step = max(1, min(mk.shape[0] // (2 * size[1]), mk.shape[1] // (2 * size[0])))
+    m = cv2.resize(np.ascontiguousarray(mk[::step, ::step]), size,  # smooth: thin first
+                   interpolation=cv2.INTER_AREA)
     core = m > 0.5
     if core.sum() < 8:
         return True, ""
