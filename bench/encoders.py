@@ -9,7 +9,8 @@ Printed per setting, as means over the clips: encoder CPU relative to veryfast C
 (the setting before this measurement), PSNR and SSIM deltas against it, and bitrate
 relative to it. The renderer's setting (lipdub.media.video.DEFAULT_PRESET / DEFAULT_CRF)
 is the fastest whose loss is no worse than veryfast CRF 18's on every clip within
-0.1 dB / 0.0005 SSIM, among those at most twice its bits.
+0.1 dB / 0.0005 SSIM, among those at most twice its bits. Arguments replace the list:
+``superfast:16:mbtree=1:rc-lookahead=10`` (preset:CRF[:x264-params]).
 """
 
 from __future__ import annotations
@@ -34,7 +35,10 @@ CLIPS = ["videoretalking__face_2.mp4", "videoretalking__face_4.mp4",
 SETTINGS = [("veryfast", 18, ""), ("veryfast", 17, ""), ("faster", 18, ""),
             ("superfast", 20, ""), ("superfast", 18, ""), ("superfast", 17, ""),
             ("superfast", 18, "mbtree=1:rc-lookahead=10"),
-            ("superfast", 19, "mbtree=1:rc-lookahead=10"),
+            ("superfast", 17, "mbtree=1:rc-lookahead=10:subme=2"),
+            ("superfast", 16, "mbtree=1:rc-lookahead=10"),
+            ("superfast", 17, "mbtree=1:rc-lookahead=10:bframes=1"),
+            ("superfast", 16, "mbtree=1:rc-lookahead=10:bframes=1"),  # the renderer's
             ("ultrafast", 18, ""), ("ultrafast", 16, "")]
 if len(sys.argv) > 1:  # e.g. superfast:18:mbtree=1:rc-lookahead=10
     SETTINGS = [SETTINGS[0]] + [(a.split(":")[0], int(a.split(":")[1]),

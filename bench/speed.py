@@ -5,8 +5,8 @@
 
 "floor" is the work any re-rendering tool must do: decode every frame with PyAV and
 encode every frame with libx264 veryfast CRF 18 (threads on). For each clip, floor,
-identify and sync run back to back, each in a fresh process (peak RSS is its own, models
-are loaded before the clock starts, as a service holds them); sync loads the session
+identify and sync run back to back, each in a fresh process (peak RSS is its own; identify's
+models are loaded before the clock starts, as a service holds them); sync loads the session
 identify saved, as the service does. Printed: wall, CPU (user+sys, all threads), peak
 RSS, wall over the clip's duration (RTF, "x dur"), sync / floor in wall and CPU, and
 sync's own stage times. Clips are real talking heads (bench/_clips.speed_clip), cached.
@@ -71,9 +71,10 @@ if stage == "floor":
     inp.close()
     extra = {}
 else:
-    from lipdub.faces import models
-    models.hog_detector(); models.landmark_predictor(); models.face_encoder()
     import lipdub
+    if stage == "identify":  # a service holds its models; sync needs none
+        from lipdub.faces import models
+        models.hog_detector(); models.landmark_predictor(); models.face_encoder()
     from lipdub.speech.visemes import frame_visemes  # noqa: F401  (imported before the clock)
     c0, t0 = cpu(), time.perf_counter()
     if stage == "identify":

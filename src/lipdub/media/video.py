@@ -23,14 +23,15 @@ from lipdub.errors import LimitError, MediaError
 # libx264 settings. The encoder is the largest cost of a render, so they were measured
 # (bench/encoders.py, docs/benchmarks.md: 5 real clips + 2 talking heads at 720p/1080p)
 # against the loss they add (PSNR and SSIM of luma against the decoded source): this is the
-# fastest setting whose loss is no worse than the former "veryfast" CRF 18 on any clip, at
-# 0.70x its encoder CPU and 1.14x its bits. It is "superfast" with three of veryfast's
-# tools put back: the macroblock tree over a 10-frame look-ahead (it gives a static
-# background the bits that keep it as clean as the source) and subpixel refinement 2;
-# plain superfast at CRF 20 was faster (0.53x) but lost 1.9 dB on the small vasp clip.
+# fastest setting found whose loss is no worse than the former "veryfast" CRF 18 on any clip
+# (within 0.1 dB / 0.0005 SSIM), at 0.54x its encoder CPU and 1.56x its bits. It is
+# "superfast" with veryfast's macroblock tree over a 10-frame look-ahead put back (it gives
+# a static background the bits that keep it as clean as the source) and one B-frame, not
+# three: as good, and at 4K 95 MB less encoder memory and faster still (0.48x). Plain
+# superfast at CRF 20 was as fast but lost 1.9 dB on the small vasp clip.
 DEFAULT_PRESET = "superfast"
-DEFAULT_CRF = 17
-DEFAULT_X264_PARAMS = "mbtree=1:rc-lookahead=10:subme=2"
+DEFAULT_CRF = 16
+DEFAULT_X264_PARAMS = "mbtree=1:rc-lookahead=10:bframes=1"
 
 # The largest picture we agree to decode: 4K plus margin. Guards memory against
 # crafted headers that claim enormous sizes.
@@ -230,7 +231,7 @@ def iter_frames(
     path: str | Path,
     *,
     progress: Callable[[int], None] | None = None,
-    prefetch: int = 4,
+    prefetch: int | None = None,
     rgb_for: Callable[[int], bool] | None = None,
 ) -> Iterator[Frame]:
     """Yield upright frames in presentation order, streaming.
@@ -240,6 +241,9 @@ def iter_frames(
     Memory holds at most ``prefetch + 1`` frames. Frames whose index ``rgb_for`` accepts
     are converted to RGB in that thread too (the conversion also releases the GIL).
     """
+    if prefetch is None:
+        w, h = _coded_size(path)
+        prefetch = queue_depth(w, h, most=4)
     if prefetch <= 0:
         yield from _decode(path, progress)
         return
@@ -283,6 +287,16 @@ def iter_frames(
                 worker.join(timeout=0.05)
 
 
+def _coded_size(path: str | Path) -> tuple[int, int]:
+    """The video stream's (width, height) as stored, from the header (no decoding)."""
+    try:
+        with av.open(str(path)) as c:
+            cc = c.streams.video[0].codec_context
+            return int(cc.width), int(cc.height)
+    except (av.error.FFmpegError, IndexError, OSError):
+        return 0, 0  # _decode reports what is wrong with the file
+
+
 def _decode(path: str | Path, progress: Callable[[int], None] | None) -> Iterator[Frame]:
     container = _open(path)
     name = Path(path).name
@@ -291,6 +305,9 @@ def _decode(path: str | Path, progress: Callable[[int], None] | None) -> Iterato
             raise MediaError(f"{name} has no video stream.")
         stream = container.streams.video[0]
         stream.thread_type = "AUTO"  # frame threads: decode is otherwise one core
+        # One frame thread per core (FFmpeg's default is one more): each holds a picture in
+        # flight, 12 MB at 4K, for no speed on a machine whose cores are otherwise busy.
+        stream.codec_context.thread_count = max(1, os.cpu_count() or 1)
         tb = stream.time_base or Fraction(1, 90000)
         first_pts: int | None = None
         index = 0
@@ -395,6 +412,14 @@ class VideoWriter:
             return
         self._encode(f, pts)
 
+    @property
+    def width(self) -> int:
+        return int(self._video.width)
+
+    @property
+    def height(self) -> int:
+        return int(self._video.height)
+
     def write_frame(self, frame: av.VideoFrame, pts: int | None = None) -> None:
         """Encode a yuv420p frame of the output's size as it is."""
         self._encode(frame, pts)
@@ -444,14 +469,23 @@ class VideoWriter:
         self.close()
 
 
+def queue_depth(width: int, height: int, budget_mb: float = 40.0, most: int = 6) -> int:
+    """Frames a queue between threads may hold: ``most``, fewer for large pictures so
+    that a queue of yuv420p frames stays within ``budget_mb`` (at least 2 to overlap)."""
+    frame_mb = width * height * 1.5 / 2**20
+    return int(max(2, min(most, budget_mb // max(frame_mb, 1e-6))))
+
+
 class BackgroundWriter:
     """A :class:`VideoWriter` fed through a bounded queue and drained by its own thread,
     so the RGB->YUV conversion and the encoder (PyAV releases the GIL around both) run
     while the caller composes the next frames. The queue bounds memory; an error in the
     writer thread is raised at the caller's next write or at close."""
 
-    def __init__(self, writer: VideoWriter, depth: int = 6) -> None:
+    def __init__(self, writer: VideoWriter, depth: int | None = None) -> None:
         self._writer = writer
+        if depth is None:  # a few frames in flight, whatever their size (a 4K frame: 12 MB)
+            depth = queue_depth(writer.width, writer.height)
         self._queue: queue.Queue[tuple[str, object, int | None] | None] = queue.Queue(depth)
         self._error: BaseException | None = None
         self._thread = threading.Thread(target=self._drain, name="lipdub-encode", daemon=True)

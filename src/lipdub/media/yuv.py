@@ -86,7 +86,9 @@ class YuvPicture:
             for attr in ("color_range", "colorspace", "pict_type"):
                 with contextlib.suppress(AttributeError, ValueError, TypeError):
                     setattr(out, attr, getattr(self._src, attr))
-            self._out, self._planes = out, planes
+            # The decoder's frame is no longer needed: let its buffer go back to the decoder
+            # (a queue of edited 4K pictures would otherwise hold two copies of each).
+            self._out, self._planes, self._src = out, planes, out
         return self._planes
 
     def put(self, box: Box, rgb: np.ndarray, before: np.ndarray,

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -21,7 +22,13 @@ from lipdub.media import fit as length
 from lipdub.media.audio import PlacedClip, crop, decode_audio, mix, read_video_audio, to_mono
 from lipdub.media.video import probe
 from lipdub.render.engine import ClassicEngine, Engine, FaceJob, Preview, preview_strip
-from lipdub.speech.mouth import build_profile, mouth_targets
+from lipdub.speech.mouth import (
+    SpeakerProfile,
+    SpeechAnalysis,
+    analyse_speech,
+    build_profile,
+    mouth_targets,
+)
 
 OUT_SR = 48000  # the output track's sample rate
 RAMP_FRAMES = 4  # frames over which a window fades in and out
@@ -122,34 +129,46 @@ def sync(
     clips: list[PlacedClip] = []
     jobs: list[FaceJob] = []
     fits: list[length.Fit] = []
-    # The video's own track, decoded once: mixed into the output, and (mono) the person's
-    # own speech for self-calibration.
-    original = read_video_audio(video, OUT_SR, 2) if info.has_audio else None
-    source_mono = to_mono(original) if original is not None else None
     # Preparing the audio and mouth targets takes seconds before the first frame renders:
     # it gets the first PREP of the progress, so a client sees the task move at once.
     prep = 0.08
     report(base + (1 - base) * 0.01)
-    for i, fa in enumerate(faces):
-        face = session.face(fa.face_id)
-        samples = decode_audio(fa.audio_path, OUT_SR, 2, max_duration_ms=max_audio_ms)
-        clip = crop(samples, OUT_SR, fa.start_ms, fa.end_ms)
-        if not 0 <= fa.insert_ms < duration_ms:
-            raise InputError(
-                f"Insert point {fa.insert_ms:.0f} ms is outside the video, which is "
-                f"{duration_ms:.0f} ms long: choose a time from 0 up to its end."
-            )
-        # The same rule as the API's (lipdub.media.fit): nothing is cut silently.
-        fit = length.plan(1000.0 * len(clip) / OUT_SR, fa.insert_ms, duration_ms,
-                          fa.sync_mode, where=fa.face_id)
-        fits.append(fit)
-        clip = length.apply(clip, OUT_SR, fit)
-        placed = PlacedClip(clip, OUT_SR, fa.insert_ms, fa.volume)
-        clips.append(placed)
-        end_ms = min(fa.insert_ms + placed.duration_ms, duration_ms)
-        _check_overlap(face, fa.insert_ms, end_ms)
-        jobs.append(_job(face, clip, fa.insert_ms, end_ms, times, info.fps, source_mono))
-        report(base + (1 - base) * prep * (i + 1) / len(faces))
+    # The source side runs in a thread beside the new speech's side (both are mostly
+    # NumPy/SciPy and FFmpeg, which release the GIL): the video's own track, decoded once
+    # (mixed into the output, and, mono, the person's own speech to calibrate on), then each
+    # face's profile from it.
+    side = ThreadPoolExecutor(max_workers=1, thread_name_prefix="lipdub-profile")
+    try:
+        src_f = side.submit(_source_track, video, info.has_audio)
+        profile_f = {fa.face_id: side.submit(_profile, session.face(fa.face_id), src_f,
+                                             times, info.fps) for fa in faces}
+        for i, fa in enumerate(faces):
+            face = session.face(fa.face_id)
+            samples = decode_audio(fa.audio_path, OUT_SR, 2, max_duration_ms=max_audio_ms)
+            clip = crop(samples, OUT_SR, fa.start_ms, fa.end_ms)
+            if not 0 <= fa.insert_ms < duration_ms:
+                raise InputError(
+                    f"Insert point {fa.insert_ms:.0f} ms is outside the video, which is "
+                    f"{duration_ms:.0f} ms long: choose a time from 0 up to its end."
+                )
+            # The same rule as the API's (lipdub.media.fit): nothing is cut silently.
+            fit = length.plan(1000.0 * len(clip) / OUT_SR, fa.insert_ms, duration_ms,
+                              fa.sync_mode, where=fa.face_id)
+            fits.append(fit)
+            clip = length.apply(clip, OUT_SR, fit)
+            placed = PlacedClip(clip, OUT_SR, fa.insert_ms, fa.volume)
+            clips.append(placed)
+            end_ms = min(fa.insert_ms + placed.duration_ms, duration_ms)
+            _check_overlap(face, fa.insert_ms, end_ms)
+            timeline = _timeline(clip, fa.insert_ms, times, info.fps)
+            analysis = analyse_speech(timeline, OUT_SR, info.fps, n_frames,
+                                      frame_times_ms=times)
+            jobs.append(_job(face, timeline, analysis, profile_f[fa.face_id].result(),
+                             fa.insert_ms, end_ms, times, info.fps))
+            report(base + (1 - base) * prep * (i + 1) / len(faces))
+        original = src_f.result()[0]
+    finally:
+        side.shutdown(wait=True, cancel_futures=True)
 
     track = mix(duration_ms, OUT_SR, clips, original, original_volume=original_volume)
     prep_s = time.perf_counter() - t_start
@@ -188,21 +207,37 @@ def _check_overlap(face: Face, start_ms: float, end_ms: float) -> None:
         )
 
 
-def _job(face: Face, clip: np.ndarray, insert_ms: float, end_ms: float, times: np.ndarray,
-         fps: float, source_mono: np.ndarray | None) -> FaceJob:
-    n = len(times)
-    # This face's own speech alone on the video timeline (other faces' clips and the
-    # original sound would move this mouth for words it does not say).
+def _source_track(video: Path, has_audio: bool) -> tuple[np.ndarray | None, np.ndarray | None]:
+    """The video's own track (stereo at OUT_SR) and its mono mix, or (None, None)."""
+    original = read_video_audio(video, OUT_SR, 2) if has_audio else None
+    return original, (to_mono(original) if original is not None else None)
+
+
+def _profile(face: Face, source: Future[tuple[np.ndarray | None, np.ndarray | None]],
+             times: np.ndarray, fps: float) -> SpeakerProfile:
+    tr = face.track
+    return build_profile(tr.landmarks, fps, source.result()[1], OUT_SR, frames=tr.frames,
+                         frame_times_ms=times)
+
+
+def _timeline(clip: np.ndarray, insert_ms: float, times: np.ndarray, fps: float) -> np.ndarray:
+    """This face's own speech alone on the video timeline (other faces' clips and the
+    original sound would move this mouth for words it does not say), mono."""
     mono = to_mono(clip)
     timeline = np.zeros(int(np.ceil((float(times[-1]) + 1000.0 / fps) * OUT_SR / 1000)) + 1,
                         np.float32)
     i0 = int(round(insert_ms * OUT_SR / 1000))
     seg = mono[: max(0, len(timeline) - i0)]
     timeline[i0 : i0 + len(seg)] = seg
+    return timeline
+
+
+def _job(face: Face, timeline: np.ndarray, analysis: SpeechAnalysis, profile: SpeakerProfile,
+         insert_ms: float, end_ms: float, times: np.ndarray, fps: float) -> FaceJob:
+    n = len(times)
     tr = face.track
-    profile = build_profile(tr.landmarks, fps, source_mono, OUT_SR, frames=tr.frames,
-                            frame_times_ms=times)
-    targets = mouth_targets(timeline, OUT_SR, fps, n, profile, frame_times_ms=times)
+    targets = mouth_targets(timeline, OUT_SR, fps, n, profile, frame_times_ms=times,
+                            analysis=analysis)
     inside = (times >= insert_ms) & (times < end_ms)
     visible = np.zeros(n, bool)
     visible[tr.frames[tr.frames < n]] = True

@@ -684,6 +684,24 @@ def closure_frames(vis: FrameVisemes, gate: np.ndarray, loudness: np.ndarray) ->
     return np.asarray(vis.bilabial * (gate > 0.2) * quiet > 0.5)
 
 
+@dataclass(frozen=True)
+class SpeechAnalysis:
+    """What :func:`mouth_targets` reads from the speech itself (no person involved), so it
+    can be computed while the person's profile is being measured."""
+
+    features: FrameFeatures
+    visemes: FrameVisemes
+
+
+def analyse_speech(samples: np.ndarray, sr: int, fps: float, n_frames: int,
+                   start_ms: float = 0.0, *,
+                   frame_times_ms: np.ndarray | None = None) -> SpeechAnalysis:
+    """Acoustic features and visemes of ``samples`` at the video's frame times."""
+    return SpeechAnalysis(
+        frame_features(samples, sr, fps, n_frames, start_ms, times_ms=frame_times_ms),
+        frame_visemes(samples, sr, fps, n_frames, start_ms, times_ms=frame_times_ms))
+
+
 def mouth_targets(
     samples: np.ndarray,
     sr: int,
@@ -693,6 +711,7 @@ def mouth_targets(
     start_ms: float = 0.0,
     *,
     frame_times_ms: np.ndarray | None = None,
+    analysis: SpeechAnalysis | None = None,
 ) -> MouthTargets:
     """Per-video-frame mouth targets for ``samples``, in ``profile``'s person's own units.
 
@@ -712,8 +731,10 @@ def mouth_targets(
         return MouthTargets(z, z, z, z, z)
     if frame_times_ms is not None and np.asarray(frame_times_ms).shape != (n_frames,):
         raise InputError("frame_times_ms must hold one time per output frame (n_frames).")
-    ff = frame_features(samples, sr, fps, n_frames, start_ms, times_ms=frame_times_ms)
-    vis = frame_visemes(samples, sr, fps, n_frames, start_ms, times_ms=frame_times_ms)
+    if analysis is None:
+        analysis = analyse_speech(samples, sr, fps, n_frames, start_ms,
+                                  frame_times_ms=frame_times_ms)
+    ff, vis = analysis.features, analysis.visemes
     c = _cues(ff, vis)
     cm = c.matrix()
     o_score = _apply_calibration(profile.open_cal, cm, _generic_open(c))
