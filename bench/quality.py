@@ -29,8 +29,9 @@ fidelity
   mask     lower-face polygon from the source landmarks of each frame (jaw 2..14 + nose
            base 31..35), dilated by 15 % of the face width (jaw 0 to 16)
   psnr     PSNR (RGB, pooled MSE over all frames) outside the mask, source vs output
-  psnr0    the same for the source merely re-encoded (x264 crf 18 veryfast, the engine's
-           default): the encoding-loss floor; psnr well under psnr0 = the engine leaks
+  psnr0    the same for the source merely re-encoded with the engine's own x264 settings
+           (media.video.DEFAULT_*): the encoding-loss floor; psnr well under psnr0 = the
+           engine leaks
   seam     mean | |grad out| - |grad src| | (luma Sobel magnitude, 0..255 levels) in a band
            of +-2 % face width around the mask border, and the ratio of that to the same
            measure further out (dist > 2x band, the encoding-noise floor): ~1 = no seam

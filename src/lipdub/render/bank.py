@@ -72,11 +72,15 @@ class Canonical:
         x0, y0 = mean.min(axis=0)
         x1, y1 = mean.max(axis=0)
         w, h = x1 - x0, y1 - y0
-        # Margins: a third of the face below the chin (the open jaw and the neck), a
-        # fifth at the sides.
-        origin = np.array([x0 - 0.2 * w, y0 - 0.1 * h])
+        # The patch holds the lower face only, which is all the compositor blends (its mask
+        # lies between the jaw and the nose base): from just above the nose base and the
+        # upper jaw, down to a third of the face below the chin (the open jaw and the neck),
+        # a little beyond the jaw at the sides. The eyes stay in the template (the
+        # alignment uses them) but not in the pixels: a third of the memory of a bank.
+        top = min(float(mean[2:15, 1].min()), float(mean[29:36, 1].min())) - 0.08 * h
+        origin = np.array([x0 - 0.08 * w, top])
         template = mean - origin
-        size = (int(np.ceil(w * 1.4)), int(np.ceil(h * 1.45)))
+        size = (int(np.ceil(w * 1.16)), int(np.ceil(y1 + 0.35 * h - top)))
         return cls(template=template.astype(np.float32), size=size)
 
     def to_canonical(self, landmarks: np.ndarray) -> np.ndarray:
