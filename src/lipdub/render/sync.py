@@ -167,10 +167,13 @@ def sync(
                              fa.insert_ms, end_ms, times, info.fps))
             report(base + (1 - base) * prep * (i + 1) / len(faces))
         original = src_f.result()[0]
+        del samples, clip, placed, timeline, analysis  # the last face's: freed for the render
     finally:
         side.shutdown(wait=True, cancel_futures=True)
 
     track = mix(duration_ms, OUT_SR, clips, original, original_volume=original_volume)
+    # The parts of the mix are not needed while rendering (a minute of stereo is 23 MB each).
+    del clips, original, src_f, profile_f
     prep_s = time.perf_counter() - t_start
 
     preview = Preview(frames=_preview_frames(jobs)) if preview_path else None
