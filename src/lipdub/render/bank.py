@@ -77,7 +77,7 @@ class Canonical:
         # upper jaw, down to a third of the face below the chin (the open jaw and the neck),
         # a little beyond the jaw at the sides. The eyes stay in the template (the
         # alignment uses them) but not in the pixels: a third of the memory of a bank.
-        top = min(float(mean[2:15, 1].min()), float(mean[29:36, 1].min())) - 0.08 * h
+        top = min(float(mean[2:15, 1].min()), float(mean[29:36, 1].min())) - 0.2 * h
         origin = np.array([x0 - 0.08 * w, top])
         template = mean - origin
         size = (int(np.ceil(w * 1.16)), int(np.ceil(y1 + 0.35 * h - top)))
