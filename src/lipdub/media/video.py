@@ -389,7 +389,9 @@ class VideoWriter:
                 a = a[:, None]
             channels = a.shape[1]
             layout = "mono" if channels == 1 else "stereo"
-            self._audio = np.ascontiguousarray(a[:, :2].T)  # planar (C, N)
+            # Kept as given, (N, C): each block is made planar as it is encoded, so a long
+            # track is not held twice (a minute of stereo is 23 MB).
+            self._audio = a[:, :2]
             self._audio_stream = self._container.add_stream("aac", rate=sample_rate)
             self._audio_stream.layout = layout
             self._audio_stream.bit_rate = 192_000
@@ -436,14 +438,14 @@ class VideoWriter:
     def _push_audio(self, until_s: float | None) -> None:
         if self._audio is None or self._audio_stream is None:
             return
-        total = self._audio.shape[1]
+        total = self._audio.shape[0]
         end = total if until_s is None else min(total, int(until_s * self._sr))
         chunk = 1024
         while self._audio_pos < end:
             stop = min(self._audio_pos + chunk, end if until_s is not None else total)
             if until_s is not None and stop - self._audio_pos < chunk and stop < total:
                 break  # wait for a whole frame; the remainder goes out at close
-            block = self._audio[:, self._audio_pos : stop]
+            block = np.ascontiguousarray(self._audio[self._audio_pos : stop].T)
             layout = "mono" if block.shape[0] == 1 else "stereo"
             af = av.AudioFrame.from_ndarray(block, format="fltp", layout=layout)
             af.sample_rate = self._sr
@@ -469,7 +471,7 @@ class VideoWriter:
         self.close()
 
 
-def queue_depth(width: int, height: int, budget_mb: float = 40.0, most: int = 6) -> int:
+def queue_depth(width: int, height: int, budget_mb: float = 26.0, most: int = 6) -> int:
     """Frames a queue between threads may hold: ``most``, fewer for large pictures so
     that a queue of yuv420p frames stays within ``budget_mb`` (at least 2 to overlap)."""
     frame_mb = width * height * 1.5 / 2**20
