@@ -15,6 +15,7 @@ sync's own stage times. Clips are real talking heads (bench/_clips.speed_clip), 
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import tempfile
@@ -22,6 +23,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _clips import MEDIA, speed_clip  # noqa: E402
+from lipdub.media.memory import ALLOCATOR_ENV  # noqa: E402
 
 # name: (height, seconds, faces)
 CLIPS = {
@@ -92,8 +94,10 @@ print(json.dumps({"wall": time.perf_counter() - t0, "cpu": cpu() - c0,
 
 
 def run(stage: str, video: Path, work: Path, faces: list[str]) -> dict[str, object]:
+    # The allocator settings the service gives its engine children (lipdub.media.memory).
+    env = {**os.environ, **ALLOCATOR_ENV} if stage != "floor" else None
     res = subprocess.run([sys.executable, "-c", CHILD, stage, str(video), str(work),
-                          json.dumps(faces)], capture_output=True, text=True)
+                          json.dumps(faces)], capture_output=True, text=True, env=env)
     if res.returncode != 0:
         raise SystemExit(f"{stage} failed on {video.name}:\n{res.stderr[-3000:]}")
     return json.loads(res.stdout.strip().splitlines()[-1])  # type: ignore[no-any-return]

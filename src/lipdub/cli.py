@@ -233,6 +233,9 @@ def sync(
 
 
 def main() -> None:
+    from lipdub.media.memory import tune_allocator
+
+    tune_allocator()  # before any thread starts (see lipdub.media.memory)
     app()
 
 

@@ -5,8 +5,6 @@ engines implement :class:`Engine` and plug in through :func:`lipdub.sync`'s ``en
 
 from __future__ import annotations
 
-import contextlib
-import ctypes
 import logging
 import os
 import time
@@ -21,6 +19,7 @@ import numpy as np
 
 from lipdub.faces.crops import FaceCrops, lower_face_window, window_rgb
 from lipdub.faces.session import Face, Session
+from lipdub.media.memory import trim_heap
 from lipdub.media.video import (
     DEFAULT_CRF,
     DEFAULT_PRESET,
@@ -273,14 +272,6 @@ class ClassicEngine:
 def _picture(fr: Frame) -> YuvPicture | None:
     """The frame's planes for editing in place, or None when it needs the full-RGB path."""
     return YuvPicture(fr.av_frame) if editable(fr.av_frame, fr.rotation) else None
-
-
-def trim_heap() -> None:
-    """Hand memory freed by the preparation (audio, bank vetting: hundreds of MB of
-    temporaries for a long video) back to the system before the long render pass, so the
-    process's resident size is what it holds, not what it once held. glibc only."""
-    with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
 
 
 def _cores() -> int:

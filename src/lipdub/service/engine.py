@@ -16,6 +16,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Protocol
 
+from lipdub.media.memory import ALLOCATOR_ENV
+
 ProgressFn = Callable[[float], None]
 
 # Engine exception class name -> failCode on the wire.
@@ -56,7 +58,7 @@ class SubprocessEngine:
                 stdin=subprocess.PIPE,  # kept open: its EOF tells the child we died
                 stdout=subprocess.PIPE,
                 stderr=log,
-                env={**os.environ, "PYTHONUNBUFFERED": "1"},
+                env={**os.environ, **ALLOCATOR_ENV, "PYTHONUNBUFFERED": "1"},
             )
             done = threading.Event()
             killer = threading.Thread(
