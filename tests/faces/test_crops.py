@@ -79,3 +79,16 @@ def test_pool_stays_bounded_on_a_long_track() -> None:
         assert len(pool.items) <= 2 * 40 + 40 // 8 + 40 // 16 + 1
     frames = sorted(pool.items)
     assert frames[0] == 0 and frames[-1] > 4000  # it still spans the whole track
+
+
+def test_saving_a_session_without_crops_removes_stale_ones(saved: lipdub.Session,
+                                                          tmp_path: Path) -> None:
+    import shutil
+    from dataclasses import replace
+    d = tmp_path / "s"
+    shutil.copytree(saved.directory, d)  # type: ignore[arg-type]
+    assert (d / "crops.npz").is_file()
+    bare = replace(saved, faces=[replace(f, crops=None) for f in saved.faces])
+    bare.save(d)
+    assert not (d / "crops.npz").exists()
+    assert lipdub.Session.load(d).faces[0].crops is None

@@ -72,3 +72,19 @@ def test_frames_the_planes_cannot_carry_take_the_rgb_path() -> None:
     odd = av.VideoFrame(63, 64, "yuv420p")
     assert not editable(odd, 0)
     assert align((3, 5, 9, 11), 10, 10) == (2, 4, 10, 10)
+
+
+def test_a_changed_block_gets_the_chroma_of_its_mean_colour() -> None:
+    """Chroma covers 2x2 pixels: one red pixel of four tints the block a quarter red
+    (OpenCV's own I420 conversion would take the top-left pixel's, grey)."""
+    grey = np.full((16, 16, 3), 128, np.uint8)
+    f = av.VideoFrame.from_ndarray(cv2.cvtColor(grey, cv2.COLOR_RGB2YUV_I420), format="yuv420p")
+    pic = YuvPicture(f)
+    box = (0, 0, 16, 16)
+    rgb = pic.rgb(box)
+    before = rgb.copy()
+    rgb[5, 5] = (255, 0, 0)  # the bottom-right pixel of block (2, 2)
+    pic.put(box, rgb, before)
+    planes = pic.frame().to_ndarray(format="yuv420p")
+    v = planes[16 + 4 :].reshape(-1)[2 * 8 + 2]  # V plane, row 2, column 2
+    assert 128 + 10 < int(v) < 128 + 40  # a quarter of red's V offset (~+110)

@@ -51,3 +51,29 @@ def test_bank_from_crops_looks_like_the_bank_from_the_video(session: lipdub.Sess
     assert psnr > 40, psnr
     np.testing.assert_allclose(from_crops.opening[np.searchsorted(from_crops.frames, same)],
                                decoded.opening[np.searchsorted(decoded.frames, same)])
+
+
+def test_a_failed_sync_abandons_the_bank_it_began(session: lipdub.Session,
+                                                  tmp_path: Path) -> None:
+    """The bank starts building before the audio is checked; a bad request stops it."""
+    import threading
+    import time
+
+    from lipdub.errors import InputError
+
+    before = {t.ident for t in threading.enumerate()}
+    eng = ClassicEngine()
+    face = replace(session.faces[0], crops=None)  # the slow path: a decode of the video
+    with pytest.raises(InputError):
+        eng.begin(media(VIDEO), [face])
+        lipdub.sync(media(VIDEO), [lipdub.FaceAudio(face.face_id, media(
+            "videoretalking__audio_1.wav"), insert_ms=60_000)], out_path=tmp_path / "o.mp4",
+            session=replace(session, faces=[face]), engine=eng)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and any(
+            t.name.startswith("lipdub-bank") and t.ident not in before
+            for t in threading.enumerate()):
+        time.sleep(0.05)
+    assert not any(t.name.startswith("lipdub-bank") and t.ident not in before
+                   for t in threading.enumerate())
+    assert eng._early is None

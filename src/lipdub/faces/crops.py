@@ -7,14 +7,16 @@ bounded by the face's size (a 4K close-up is kept at what the bank uses, not at 
 JPEG-encoded in a worker thread, and stored with the session.
 
 While tracking, each track keeps crops on a time stride that doubles whenever the pool
-outgrows its cap (so memory does not grow with video length), plus its most open and most
-closed mouths so far. When the people are known, :func:`choose_frames` picks the bank's
-frames among those candidates with the same rule the renderer used before.
+outgrows twice the bank's size (so memory does not grow with video length), plus its most
+open and most closed mouths so far. When the people are known, :func:`choose_frames`
+picks the bank's frames among those candidates with the same rule the renderer used
+before.
 """
 
 from __future__ import annotations
 
 import heapq
+import logging
 import threading
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -37,6 +39,8 @@ WORK_IOD = 120.0
 JPEG_QUALITY = 92
 BANK_CAP = 240  # entries in a bank (render.engine.ClassicEngine.bank_size's default)
 CROPS_FILE = "crops.npz"
+
+log = logging.getLogger(__name__)
 
 
 def lower_face_window(lm: np.ndarray, width: int, height: int) -> Box:
@@ -82,11 +86,11 @@ def choose_frames(landmarks: np.ndarray, frames: np.ndarray, cap: int) -> np.nda
 @dataclass
 class FaceCrops:
     """One person's stored crops: frame ``frames[k]``'s pixels from ``origin[k]`` (frame
-    pixels, top-left) at ``scale[k]`` crop pixels per frame pixel, as JPEG."""
+    pixels, top-left) at ``scale[k]`` crop pixels per frame pixel (x, y), as JPEG."""
 
     frames: np.ndarray  # (K,) int32, sorted
     origin: np.ndarray  # (K, 2) float32
-    scale: np.ndarray  # (K,) float32
+    scale: np.ndarray  # (K, 2) float32: the sides are rounded apart, so x and y differ
     jpeg: list[bytes] = field(default_factory=list)
 
     def __len__(self) -> int:
@@ -102,10 +106,10 @@ class FaceCrops:
     def to_frame(self, k: int) -> np.ndarray:
         """2x3 affine from crop ``k``'s pixels to frame pixels (pixel centres: an area
         resize by ``s`` maps crop x to frame (x + 0.5) / s - 0.5)."""
-        s = float(self.scale[k])
+        sx, sy = (float(v) for v in np.broadcast_to(self.scale[k], (2,)))
         ox, oy = (float(v) for v in self.origin[k])
-        c = 0.5 / s - 0.5
-        return np.array([[1 / s, 0, ox + c], [0, 1 / s, oy + c]], np.float64)
+        return np.array([[1 / sx, 0, ox + 0.5 / sx - 0.5],
+                         [0, 1 / sy, oy + 0.5 / sy - 0.5]], np.float64)
 
     def arrays(self, prefix: str) -> dict[str, np.ndarray]:
         sizes = np.array([len(b) for b in self.jpeg], np.int64)
@@ -146,7 +150,7 @@ def load_crops(path: Path) -> dict[str, np.ndarray]:
 @dataclass
 class _Pending:
     frame: int
-    crop: Future[tuple[bytes, tuple[float, float], float]]  # JPEG, origin, scale
+    crop: Future[tuple[bytes, tuple[float, float], tuple[float, float]]]  # JPEG, origin, scale
 
 
 class _TrackPool:
@@ -212,6 +216,8 @@ class CropCollector:
         if frame.rotation in (90, 270):
             h, w = w, h
         box = lower_face_window(lm, w, h)
+        if box[2] - box[0] < 8 or box[3] - box[1] < 8:  # the face is (nearly) off the picture
+            return
         iod = float(interocular(lm))
         scale = min(1.0, WORK_IOD / max(iod, 1.0))
         self._slots.acquire()
@@ -219,15 +225,15 @@ class CropCollector:
         pool.add(frame.index, opening, _Pending(frame.index, fut))
 
     def _encode(self, frame: Frame, box: Box,
-                scale: float) -> tuple[bytes, tuple[float, float], float]:
+                scale: float) -> tuple[bytes, tuple[float, float], tuple[float, float]]:
         try:
             rgb, b = window_rgb(frame, box)
-            s = 1.0
+            s = (1.0, 1.0)
             if scale < 1.0:
-                w = max(1, round(rgb.shape[1] * scale))
-                s = w / rgb.shape[1]
-                rgb = cv2.resize(rgb, (w, max(1, round(rgb.shape[0] * s))),
-                                 interpolation=cv2.INTER_AREA)
+                h0, w0 = rgb.shape[:2]
+                w, h = max(1, round(w0 * scale)), max(1, round(h0 * scale))
+                s = (w / w0, h / h0)
+                rgb = cv2.resize(rgb, (w, h), interpolation=cv2.INTER_AREA)
             ok, buf = cv2.imencode(".jpg", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR),
                                    [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY])
             if not ok:
@@ -252,12 +258,17 @@ class CropCollector:
         if len(rows) == 0:
             return None
         chosen = rows[choose_frames(landmarks[rows], frames[rows], self.cap)]
-        try:
-            done = [cand[int(frames[r])].crop.result() for r in chosen]
-        except Exception:  # a crop that failed to encode: the renderer decodes instead
+        kept, done = [], []
+        for r in chosen:
+            try:
+                done.append(cand[int(frames[r])].crop.result())
+                kept.append(r)
+            except Exception as e:  # that frame is left out of the bank, the rest stays
+                log.warning("crop of frame %d not kept: %s", int(frames[r]), e)
+        if not done:
             return None
         # Geometry is per crop: the window follows the face, the scale its size.
-        return FaceCrops(frames=frames[chosen].astype(np.int32),
+        return FaceCrops(frames=frames[np.array(kept, np.int64)].astype(np.int32),
                          origin=np.array([o for _, o, _ in done], np.float32),
                          scale=np.array([sc for _, _, sc in done], np.float32),
                          jpeg=[j for j, _, _ in done])

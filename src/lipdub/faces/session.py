@@ -145,6 +145,8 @@ class Session:
         crops = {f.face_id: f.crops for f in self.faces if f.crops is not None}
         if crops:
             save_crops(d / CROPS_FILE, crops)
+        else:  # never leave another session's crops beside this one's tracks
+            (d / CROPS_FILE).unlink(missing_ok=True)
         tmp = d / (SESSION_FILE + ".tmp")
         tmp.write_text(json.dumps(self.to_json(), indent=2))
         tmp.replace(d / SESSION_FILE)  # atomic: a reader never sees half a session

@@ -7,6 +7,7 @@ picture upright. Timestamps come from the container, so variable frame rates wor
 
 from __future__ import annotations
 
+import contextlib
 import os
 import queue
 import threading
@@ -32,6 +33,15 @@ from lipdub.errors import LimitError, MediaError
 DEFAULT_PRESET = "superfast"
 DEFAULT_CRF = 16
 DEFAULT_X264_PARAMS = "mbtree=1:rc-lookahead=10:bframes=1"
+
+
+def usable_cores() -> int:
+    """Cores this process may run on (CPU affinity, as a container pins it), at least 1."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):  # not Linux
+        return max(1, os.cpu_count() or 1)
+
 
 # The largest picture we agree to decode: 4K plus margin. Guards memory against
 # crafted headers that claim enormous sizes.
@@ -307,7 +317,7 @@ def _decode(path: str | Path, progress: Callable[[int], None] | None) -> Iterato
         stream.thread_type = "AUTO"  # frame threads: decode is otherwise one core
         # One frame thread per core (FFmpeg's default is one more): each holds a picture in
         # flight, 12 MB at 4K, for no speed on a machine whose cores are otherwise busy.
-        stream.codec_context.thread_count = max(1, os.cpu_count() or 1)
+        stream.codec_context.thread_count = usable_cores()
         tb = stream.time_base or Fraction(1, 90000)
         first_pts: int | None = None
         index = 0
@@ -372,7 +382,7 @@ class VideoWriter:
         # x264 threads: one per core (its default, 1.5 per core, holds more frames in
         # flight: memory that grows with the picture, ~40 MB a frame at 4K, for no speed
         # on a machine whose other core is busy decoding and rendering).
-        n = threads or max(1, os.cpu_count() or 1)
+        n = threads or usable_cores()
         self._video.options = {"crf": str(crf), "preset": preset, "threads": str(n),
                                **({"x264-params": x264_params} if x264_params else {})}
         self._time_base = time_base or Fraction(1, 1) / rate
@@ -427,6 +437,11 @@ class VideoWriter:
         self._encode(frame, pts)
 
     def _encode(self, frame: av.VideoFrame, pts: int | None) -> None:
+        # A decoded frame carries its source's picture type, which libx264 obeys as a
+        # forced type: the source's GOP would override our own settings (B-frames, key
+        # frames). The encoder decides.
+        with contextlib.suppress(AttributeError, TypeError, ValueError):
+            frame.pict_type = av.video.frame.PictureType.NONE
         frame.pts = pts if pts is not None else self._index
         frame.time_base = self._time_base
         for packet in self._video.encode(frame):

@@ -6,8 +6,9 @@ back costs more than rendering the face at 1080p and dominates at 4K (a 4K RGB f
 pixels the edit changed are replaced: everything else stays the decoder's exact bytes.
 
 The conversion is OpenCV's BT.601 limited-range I420 <-> RGB, the same both ways (and
-within a level or two of libswscale's), so a pixel that goes out and comes back unchanged
-is unchanged; the bank and the render see the same colours because both use it.
+within a level or two of libswscale's); a pixel the edit did not change is not written
+back at all, and a changed 2x2 block gets the chroma of its mean colour. The bank and the
+render see the same colours because both use it.
 """
 
 from __future__ import annotations
@@ -83,7 +84,7 @@ class YuvPicture:
             planes = self._views(out)
             for dst, src in zip(planes, self._planes, strict=True):
                 np.copyto(dst, src)
-            for attr in ("color_range", "colorspace", "pict_type"):
+            for attr in ("color_range", "colorspace"):
                 with contextlib.suppress(AttributeError, ValueError, TypeError):
                     setattr(out, attr, getattr(self._src, attr))
             # The decoder's frame is no longer needed: let its buffer go back to the decoder
@@ -111,11 +112,17 @@ class YuvPicture:
         x0, y0, x1, y1 = wx0 + rx0, wy0 + ry0, wx0 + rx1, wy0 + ry1
         h, w = y1 - y0, x1 - x0
         flat = np.asarray(cv2.cvtColor(new, cv2.COLOR_RGB2YUV_I420)).ravel()
+        # OpenCV's I420 conversion takes each chroma sample from the top-left pixel of its
+        # 2x2 block; a blend's soft edge needs the block's mean (chroma is linear in RGB:
+        # the mean colour's chroma is the mean chroma).
+        mean = cv2.resize(cv2.resize(new, (w // 2, h // 2), interpolation=cv2.INTER_AREA),
+                          (w, h), interpolation=cv2.INTER_NEAREST)
+        chroma = np.asarray(cv2.cvtColor(mean, cv2.COLOR_RGB2YUV_I420)).ravel()
         q = h * w // 4
         np.copyto(y[y0:y1, x0:x1], flat[: h * w].reshape(h, w), where=diff)
         d4 = diff.reshape(h // 2, 2, w // 2, 2)
         cdiff = d4[:, 0, :, 0] | d4[:, 0, :, 1] | d4[:, 1, :, 0] | d4[:, 1, :, 1]
-        for plane, part in ((u, flat[h * w : h * w + q]), (v, flat[h * w + q :])):
+        for plane, part in ((u, chroma[h * w : h * w + q]), (v, chroma[h * w + q :])):
             np.copyto(plane[y0 // 2 : y1 // 2, x0 // 2 : x1 // 2],
                       part.reshape(h // 2, w // 2), where=cdiff)
 

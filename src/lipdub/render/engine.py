@@ -6,7 +6,7 @@ engines implement :class:`Engine` and plug in through :func:`lipdub.sync`'s ``en
 from __future__ import annotations
 
 import logging
-import os
+import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -29,6 +29,7 @@ from lipdub.media.video import (
     VideoWriter,
     iter_frames,
     source_timing,
+    usable_cores,
 )
 from lipdub.media.yuv import YuvPicture, editable
 from lipdub.render.bank import Bank, BankBuilder
@@ -93,52 +94,73 @@ class ClassicEngine:
         self.crf = crf
         self.x264_params = x264_params
         self.timings: dict[str, float] = {}
-        self._early: tuple[tuple[Path, list[str]], Future[list[Bank]]] | None = None
+        self._early: tuple[Path, list[Face], Future[list[Bank]], threading.Event] | None = None
 
     def begin(self, video: Path, faces: list[Face]) -> None:
         """Start building the faces' banks in a thread now, so that the work overlaps
         what the caller does before :meth:`render` (sync prepares the audio and the mouth
         targets meanwhile). ``render`` with the same video and faces takes the result."""
+        self.abandon()
         jobs = [FaceJob(face=f, target_open=np.zeros(0), target_width=np.zeros(0),
                         alpha=np.zeros(0)) for f in faces]
+        stop = threading.Event()
         pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="lipdub-bank-early")
-        fut = pool.submit(self._vetted_banks, video, jobs, lambda _f: None)
+        fut = pool.submit(self._vetted_banks, video, jobs, lambda _f: None, stop)
         pool.shutdown(wait=False)  # the thread ends with its one task
-        self._early = ((video, [f.face_id for f in faces]), fut)
+        self._early = (video, list(faces), fut, stop)
 
-    def _vetted_banks(self, video: Path, jobs: list[FaceJob],
-                      progress: Progress) -> list[Bank]:
+    def abandon(self) -> None:
+        """Stop a bank build :meth:`begin` started (the caller failed before rendering):
+        a long video's bank must not keep a process busy, or alive, for nothing."""
+        early, self._early = self._early, None
+        if early is not None:
+            early[3].set()
+
+    def _vetted_banks(self, video: Path, jobs: list[FaceJob], progress: Progress,
+                      stop: threading.Event | None = None) -> list[Bank]:
         """Each face's bank, vetted (the unvetted ones are freed on return)."""
         return [_vetted(b, j.face.face_id) for b, j in
-                zip(self._banks(video, jobs, progress), jobs, strict=True)]
+                zip(self._banks(video, jobs, progress, stop), jobs, strict=True)]
 
-    def _banks(self, video: Path, jobs: list[FaceJob], progress: Progress) -> list[Bank]:
+    def _banks(self, video: Path, jobs: list[FaceJob], progress: Progress,
+               stop: threading.Event | None = None) -> list[Bank]:
         """Each face's bank: from the crops identify kept (no decoding), else from a first
         pass over the video that converts only each face's window and stops early."""
         banks: dict[int, Bank] = {}
         decode: list[int] = []
         for i, j in enumerate(jobs):
             tr, crops = j.face.track, j.face.crops
-            if crops is not None and len(crops):
+            # Crops that belong to this track (a session's own; anything else decodes).
+            if crops is not None and len(crops) and np.isin(crops.frames, tr.frames).all():
                 b = BankBuilder(tr.landmarks, tr.frames, tr.pose, cap=self.bank_size,
                                 only=crops.frames)
 
                 def take(k: int, b: BankBuilder = b, crops: FaceCrops = crops) -> None:
+                    if stop is not None and stop.is_set():
+                        raise _Abandoned
                     b.add(int(crops.frames[k]), crops.image(k), crops.to_frame(k))
 
                 # JPEG decoding and the cubic warp release the GIL: both cores work.
-                with ThreadPoolExecutor(max_workers=_cores(),
-                                        thread_name_prefix="lipdub-bank") as pool:
-                    list(pool.map(take, range(len(crops))))
-                banks[i] = b.build()
-            else:
-                decode.append(i)
+                try:
+                    with ThreadPoolExecutor(max_workers=_cores(),
+                                            thread_name_prefix="lipdub-bank") as pool:
+                        list(pool.map(take, range(len(crops))))
+                    banks[i] = b.build()
+                    continue
+                except _Abandoned:
+                    raise
+                except Exception as e:  # a damaged crops file: decode instead
+                    log.warning("%s: stored crops unusable (%s): decoding the video for "
+                                "the bank", j.face.face_id, e)
+            decode.append(i)
         if decode:
             builders = {i: BankBuilder(jobs[i].face.track.landmarks, jobs[i].face.track.frames,
                                        jobs[i].face.track.pose, cap=self.bank_size)
                         for i in decode}
             last = max(int(jobs[i].face.track.frames[-1]) for i in decode)
             for fr in iter_frames(video):
+                if stop is not None and stop.is_set():
+                    raise _Abandoned
                 for i, b in builders.items():
                     if not b.wants(fr.index):
                         continue
@@ -176,9 +198,14 @@ class ClassicEngine:
                 preview: Preview | None) -> int:
         t0 = time.perf_counter()
         early, self._early = self._early, None
-        if early is not None and early[0] == (video, [j.face.face_id for j in jobs]):
-            banks = early[1].result()  # begun while sync prepared the audio
+        # The same video and the very same Face objects (not just their ids: another
+        # session of the same video has other tracks).
+        if (early is not None and early[0] == video and len(early[1]) == len(jobs)
+                and all(a is j.face for a, j in zip(early[1], jobs, strict=True))):
+            banks = early[2].result()  # begun while sync prepared the audio
         else:
+            if early is not None:
+                early[3].set()
             banks = self._vetted_banks(video, jobs, progress)
         del early
         trim_heap()
@@ -237,6 +264,8 @@ class ClassicEngine:
                         if pic is not None:
                             box = pic.window(lower_face_window(lm, pic.width,
                                                               pic.height))
+                            if box[2] - box[0] < 8 or box[3] - box[1] < 8:
+                                continue  # the face is (nearly) off the picture
                             rgb = pic.rgb(box)
                             before = rgb.copy()
                             origin = np.array(box[:2], np.float32)
@@ -269,13 +298,17 @@ class ClassicEngine:
         return written
 
 
+class _Abandoned(Exception):
+    """A bank build :meth:`ClassicEngine.begin` started was given up."""
+
+
 def _picture(fr: Frame) -> YuvPicture | None:
     """The frame's planes for editing in place, or None when it needs the full-RGB path."""
     return YuvPicture(fr.av_frame) if editable(fr.av_frame, fr.rotation) else None
 
 
 def _cores() -> int:
-    return max(1, os.cpu_count() or 1)
+    return usable_cores()
 
 
 def _frame_size(fr: Frame) -> tuple[int, int]:

@@ -115,17 +115,31 @@ def sync(
                 f"{facts.width}x{facts.height}, {facts.duration_ms} ms): identify this "
                 "video first."
             )
-    info = session.video
     t_start = time.perf_counter()  # after identify: the stages below are sync's own
-    duration_ms = float(info.duration_ms)
-    n_frames = info.frame_count
-    times = session.frame_times_ms if len(session.frame_times_ms) == n_frames else (
-        np.arange(n_frames) * 1000.0 / info.fps)
-
     eng = engine or ClassicEngine()
     begin = getattr(eng, "begin", None)
     if callable(begin):  # the bank is built while the audio is prepared
         begin(video, [session.face(fa.face_id) for fa in faces])
+    try:
+        return _prepare_and_render(video, faces, session, eng, out_path, base, report,
+                                   t_start, original_volume, preview_path, max_audio_ms)
+    except BaseException:
+        abandon = getattr(eng, "abandon", None)
+        if callable(abandon):
+            abandon()
+        raise
+
+
+def _prepare_and_render(video: Path, faces: Sequence[FaceAudio], session: Session,
+                        eng: Engine, out_path: str | Path, base: float, report: Progress,
+                        t_start: float, original_volume: float,
+                        preview_path: str | Path | None,
+                        max_audio_ms: float | None) -> SyncResult:
+    info = session.video
+    duration_ms = float(info.duration_ms)
+    n_frames = info.frame_count
+    times = session.frame_times_ms if len(session.frame_times_ms) == n_frames else (
+        np.arange(n_frames) * 1000.0 / info.fps)
     clips: list[PlacedClip] = []
     jobs: list[FaceJob] = []
     fits: list[length.Fit] = []
