@@ -95,7 +95,7 @@ print(json.dumps({"wall": time.perf_counter() - t0, "cpu": cpu() - c0,
 
 def run(stage: str, video: Path, work: Path, faces: list[str]) -> dict[str, object]:
     # The allocator settings the service gives its engine children (lipdub.media.memory).
-    env = {**os.environ, **ALLOCATOR_ENV} if stage != "floor" else None
+    env = {**ALLOCATOR_ENV, **os.environ} if stage != "floor" else None
     res = subprocess.run([sys.executable, "-c", CHILD, stage, str(video), str(work),
                           json.dumps(faces)], capture_output=True, text=True, env=env)
     if res.returncode != 0:

@@ -58,7 +58,8 @@ class SubprocessEngine:
                 stdin=subprocess.PIPE,  # kept open: its EOF tells the child we died
                 stdout=subprocess.PIPE,
                 stderr=log,
-                env={**os.environ, **ALLOCATOR_ENV, "PYTHONUNBUFFERED": "1"},
+                # An operator's own MALLOC_* settings win over ours.
+                env={**ALLOCATOR_ENV, **os.environ, "PYTHONUNBUFFERED": "1"},
             )
             done = threading.Event()
             killer = threading.Thread(
