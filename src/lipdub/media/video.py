@@ -25,7 +25,7 @@ from lipdub.errors import LimitError, MediaError
 # (bench/encoders.py, docs/benchmarks.md: 5 real clips + 2 talking heads at 720p/1080p)
 # against the loss they add (PSNR and SSIM of luma against the decoded source): this is the
 # fastest setting found whose loss is no worse than the former "veryfast" CRF 18 on any clip
-# (within 0.1 dB / 0.0005 SSIM), at 0.54x its encoder CPU and 1.56x its bits. It is
+# (within 0.1 dB / 0.0005 SSIM), at ~0.5x its encoder CPU and 1.56x its bits. It is
 # "superfast" with veryfast's macroblock tree over a 10-frame look-ahead put back (it gives
 # a static background the bits that keep it as clean as the source) and one B-frame, not
 # three: as good, and at 4K 95 MB less encoder memory and faster still (0.48x). Plain
