@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 import lipdub
-from lipdub.render.engine import ClassicEngine, FaceJob
+from lipdub.render.engine import ClassicEngine
 from tests.conftest import media
 
 VIDEO = "videoretalking__face_2.mp4"
@@ -22,15 +22,10 @@ def session(tmp_path_factory: pytest.TempPathFactory) -> lipdub.Session:
     return lipdub.Session.load(out)
 
 
-def _job(face: lipdub.Face) -> FaceJob:
-    return FaceJob(face=face, target_open=np.zeros(0), target_width=np.zeros(0),
-                   alpha=np.zeros(0))
-
-
 def test_bank_from_crops_reads_no_video(session: lipdub.Session) -> None:
     face = session.faces[0]
     assert face.crops is not None
-    bank = ClassicEngine()._banks(Path("/nonexistent/video.mp4"), [_job(face)],
+    bank = ClassicEngine()._banks(Path("/nonexistent/video.mp4"), [face],
                                   lambda _f: None)[0]
     assert len(bank) == len(face.crops)
     np.testing.assert_array_equal(bank.frames, np.flatnonzero(
@@ -39,8 +34,8 @@ def test_bank_from_crops_reads_no_video(session: lipdub.Session) -> None:
 
 def test_bank_from_crops_looks_like_the_bank_from_the_video(session: lipdub.Session) -> None:
     face = session.faces[0]
-    from_crops = ClassicEngine()._banks(media(VIDEO), [_job(face)], lambda _f: None)[0]
-    decoded = ClassicEngine()._banks(media(VIDEO), [_job(replace(face, crops=None))],
+    from_crops = ClassicEngine()._banks(media(VIDEO), [face], lambda _f: None)[0]
+    decoded = ClassicEngine()._banks(media(VIDEO), [replace(face, crops=None)],
                                      lambda _f: None)[0]
     same = np.intersect1d(from_crops.frames, decoded.frames)
     assert len(same) > 50

@@ -31,10 +31,9 @@ from lipdub.media.yuv import Box, YuvPicture, align, editable
 
 # Crops are reduced so the inter-ocular distance is at most this: a little above the
 # bank's canonical cap (render.bank.MAX_CANONICAL_IOD, 110 px) so the bank's own warp
-# still reduces, not enlarges. With JPEG quality 92 a crop is 20-35 kB (a session grows by
-# 5-8 MB a face) and the bank built from them is within 39-46 dB PSNR of one built from
-# the decoded video (tests/render/test_bank_sources.py); 140 px at quality 95 gained
-# under 2 dB for 1.7x the bytes.
+# still reduces, not enlarges. At JPEG quality 92 a crop is a few tens of kB, so a session
+# grows by a few MB a face, and the bank built from them is over 40 dB PSNR against one
+# built from the decoded video (tests/render/test_bank_sources.py).
 WORK_IOD = 120.0
 JPEG_QUALITY = 92
 BANK_CAP = 240  # entries in a bank (render.engine.ClassicEngine.bank_size's default)
@@ -212,10 +211,7 @@ class CropCollector:
         opening = float(mouth_opening(lm[None])[0])
         if not pool.wants(frame.index, opening):
             return
-        h, w = (frame.av_frame.height, frame.av_frame.width)
-        if frame.rotation in (90, 270):
-            h, w = w, h
-        box = lower_face_window(lm, w, h)
+        box = lower_face_window(lm, *frame.size)
         if box[2] - box[0] < 8 or box[3] - box[1] < 8:  # the face is (nearly) off the picture
             return
         iod = float(interocular(lm))

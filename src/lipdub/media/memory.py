@@ -5,8 +5,8 @@ that allocates gets its own malloc arena (decode, encode, bank, profile threads)
 large arrays freed in the preparation stay in those arenas, fragmented. The settings below
 cap the arenas at two and give arrays of 4 MB and more (4K windows and planes, audio
 tracks) their own mappings, returned to the system when freed; smaller ones still come
-from the heap (a fixed threshold of 128 kB cost 12 % more CPU at 720p in page faults).
-Measured (4K, 60 s, one face): peak 1,037 MB -> 958 MB; 720p CPU unchanged.
+from the heap (a fixed threshold of 128 kB costs CPU in page faults at 720p). Compare by
+overriding them for a run of bench/speed.py (an operator's MALLOC_* environment wins).
 
 The service's engine child gets them as environment variables (read by glibc at start);
 the CLI sets them with mallopt before any thread starts. A program that imports lipdub as

@@ -28,7 +28,7 @@ from lipdub.errors import LimitError, MediaError
 # (within 0.1 dB / 0.0005 SSIM), at ~0.5x its encoder CPU and 1.56x its bits. It is
 # "superfast" with veryfast's macroblock tree over a 10-frame look-ahead put back (it gives
 # a static background the bits that keep it as clean as the source) and one B-frame, not
-# three: as good, and at 4K 95 MB less encoder memory and faster still (0.48x). Plain
+# three: as good, and fewer frames held in the encoder (memory that matters at 4K). Plain
 # superfast at CRF 20 was as fast but lost 1.9 dB on the small vasp clip.
 DEFAULT_PRESET = "superfast"
 DEFAULT_CRF = 16
@@ -118,6 +118,12 @@ class Frame:
     @property
     def rotation(self) -> int:
         return self._rotation
+
+    @property
+    def size(self) -> tuple[int, int]:
+        """Upright (width, height), rotation applied, without converting any pixels."""
+        w, h = self._frame.width, self._frame.height
+        return (h, w) if self._rotation in (90, 270) else (w, h)
 
     @property
     def rgb(self) -> np.ndarray:
@@ -251,19 +257,20 @@ def iter_frames(
     Memory holds at most ``prefetch + 1`` frames. Frames whose index ``rgb_for`` accepts
     are converted to RGB in that thread too (the conversion also releases the GIL).
     """
-    if prefetch is None:
-        w, h = _coded_size(path)
-        prefetch = queue_depth(w, h, most=4)
-    if prefetch <= 0:
+    if prefetch is not None and prefetch <= 0:
         yield from _decode(path, progress)
         return
-    q: queue.Queue[object] = queue.Queue(maxsize=prefetch)
+    # With no prefetch given, the queue is sized by the first frame's picture (below).
+    q: queue.Queue[object] = queue.Queue(maxsize=prefetch or 1)
     stop = threading.Event()
     done = object()
 
     def produce() -> None:
         try:
             for fr in _decode(path, progress):
+                if prefetch is None and fr.index == 0:
+                    with q.mutex:  # nothing is queued yet: the depth can still change
+                        q.maxsize = queue_depth(*fr.size, most=4)
                 if rgb_for is not None and rgb_for(fr.index):
                     _ = fr.rgb
                 while not stop.is_set():
@@ -295,16 +302,6 @@ def iter_frames(
                 q.get_nowait()
             except queue.Empty:
                 worker.join(timeout=0.05)
-
-
-def _coded_size(path: str | Path) -> tuple[int, int]:
-    """The video stream's (width, height) as stored, from the header (no decoding)."""
-    try:
-        with av.open(str(path)) as c:
-            cc = c.streams.video[0].codec_context
-            return int(cc.width), int(cc.height)
-    except (av.error.FFmpegError, IndexError, OSError):
-        return 0, 0  # _decode reports what is wrong with the file
 
 
 def _decode(path: str | Path, progress: Callable[[int], None] | None) -> Iterator[Frame]:

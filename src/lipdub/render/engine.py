@@ -101,11 +101,9 @@ class ClassicEngine:
         what the caller does before :meth:`render` (sync prepares the audio and the mouth
         targets meanwhile). ``render`` with the same video and faces takes the result."""
         self.abandon()
-        jobs = [FaceJob(face=f, target_open=np.zeros(0), target_width=np.zeros(0),
-                        alpha=np.zeros(0)) for f in faces]
         stop = threading.Event()
         pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="lipdub-bank-early")
-        fut = pool.submit(self._vetted_banks, video, jobs, lambda _f: None, stop)
+        fut = pool.submit(self._vetted_banks, video, list(faces), lambda _f: None, stop)
         pool.shutdown(wait=False)  # the thread ends with its one task
         self._early = (video, list(faces), fut, stop)
 
@@ -116,20 +114,20 @@ class ClassicEngine:
         if early is not None:
             early[3].set()
 
-    def _vetted_banks(self, video: Path, jobs: list[FaceJob], progress: Progress,
+    def _vetted_banks(self, video: Path, faces: list[Face], progress: Progress,
                       stop: threading.Event | None = None) -> list[Bank]:
         """Each face's bank, vetted (the unvetted ones are freed on return)."""
-        return [_vetted(b, j.face.face_id) for b, j in
-                zip(self._banks(video, jobs, progress, stop), jobs, strict=True)]
+        return [_vetted(b, f.face_id) for b, f in
+                zip(self._banks(video, faces, progress, stop), faces, strict=True)]
 
-    def _banks(self, video: Path, jobs: list[FaceJob], progress: Progress,
+    def _banks(self, video: Path, faces: list[Face], progress: Progress,
                stop: threading.Event | None = None) -> list[Bank]:
         """Each face's bank: from the crops identify kept (no decoding), else from a first
         pass over the video that converts only each face's window and stops early."""
         banks: dict[int, Bank] = {}
         decode: list[int] = []
-        for i, j in enumerate(jobs):
-            tr, crops = j.face.track, j.face.crops
+        for i, face in enumerate(faces):
+            tr, crops = face.track, face.crops
             # Crops that belong to this track (a session's own; anything else decodes).
             if crops is not None and len(crops) and np.isin(crops.frames, tr.frames).all():
                 b = BankBuilder(tr.landmarks, tr.frames, tr.pose, cap=self.bank_size,
@@ -142,7 +140,7 @@ class ClassicEngine:
 
                 # JPEG decoding and the cubic warp release the GIL: both cores work.
                 try:
-                    with ThreadPoolExecutor(max_workers=_cores(),
+                    with ThreadPoolExecutor(max_workers=usable_cores(),
                                             thread_name_prefix="lipdub-bank") as pool:
                         list(pool.map(take, range(len(crops))))
                     banks[i] = b.build()
@@ -151,40 +149,37 @@ class ClassicEngine:
                     raise
                 except Exception as e:  # a damaged crops file: decode instead
                     log.warning("%s: stored crops unusable (%s): decoding the video for "
-                                "the bank", j.face.face_id, e)
+                                "the bank", face.face_id, e)
             decode.append(i)
         if decode:
-            builders = {i: BankBuilder(jobs[i].face.track.landmarks, jobs[i].face.track.frames,
-                                       jobs[i].face.track.pose, cap=self.bank_size)
+            builders = {i: BankBuilder(faces[i].track.landmarks, faces[i].track.frames,
+                                       faces[i].track.pose, cap=self.bank_size)
                         for i in decode}
-            last = max(int(jobs[i].face.track.frames[-1]) for i in decode)
+            last = max(int(faces[i].track.frames[-1]) for i in decode)
             for fr in iter_frames(video):
                 if stop is not None and stop.is_set():
                     raise _Abandoned
                 for i, b in builders.items():
                     if not b.wants(fr.index):
                         continue
-                    tr = jobs[i].face.track
+                    tr = faces[i].track
                     row = tr.index_of(fr.index)
-                    if row is None:
-                        b.add(fr.index, fr.rgb)
-                        continue
-                    rgb, box = window_rgb(fr, lower_face_window(tr.landmarks[row],
-                                                                *_frame_size(fr)))
+                    assert row is not None  # a builder wants only its track's frames
+                    rgb, box = window_rgb(fr, lower_face_window(tr.landmarks[row], *fr.size))
                     shift = np.array([[1.0, 0, box[0]], [0, 1.0, box[1]]])
                     b.add(fr.index, rgb, shift)
                 progress(0.25 * fr.index / max(last, 1))
                 if fr.index >= last:
                     break
             banks.update({i: b.build() for i, b in builders.items()})
-        return [banks[i] for i in range(len(jobs))]
+        return [banks[i] for i in range(len(faces))]
 
     def render(self, video: Path, session: Session, jobs: list[FaceJob], out: Path,
                audio: np.ndarray | None, sample_rate: int, progress: Progress,
                preview: Preview | None = None) -> int:
         # The pipeline keeps the cores busy itself (decode, render and encode threads, x264's
-        # own): OpenCV's thread pool on top of it only waits for cores that are taken
-        # (measured: ~1 s of CPU per minute of 720p, no faster).
+        # own): OpenCV's thread pool on top of it only spins, waiting for cores that are
+        # taken (more CPU, no faster).
         threads = cv2.getNumThreads()
         cv2.setNumThreads(1)
         try:
@@ -206,7 +201,7 @@ class ClassicEngine:
         else:
             if early is not None:
                 early[3].set()
-            banks = self._vetted_banks(video, jobs, progress)
+            banks = self._vetted_banks(video, [j.face for j in jobs], progress)
         del early
         trim_heap()
         t1 = time.perf_counter()
@@ -305,16 +300,6 @@ class _Abandoned(Exception):
 def _picture(fr: Frame) -> YuvPicture | None:
     """The frame's planes for editing in place, or None when it needs the full-RGB path."""
     return YuvPicture(fr.av_frame) if editable(fr.av_frame, fr.rotation) else None
-
-
-def _cores() -> int:
-    return usable_cores()
-
-
-def _frame_size(fr: Frame) -> tuple[int, int]:
-    """Upright (width, height)."""
-    w, h = fr.av_frame.width, fr.av_frame.height
-    return (h, w) if fr.rotation in (90, 270) else (w, h)
 
 
 def _vetted(bank: Bank, face_id: str) -> Bank:

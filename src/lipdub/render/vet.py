@@ -318,16 +318,20 @@ def roi_box(landmarks: np.ndarray, frame_shape: tuple[int, ...],
 _SIDE = 48  # check_patch works on this many pixels along the ROI's longer side
 
 
+def _reduce(x: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """``x`` area-resized to ``size`` (w, h), thinned to ~2x that first: an area resize
+    reads every pixel, and at 1080p that was a millisecond a call for 48 output columns."""
+    step = max(1, min(x.shape[0] // (2 * size[1]), x.shape[1] // (2 * size[0])))
+    return np.asarray(cv2.resize(np.ascontiguousarray(x[::step, ::step]), size,
+                                 interpolation=cv2.INTER_AREA))
+
+
 def _small_lab(img: np.ndarray | SmallLab, size: tuple[int, int]) -> np.ndarray:
     if isinstance(img, SmallLab):  # reduced already: at most resize it
         if img.lab.shape[1::-1] == size:
             return img.lab
         return np.asarray(cv2.resize(img.lab, size, interpolation=cv2.INTER_LINEAR))
-    src = np.asarray(img)
-    # A large region is thinned to ~2x the target first: an area resize reads every
-    # pixel, and at 1080p that was a millisecond per call for 48 output columns.
-    step = max(1, min(src.shape[0] // (2 * size[1]), src.shape[1] // (2 * size[0])))
-    x = cv2.resize(np.ascontiguousarray(src[::step, ::step]), size, interpolation=cv2.INTER_AREA)
+    x = _reduce(np.asarray(img), size)
     x = cv2.GaussianBlur(x, (0, 0), 0.8)
     return cv2.cvtColor(x, cv2.COLOR_RGB2LAB).astype(np.float32)
 
@@ -389,10 +393,7 @@ def check_patch(rendered_roi: np.ndarray | SmallLab, source_roi: np.ndarray | Sm
     f = size[0] / w
     r = _small_lab(rendered_roi, size)
     s = _small_lab(source_roi, size)
-    mk = np.asarray(mask, np.float32)
-    step = max(1, min(mk.shape[0] // (2 * size[1]), mk.shape[1] // (2 * size[0])))
-    m = cv2.resize(np.ascontiguousarray(mk[::step, ::step]), size,  # smooth: thin first
-                   interpolation=cv2.INTER_AREA)
+    m = _reduce(np.asarray(mask, np.float32), size)
     core = m > 0.5
     if core.sum() < 8:
         return True, ""
