@@ -116,24 +116,40 @@ def _decode(
         # by 3 dB and can push it past full scale; so the resampler only goes to mono or
         # stereo following the source, and channel counts are matched here by averaging.
         src_mono = (stream.codec_context.channels or 2) == 1
-        resampler = av.AudioResampler(
-            format="fltp", layout="mono" if src_mono else "stereo", rate=sr
-        )
-        chunks: list[np.ndarray] = []
+        n_ch = 1 if src_mono else 2
+        # Packed samples, straight into one buffer sized from the stated duration (grown
+        # by half when a file lies): a list of chunks joined at the end held the track
+        # twice, and transposing planar audio a third time.
+        resampler = av.AudioResampler(format="flt", layout="mono" if src_mono else "stereo",
+                                      rate=sr)
+        stated_ms = (float(stream.duration * stream.time_base) * 1000
+                     if stream.duration is not None and stream.time_base is not None
+                     else (container.duration or 0) / 1000)
+        # A stated length is only a hint (capped: a header may claim hours).
+        est_ms = min(stated_ms, max_duration_ms if max_duration_ms is not None else 600_000.0)
+        buf = np.empty((max(sr, int(est_ms * sr / 1000) + sr // 2), n_ch), np.float32)
         total = 0
+
+        def take(out: av.AudioFrame) -> None:
+            nonlocal buf, total
+            a = out.to_ndarray().reshape(-1, n_ch)
+            if total + a.shape[0] > buf.shape[0]:
+                grown = np.empty((max(total + a.shape[0], buf.shape[0] * 3 // 2), n_ch),
+                                 np.float32)
+                grown[:total] = buf[:total]
+                buf = grown
+            buf[total : total + a.shape[0]] = a
+            total += a.shape[0]
+
         try:
             for frame in container.decode(stream):
                 frame.pts = None  # let the resampler count samples; bad pts must not gap
                 for out in resampler.resample(frame):
-                    a = out.to_ndarray()
-                    chunks.append(a)
-                    total += a.shape[1]
+                    take(out)
                 if max_samples is not None and total > max_samples + sr // 20:
                     raise over_limit()
             for out in resampler.resample(None):
-                a = out.to_ndarray()
-                chunks.append(a)
-                total += a.shape[1]
+                take(out)
         except av.FFmpegError as e:
             raise MediaError(
                 f"{path.name} could not be decoded ({e.__class__.__name__}): the file is "
@@ -143,8 +159,9 @@ def _decode(
         raise MediaError(f"{path.name} has an audio stream but no decodable audio in it.")
     if max_samples is not None and total > max_samples + sr // 20:
         raise over_limit()
-    out_arr = np.concatenate(chunks, axis=1).T.astype(np.float32, copy=False)
-    return np.ascontiguousarray(_match_channels(out_arr, channels))
+    # A view when the estimate held (its spare half second is not worth a copy).
+    out_arr = buf[:total] if buf.shape[0] - total < sr else buf[:total].copy()
+    return _match_channels(out_arr, channels)
 
 
 def decode_audio(
@@ -247,42 +264,69 @@ def limit_peaks(
     gain change is not itself heard as distortion. Samples already under the ceiling and
     far from any peak keep gain exactly 1, so quiet signals come out bit-identical.
     """
-    x = _as_2d(samples)
-    if x.shape[0] == 0:
-        return x.copy()
-    ceiling = float(10 ** (ceiling_db / 20))
-    peak = np.max(np.abs(x), axis=1).astype(np.float64)
-    if peak.max() <= ceiling:
-        return x.copy() if np.asarray(samples).ndim == 2 else x[:, 0].copy()
-    # Every step below works in place on one or two per-sample arrays: a minute of audio
-    # is 2.9 M samples, and each float64 temporary 23 MB.
-    need = np.minimum(1.0, ceiling / np.maximum(peak, 1e-12, out=peak), out=peak)
-    look = max(1, int(round(lookahead_ms * sr / 1000)))
-    g = _forward_min(need, look)
-    del need, peak
-    # Release in dB at a constant rate: hold[i] = min_k(ahead_db[k] + (i - k) * step),
-    # computed with one running minimum instead of a per-sample Python loop.
-    step = release_db_per_s / sr
-    ramp = np.arange(g.shape[0], dtype=np.float64)
-    ramp *= step
-    np.log10(np.maximum(g, 1e-12, out=g), out=g)
-    g *= 20.0  # ahead, in dB
-    g -= ramp
-    np.minimum.accumulate(g, out=g)
-    g += ramp
-    del ramp
-    np.minimum(g, 0.0, out=g)
-    g /= 20.0
-    np.power(10.0, g, out=g)  # hold, as a gain
-    # A box average over the look-ahead turns the steps into ramps; every value averaged
-    # at a peak is already <= the gain that peak needs, so the ceiling still holds.
-    c = np.cumsum(np.concatenate([[0.0], np.ones(look - 1), g]))
-    del g
-    gain = ((c[look:] - c[:-look]) / look).astype(np.float32)
-    del c
-    y = x * gain[:, None]
-    np.clip(y, -ceiling, ceiling, out=y)  # only float rounding can reach this
+    y = _as_2d(samples).astype(np.float32)  # a copy: the caller's array is left alone
+    _limit_in_place(y, sr, ceiling_db, lookahead_ms, release_db_per_s)
     return y if np.asarray(samples).ndim == 2 else y[:, 0]
+
+
+_BLOCK = 1 << 18  # samples per block (5 s at 48 kHz): no temporary is the track's size
+
+
+def _abs_peak(y: np.ndarray) -> np.ndarray:
+    """Per sample, the largest magnitude over the channels (float32)."""
+    peak = np.abs(y[:, 0])
+    for c in range(1, y.shape[1]):
+        np.maximum(peak, np.abs(y[:, c]), out=peak)
+    return peak
+
+
+def _limit_in_place(y: np.ndarray, sr: int, ceiling_db: float, lookahead_ms: float,
+                    release_db_per_s: float) -> None:
+    """:func:`limit_peaks` on float32 ``(n, ch)`` ``y`` itself, block by block: the
+    look-ahead, the running minimum of the release and the box average carry their state
+    across blocks, so a minute of audio costs a few MB here, not a copy per step."""
+    n = y.shape[0]
+    ceiling = float(10 ** (ceiling_db / 20))
+    if n == 0 or all(float(_abs_peak(y[a : a + _BLOCK]).max()) <= ceiling
+                     for a in range(0, n, _BLOCK)):
+        return
+    look = max(1, int(round(lookahead_ms * sr / 1000)))
+    step = release_db_per_s / sr
+    held = np.inf  # running min of (ahead_db - ramp) over the blocks so far
+    tail = np.ones(look - 1)  # the last look - 1 hold gains (1 before the start)
+    for a in range(0, n, _BLOCK):
+        b = min(n, a + _BLOCK)
+        # The gain each sample needs, looking ``look`` samples ahead (into the next block).
+        peak = _abs_peak(y[a : min(n, b + look - 1)]).astype(np.float64)
+        need = np.minimum(1.0, ceiling / np.maximum(peak, 1e-12))
+        ahead = 20.0 * np.log10(np.maximum(_forward_min(need, look)[: b - a], 1e-12))
+        # Release in dB at a constant rate: hold[i] = min_k(ahead_db[k] + (i - k) * step),
+        # one running minimum instead of a per-sample Python loop.
+        ramp = np.arange(a, b, dtype=np.float64) * step
+        ahead -= ramp
+        np.minimum.accumulate(ahead, out=ahead)
+        np.minimum(ahead, held, out=ahead)
+        held = float(ahead[-1])
+        ahead += ramp
+        hold = np.power(10.0, np.minimum(ahead, 0.0) / 20.0)
+        # A box average over the look-ahead turns the steps into ramps; every value
+        # averaged at a peak is already <= the gain that peak needs, so the ceiling holds.
+        ext = np.concatenate([tail, hold])
+        c = np.concatenate([[0.0], np.cumsum(ext)])
+        gain = ((c[look:] - c[:-look]) / look).astype(np.float32)
+        tail = ext[len(ext) - (look - 1):]
+        y[a:b] *= gain[:, None]
+    np.clip(y, -ceiling, ceiling, out=y)  # only float rounding can reach this
+
+
+def _add_scaled(dst: np.ndarray, src: np.ndarray, gain: float) -> None:
+    """``dst += src * gain`` in blocks (no temporary the size of the track)."""
+    for a in range(0, src.shape[0], _BLOCK):
+        b = min(src.shape[0], a + _BLOCK)
+        if gain == 1.0:
+            dst[a:b] += src[a:b]
+        else:
+            dst[a:b] += src[a:b] * np.float32(gain)
 
 
 def mix(
@@ -294,21 +338,31 @@ def mix(
     original_volume: float = 1.0,
     channels: int = 2,
     ceiling_db: float = DEFAULT_CEILING_DB,
+    reuse_original: bool = False,
 ) -> np.ndarray:
     """The video's new soundtrack: original × volume + every clip × its volume, limited.
 
     Returns float32 ``(n, channels)`` covering exactly ``duration_ms`` at ``sr``. A clip that
     runs past the end of the video is cut there; a missing (None) or silent original works.
+    ``reuse_original``: the caller gives ``original`` up, and the mix is made in it when
+    its shape allows (a minute of stereo is 23 MB not held twice).
     """
     _channels(channels)
     if duration_ms <= 0:
         raise InputError(f"The video duration must be positive, got {_fmt_ms(duration_ms)}.")
     _check_volume("original_volume", original_volume)
     n = int(round(duration_ms * sr / 1000))
-    out = np.zeros((n, channels), np.float32)  # float32: a minute of stereo is 23 MB
-    if original is not None and original_volume > 0:
-        o = _match_channels(_as_2d(original), channels)[:n]
-        out[: o.shape[0]] += o * original_volume
+    if (reuse_original and original is not None and original.dtype == np.float32
+            and original.ndim == 2 and original.shape[1] == channels
+            and original.shape[0] >= n and original.flags.writeable):
+        out = original[:n]
+        if original_volume != 1.0:
+            out *= np.float32(original_volume)
+    else:
+        out = np.zeros((n, channels), np.float32)  # float32: a minute of stereo is 23 MB
+        if original is not None and original_volume > 0:
+            o = _match_channels(_as_2d(original), channels)[:n]
+            _add_scaled(out, o, original_volume)
     for k, clip in enumerate(clips):
         _check_volume(f"clip {k + 1} volume", clip.volume)
         if not 0 <= clip.insert_ms < duration_ms:
@@ -322,8 +376,9 @@ def mix(
         s = _match_channels(resample(s, clip.sr, sr), channels)
         i0 = int(round(clip.insert_ms * sr / 1000))
         i1 = min(n, i0 + s.shape[0])
-        out[i0:i1] += s[: i1 - i0] * clip.volume
-    return limit_peaks(out, sr, ceiling_db=ceiling_db)
+        _add_scaled(out[i0:i1], s[: i1 - i0], clip.volume)
+    _limit_in_place(out, sr, ceiling_db, 5.0, 60.0)
+    return out
 
 
 def _check_volume(name: str, v: float) -> None:

@@ -123,9 +123,15 @@ class BankBuilder:
         else:
             rows = np.flatnonzero(np.isin(frames, only))
         self._wanted = {int(frames[r]): int(r) for r in rows}
+        # Each entry's place in the bank, in time order, fixed in advance: the patches are
+        # warped straight into one array (a list of them stacked at the end held the bank
+        # twice), whatever order the frames come in.
+        self._slot = {int(r): k for k, r in enumerate(sorted(self._wanted.values()))}
+        w, h = self.canonical.size
+        self._patches = np.empty((len(self._slot), h, w, 3), np.uint8)
         self._lm = landmarks
         self._pose = pose
-        self._entries: list[tuple[int, np.ndarray, np.ndarray]] = []
+        self._entries: list[tuple[int, np.ndarray]] = []  # (row, canonical landmarks)
 
     def wants(self, frame_index: int) -> bool:
         return frame_index in self._wanted
@@ -142,18 +148,22 @@ class BankBuilder:
             m_win = np.hstack([m[:, :2] @ to_frame[:, :2], (m[:, :2] @ to_frame[:, 2]
                                                           + m[:, 2])[:, None]])
         # Cubic: once per entry, and what detail is lost here no sharpening gives back.
-        patch = cv2.warpAffine(rgb, m_win, self.canonical.size, flags=cv2.INTER_CUBIC,
-                               borderMode=cv2.BORDER_REPLICATE)
-        self._entries.append((row, patch, lm.astype(np.float32)))
+        self._patches[self._slot[row]] = cv2.warpAffine(
+            rgb, m_win, self.canonical.size, flags=cv2.INTER_CUBIC,
+            borderMode=cv2.BORDER_REPLICATE)
+        self._entries.append((row, lm.astype(np.float32)))  # list.append: thread-safe
 
     def build(self) -> Bank:
         if not self._entries:
             raise ValueError("no bank entries were collected")
         self._entries.sort(key=lambda e: e[0])  # in time order, however they were added
-        rows = np.array([r for r, _, _ in self._entries])
-        patches = np.stack([p for _, p, _ in self._entries])
-        lms = np.stack([lm for _, _, lm in self._entries])
-        thumbs = np.stack([mouth_thumb(p, lm) for _, p, lm in self._entries])
+        rows = np.array([r for r, _ in self._entries])
+        lms = np.stack([lm for _, lm in self._entries])
+        slots = np.array([self._slot[r] for r in rows])
+        # Every wanted frame came (the usual case): the array is the bank; else those that did.
+        patches = (self._patches if len(slots) == len(self._patches)
+                   else self._patches[slots])
+        thumbs = np.stack([mouth_thumb(p, lm) for p, lm in zip(patches, lms, strict=True)])
         return Bank(
             canonical=self.canonical,
             patches=patches,

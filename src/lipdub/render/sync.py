@@ -19,9 +19,10 @@ from lipdub.errors import InputError
 from lipdub.faces.identify import identify
 from lipdub.faces.session import Face, Session
 from lipdub.media import fit as length
-from lipdub.media.audio import PlacedClip, crop, decode_audio, mix, read_video_audio, to_mono
+from lipdub.media.audio import PlacedClip, crop, decode_audio, mix, read_video_audio
 from lipdub.media.video import probe
 from lipdub.render.engine import ClassicEngine, Engine, FaceJob, Preview, preview_strip
+from lipdub.speech.features import FEATURE_SR
 from lipdub.speech.mouth import (
     SpeakerProfile,
     SpeechAnalysis,
@@ -29,6 +30,7 @@ from lipdub.speech.mouth import (
     build_profile,
     mouth_targets,
 )
+from lipdub.speech.visemes import to_16k
 
 OUT_SR = 48000  # the output track's sample rate
 RAMP_FRAMES = 4  # frames over which a window fades in and out
@@ -175,7 +177,7 @@ def _prepare_and_render(video: Path, faces: Sequence[FaceAudio], session: Sessio
             end_ms = min(fa.insert_ms + placed.duration_ms, duration_ms)
             _check_overlap(face, fa.insert_ms, end_ms)
             timeline = _timeline(clip, fa.insert_ms, times, info.fps)
-            analysis = analyse_speech(timeline, OUT_SR, info.fps, n_frames,
+            analysis = analyse_speech(timeline, FEATURE_SR, info.fps, n_frames,
                                       frame_times_ms=times)
             jobs.append(_job(face, timeline, analysis, profile_f[fa.face_id].result(),
                              fa.insert_ms, end_ms, times, info.fps))
@@ -185,7 +187,8 @@ def _prepare_and_render(video: Path, faces: Sequence[FaceAudio], session: Sessio
     finally:
         side.shutdown(wait=True, cancel_futures=True)
 
-    track = mix(duration_ms, OUT_SR, clips, original, original_volume=original_volume)
+    track = mix(duration_ms, OUT_SR, clips, original, original_volume=original_volume,
+                reuse_original=True)
     # The parts of the mix are not needed while rendering (a minute of stereo is 23 MB each).
     del clips, original, src_f, profile_f
     prep_s = time.perf_counter() - t_start
@@ -225,35 +228,36 @@ def _check_overlap(face: Face, start_ms: float, end_ms: float) -> None:
 
 
 def _source_track(video: Path, has_audio: bool) -> tuple[np.ndarray | None, np.ndarray | None]:
-    """The video's own track (stereo at OUT_SR) and its mono mix, or (None, None)."""
+    """The video's own track (stereo at OUT_SR) and its mono mix at FEATURE_SR (all the
+    speech analysis reads; a third of the memory), or (None, None)."""
     original = read_video_audio(video, OUT_SR, 2) if has_audio else None
-    return original, (to_mono(original) if original is not None else None)
+    return original, (to_16k(original, OUT_SR) if original is not None else None)
 
 
 def _profile(face: Face, source: Future[tuple[np.ndarray | None, np.ndarray | None]],
              times: np.ndarray, fps: float) -> SpeakerProfile:
     tr = face.track
-    return build_profile(tr.landmarks, fps, source.result()[1], OUT_SR, frames=tr.frames,
+    return build_profile(tr.landmarks, fps, source.result()[1], FEATURE_SR, frames=tr.frames,
                          frame_times_ms=times)
 
 
 def _timeline(clip: np.ndarray, insert_ms: float, times: np.ndarray, fps: float) -> np.ndarray:
     """This face's own speech alone on the video timeline (other faces' clips and the
-    original sound would move this mouth for words it does not say), mono."""
-    mono = to_mono(clip)
+    original sound would move this mouth for words it does not say), mono at FEATURE_SR:
+    the analysis resamples to it anyway, and a minute at OUT_SR is 11 MB a face."""
     timeline = np.zeros(int(np.ceil((float(times[-1]) + 1000.0 / fps) * OUT_SR / 1000)) + 1,
                         np.float32)
     i0 = int(round(insert_ms * OUT_SR / 1000))
-    seg = mono[: max(0, len(timeline) - i0)]
-    timeline[i0 : i0 + len(seg)] = seg
-    return timeline
+    seg = clip[: max(0, len(timeline) - i0)]
+    timeline[i0 : i0 + len(seg)] = seg if seg.ndim == 1 else seg.mean(axis=1, dtype=np.float32)
+    return to_16k(timeline, OUT_SR)
 
 
 def _job(face: Face, timeline: np.ndarray, analysis: SpeechAnalysis, profile: SpeakerProfile,
          insert_ms: float, end_ms: float, times: np.ndarray, fps: float) -> FaceJob:
     n = len(times)
     tr = face.track
-    targets = mouth_targets(timeline, OUT_SR, fps, n, profile, frame_times_ms=times,
+    targets = mouth_targets(timeline, FEATURE_SR, fps, n, profile, frame_times_ms=times,
                             analysis=analysis)
     inside = (times >= insert_ms) & (times < end_ms)
     visible = np.zeros(n, bool)

@@ -233,7 +233,7 @@ def score_entries(patches: np.ndarray, landmarks: np.ndarray, template: np.ndarr
     ref = feats[np.linspace(0, k_len - 1, min(k_len, 64)).round().astype(int)]
     med = np.median(ref, axis=0)
     mad = 1.4826 * np.median(np.abs(ref - med[None]), axis=0)
-    z = (np.abs(feats - med[None]) / np.maximum(mad, 6.0)[None]).max(axis=3)
+    spread = np.maximum(mad, 6.0)
     hh, ww = small.shape[1:3]
     occl = np.empty(k_len)
     for k in range(k_len):
@@ -246,7 +246,9 @@ def score_entries(patches: np.ndarray, landmarks: np.ndarray, template: np.ndarr
         cv2.polylines(reg, [lips], True, 0, thickness=2 * r)
         sel = reg.astype(bool)
         # Opening keeps blobs (an occluder) and drops thin edge misregistrations.
-        out = cv2.morphologyEx((z[k] > OCCLUSION_Z).astype(np.uint8), cv2.MORPH_OPEN, _K3)
+        # Entry by entry: over the whole bank these temporaries were 60 MB.
+        z = (np.abs(feats[k] - med) / spread).max(axis=2)
+        out = cv2.morphologyEx((z > OCCLUSION_Z).astype(np.uint8), cv2.MORPH_OPEN, _K3)
         occl[k] = float(out[sel].mean()) if sel.any() else 0.0
     occlusion = np.maximum(_robust_excess(occl, 4.0, OCC_FLOOR), occl / OCC_ABS)
 

@@ -66,7 +66,10 @@ def to_16k(x: np.ndarray, sr: int) -> np.ndarray:
     return np.nan_to_num(resample_poly(x, SR // g, int(sr) // g).astype(np.float32))
 
 
-_CHUNK = 6000  # analysis frames per block (60 s): bounds memory on long inputs
+# Analysis frames per block (10 s). Each block's temporaries (frame indices, spectra,
+# context-stacked features, the MLP's hidden layers) are some 15 MB; larger blocks made
+# a minute of speech peak at 120 MB, so peak memory grew with the input's length.
+_CHUNK = 1000
 
 
 def log_mel(x16: np.ndarray) -> np.ndarray:
@@ -88,13 +91,16 @@ def log_mel(x16: np.ndarray) -> np.ndarray:
 
 
 def features(x16: np.ndarray) -> np.ndarray:
-    """Normalised, context-stacked features, one row per 10 ms frame.
+    """Normalised, context-stacked features, one row per 10 ms frame (see ``_normalised``)."""
+    z = _normalised(x16)
+    return _stacked(z, 0, z.shape[0])
 
-    Normalised per recording (mean and spread of the louder half of its frames), so the
-    microphone, room and level are taken out; the total-energy column is kept relative to
-    the recording's speech peaks, since "how much quieter than the speech" is what tells
-    a stop gap or a pause from a vowel.
-    """
+
+def _normalised(x16: np.ndarray) -> np.ndarray:
+    """Log-mel frames normalised per recording (mean and spread of the louder half of its
+    frames), so the microphone, room and level are taken out; the total-energy column is
+    kept relative to the recording's speech peaks, since "how much quieter than the speech"
+    is what tells a stop gap or a pause from a vowel."""
     lm = log_mel(x16)
     e = lm[:, N_MELS]
     floor = e.max() - 23.0  # 100 dB below the loudest frame: digital silence
@@ -106,10 +112,14 @@ def features(x16: np.ndarray) -> np.ndarray:
     z = (lm - mu) / sd
     peak = float(np.percentile(ref[:, N_MELS], 95))
     z[:, N_MELS] = (lm[:, N_MELS] - peak) / 4.0
-    z = np.clip(z, -6.0, 6.0)
+    return np.clip(z, -6.0, 6.0).astype(np.float32)
+
+
+def _stacked(z: np.ndarray, a: int, b: int) -> np.ndarray:
+    """Rows ``a:b`` of the context-stacked features (neighbours clamped at the ends)."""
     n = z.shape[0]
-    cols = [z[np.clip(np.arange(n) + off, 0, n - 1)] for off in CONTEXT]
-    return np.concatenate(cols, axis=1).astype(np.float32)
+    rows = np.arange(a, b)
+    return np.concatenate([z[np.clip(rows + off, 0, n - 1)] for off in CONTEXT], axis=1)
 
 
 @dataclass
@@ -163,10 +173,14 @@ def viseme_posteriors(samples: np.ndarray, sr: int) -> np.ndarray:
         out = np.zeros((1, len(CLASSES)))
         out[:, SIL] = 1.0
         return out
-    feats = features(x16)
-    post = load_model().posteriors(feats)
-    # The centre frame's energy column, 22 nats (95 dB) under the speech peaks.
-    dead = feats[:, CONTEXT.index(0) * (N_MELS + 1) + N_MELS] < -5.5
+    z = _normalised(x16)
+    model = load_model()
+    post = np.empty((z.shape[0], len(CLASSES)), np.float32)
+    for a in range(0, z.shape[0], _CHUNK):  # stacked features are 2.8 KB a frame
+        b = min(z.shape[0], a + _CHUNK)
+        post[a:b] = model.posteriors(_stacked(z, a, b))
+    # The frame's energy column, 22 nats (95 dB) under the speech peaks.
+    dead = z[:, N_MELS] < -5.5
     post[dead] = 0.0
     post[dead, SIL] = 1.0
     return post
