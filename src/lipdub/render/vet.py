@@ -28,7 +28,7 @@ import cv2
 import numpy as np
 
 from lipdub.faces.geometry import interocular, mouth_opening, mouth_width
-from lipdub.render.bank import STABLE, Bank, similarity_to_canonical, umeyama
+from lipdub.render.bank import STABLE, Bank, similarity_to_canonical
 
 __all__ = [
     "EntryScores",
@@ -37,6 +37,8 @@ __all__ = [
     "match_sharpness",
     "sharpen_amount",
     "unsharp",
+    "MAX_LANDMARK_JUMP",
+    "landmark_jumps",
     "plausible_target",
     "plausible_transform",
     "repair_lip_spikes",
@@ -49,6 +51,9 @@ __all__ = [
     "vet_entries",
 ]
 
+# A tracked face whose lower face moves more than this between frames (inter-ocular
+# distances, the head's own motion taken out) is a tracker failure, not a movement.
+MAX_LANDMARK_JUMP = 0.25
 _LOWER = np.r_[2:15, 31:36]  # jaw from cheek to cheek and the nose base: the lower face
 _EPS = 1e-6
 
@@ -85,7 +90,7 @@ def plausible_transform(m: np.ndarray | None, *, max_aniso: float = 1.35,
 def plausible_target(landmarks: np.ndarray, prev: np.ndarray | None, template: np.ndarray,
                      *, transform: np.ndarray | None = None, max_aniso: float = 1.35,
                      max_shear_deg: float = 12.0, max_stable_residual: float = 0.6,
-                     max_jump: float = 0.25) -> bool:
+                     max_jump: float = MAX_LANDMARK_JUMP) -> bool:
     """Can a bank entry be warped onto the face with ``landmarks`` (68, 2, frame pixels)?
 
     * the frame -> canonical ``transform`` (default: the similarity ``Canonical.to_canonical``
@@ -107,14 +112,28 @@ def plausible_target(landmarks: np.ndarray, prev: np.ndarray | None, template: n
     res = np.linalg.norm(lm[STABLE] @ m[:, :2].T + m[:, 2] - tpl[STABLE], axis=1)
     if float(res.max()) > max_stable_residual * iod_c:
         return False
-    if prev is not None:
-        p = np.asarray(prev, np.float64)
-        s = umeyama(p[STABLE], lm[STABLE])
-        moved = p @ s[:, :2].T + s[:, 2]
-        jump = float(np.median(np.linalg.norm(moved[_LOWER] - lm[_LOWER], axis=1)))
-        if jump > max_jump * float(interocular(lm)):
-            return False
-    return True
+    return not (prev is not None and float(landmark_jumps(prev, lm)[0]) > max_jump)
+
+
+def landmark_jumps(prev: np.ndarray, cur: np.ndarray) -> np.ndarray:
+    """For landmark pairs (68, 2) or (N, 68, 2): how far the lower face moved from ``prev``
+    to ``cur`` once the head's own motion (a similarity on the stable points, Umeyama) is
+    taken out, as the median over the jaw and nose base, in ``cur``'s inter-ocular
+    distances. All pairs at once: a render loop calls this ahead for a whole track."""
+    p = np.asarray(prev, np.float64).reshape(-1, 68, 2)
+    c = np.asarray(cur, np.float64).reshape(-1, 68, 2)
+    src, dst = p[:, STABLE], c[:, STABLE]
+    mu_s, mu_d = src.mean(1, keepdims=True), dst.mean(1, keepdims=True)
+    s, d = src - mu_s, dst - mu_d
+    u, sig, vt = np.linalg.svd(np.einsum("nki,nkj->nij", d, s))
+    flip = np.sign(np.linalg.det(u @ vt))
+    r = u @ (vt * np.stack([np.ones_like(flip), flip], axis=1)[:, :, None])
+    scale = sig.sum(1) / np.maximum((s**2).sum((1, 2)), 1e-12)
+    a = scale[:, None, None] * r  # (N, 2, 2)
+    t = mu_d[:, 0] - np.einsum("nij,nj->ni", a, mu_s[:, 0])
+    moved = np.einsum("nkj,nij->nki", p[:, _LOWER], a) + t[:, None]
+    jump = np.median(np.linalg.norm(moved - c[:, _LOWER], axis=2), axis=1)
+    return np.asarray(jump / interocular(c))
 
 
 # --------------------------------------------------------------------------- bank entries
