@@ -25,6 +25,8 @@ from lipdub.errors import InputError, LimitError, MediaError
 
 _LAYOUTS = {1: "mono", 2: "stereo"}
 DEFAULT_CEILING_DB = -1.0
+LOOKAHEAD_MS = 5.0  # the limiter's: its gain starts falling this long before a peak
+RELEASE_DB_PER_S = 60.0  # ... and recovers at this rate after it
 
 
 @dataclass(frozen=True)
@@ -159,7 +161,7 @@ def _decode(
         raise MediaError(f"{path.name} has an audio stream but no decodable audio in it.")
     if max_samples is not None and total > max_samples + sr // 20:
         raise over_limit()
-    # A view when the estimate held (its spare half second is not worth a copy).
+    # A view when the estimate held (less than a second spare is not worth a copy).
     out_arr = buf[:total] if buf.shape[0] - total < sr else buf[:total].copy()
     return _match_channels(out_arr, channels)
 
@@ -253,8 +255,8 @@ def limit_peaks(
     sr: int,
     *,
     ceiling_db: float = DEFAULT_CEILING_DB,
-    lookahead_ms: float = 5.0,
-    release_db_per_s: float = 60.0,
+    lookahead_ms: float = LOOKAHEAD_MS,
+    release_db_per_s: float = RELEASE_DB_PER_S,
 ) -> np.ndarray:
     """Look-ahead peak limiter: every sample ends up at or under ``ceiling_db`` dBFS.
 
@@ -377,7 +379,7 @@ def mix(
         i0 = int(round(clip.insert_ms * sr / 1000))
         i1 = min(n, i0 + s.shape[0])
         _add_scaled(out[i0:i1], s[: i1 - i0], clip.volume)
-    _limit_in_place(out, sr, ceiling_db, 5.0, 60.0)
+    _limit_in_place(out, sr, ceiling_db, LOOKAHEAD_MS, RELEASE_DB_PER_S)
     return out
 
 

@@ -458,7 +458,7 @@ class VideoWriter:
         while self._audio_pos < end:
             stop = min(self._audio_pos + chunk, end if until_s is not None else total)
             if until_s is not None and stop - self._audio_pos < chunk and stop < total:
-                break  # wait for a whole frame; the remainder goes out at close
+                break  # wait for a whole block; the remainder goes out at close
             block = np.ascontiguousarray(self._audio[self._audio_pos : stop].T)
             layout = "mono" if block.shape[0] == 1 else "stereo"
             af = av.AudioFrame.from_ndarray(block, format="fltp", layout=layout)

@@ -38,14 +38,21 @@ def similarity_to_canonical(landmarks: np.ndarray, template: np.ndarray,
 
 
 def umeyama(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
-    """Least-squares similarity src -> dst (2x3)."""
-    mu_s, mu_d = src.mean(0), dst.mean(0)
-    s, d = src - mu_s, dst - mu_d
-    u, sig, vt = np.linalg.svd(d.T @ s)
-    r = u @ np.diag([1.0, float(np.sign(np.linalg.det(u @ vt)))]) @ vt
-    scale = float(sig.sum() / max((s**2).sum(), 1e-12))
-    t = mu_d - scale * r @ mu_s
-    return np.hstack([scale * r, t[:, None]])
+    """Least-squares similarity src -> dst: (2, 3) for (k, 2) points, (N, 2, 3) for N sets
+    of them (one vectorised pass: the render guard fits a whole track at once)."""
+    one = np.ndim(src) == 2
+    src3 = np.asarray(src, np.float64).reshape(-1, *np.shape(src)[-2:])
+    dst3 = np.asarray(dst, np.float64).reshape(src3.shape)
+    mu_s, mu_d = src3.mean(1, keepdims=True), dst3.mean(1, keepdims=True)
+    s, d = src3 - mu_s, dst3 - mu_d
+    u, sig, vt = np.linalg.svd(np.einsum("nki,nkj->nij", d, s))
+    flip = np.sign(np.linalg.det(u @ vt))  # no reflection
+    r = u @ (vt * np.stack([np.ones_like(flip), flip], axis=1)[:, :, None])
+    scale = sig.sum(1) / np.maximum((s**2).sum((1, 2)), 1e-12)
+    a = scale[:, None, None] * r
+    t = mu_d[:, 0] - np.einsum("nij,nj->ni", a, mu_s[:, 0])
+    m = np.concatenate([a, t[:, :, None]], axis=2)
+    return m[0] if one else m
 
 
 
@@ -148,6 +155,8 @@ class BankBuilder:
             m_win = np.hstack([m[:, :2] @ to_frame[:, :2], (m[:, :2] @ to_frame[:, 2]
                                                           + m[:, 2])[:, None]])
         # Cubic: once per entry, and what detail is lost here no sharpening gives back.
+        if any(r == row for r, _ in self._entries):
+            return  # a frame given twice (a damaged crops file): its first entry stands
         self._patches[self._slot[row]] = cv2.warpAffine(
             rgb, m_win, self.canonical.size, flags=cv2.INTER_CUBIC,
             borderMode=cv2.BORDER_REPLICATE)
@@ -160,8 +169,9 @@ class BankBuilder:
         rows = np.array([r for r, _ in self._entries])
         lms = np.stack([lm for _, lm in self._entries])
         slots = np.array([self._slot[r] for r in rows])
-        # Every wanted frame came (the usual case): the array is the bank; else those that did.
-        patches = (self._patches if len(slots) == len(self._patches)
+        # Every wanted frame came (the usual case): the array is the bank; else those that
+        # did (a slot never written holds garbage, so this compares slots, not counts).
+        patches = (self._patches if np.array_equal(slots, np.arange(len(self._patches)))
                    else self._patches[slots])
         thumbs = np.stack([mouth_thumb(p, lm) for p, lm in zip(patches, lms, strict=True)])
         return Bank(

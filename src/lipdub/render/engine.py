@@ -358,8 +358,7 @@ class _Guarded:
         jump = self._jumps.get((self.prev_row, row)) if self.prev_row is not None else None
         prev = self.prev_lm if jump is None else None
         if ((jump is not None and jump > MAX_LANDMARK_JUMP)
-                or not plausible_target(lm, prev, canon.template, transform=to_c,
-                                        max_jump=MAX_LANDMARK_JUMP)):
+                or not plausible_target(lm, prev, canon.template, transform=to_c)):
             self._reject(index, "tracked landmarks implausible", row, lm, None, None)
             return
         x0, y0, x1, y1 = roi_box(lm, rgb.shape)

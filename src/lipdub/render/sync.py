@@ -22,7 +22,7 @@ from lipdub.media import fit as length
 from lipdub.media.audio import PlacedClip, crop, decode_audio, mix, read_video_audio
 from lipdub.media.video import probe
 from lipdub.render.engine import ClassicEngine, Engine, FaceJob, Preview, preview_strip
-from lipdub.speech.features import FEATURE_SR
+from lipdub.speech.features import FEATURE_SR, to_16k
 from lipdub.speech.mouth import (
     SpeakerProfile,
     SpeechAnalysis,
@@ -30,7 +30,6 @@ from lipdub.speech.mouth import (
     build_profile,
     mouth_targets,
 )
-from lipdub.speech.visemes import to_16k
 
 OUT_SR = 48000  # the output track's sample rate
 RAMP_FRAMES = 4  # frames over which a window fades in and out
@@ -189,7 +188,8 @@ def _prepare_and_render(video: Path, faces: Sequence[FaceAudio], session: Sessio
 
     track = mix(duration_ms, OUT_SR, clips, original, original_volume=original_volume,
                 reuse_original=True)
-    # The parts of the mix are not needed while rendering (a minute of stereo is 23 MB each).
+    # The new speech is not needed while rendering (a minute of stereo is 23 MB a face);
+    # the original's buffer now holds the mix itself.
     del clips, original, src_f, profile_f
     prep_s = time.perf_counter() - t_start
 

@@ -1,6 +1,6 @@
 """Guards against garbage frames, and the sharpness that resampling takes away.
 
-Four small tools, all numpy/OpenCV on the canonical patch or on the small region of
+Small tools, all numpy/OpenCV on the canonical patch or on the small region of
 interest around one face, so they cost little at any video resolution:
 
 * :func:`plausible_target` / :func:`transform_distortion`: is a target frame's alignment
@@ -11,7 +11,8 @@ interest around one face, so they cost little at any video resolution:
   singular values 0.97 / 0.55, axes 68 degrees apart, jaw points 50 px off), and any entry
   aligned with the normal solution, warped through it, smears the cheek and jaw across the
   mouth. :func:`similarity_to_canonical` is what it fits now (no shear possible); the check stays
-  for transforms passed in from elsewhere.
+  for transforms passed in from elsewhere. :func:`landmark_jumps` tells a tracker failure
+  from a movement (the lower face moving against the head), for a whole track at once.
 * :func:`vet_entries`: which bank entries are safe to show (alignment, landmark shape,
   blur, occlusion, pose); never drops more than a set share of the bank.
 * :func:`check_patch`: a rendered region against the source frame's same region and the
@@ -28,7 +29,7 @@ import cv2
 import numpy as np
 
 from lipdub.faces.geometry import interocular, mouth_opening, mouth_width
-from lipdub.render.bank import STABLE, Bank, similarity_to_canonical
+from lipdub.render.bank import STABLE, Bank, similarity_to_canonical, umeyama
 
 __all__ = [
     "EntryScores",
@@ -122,16 +123,8 @@ def landmark_jumps(prev: np.ndarray, cur: np.ndarray) -> np.ndarray:
     distances. All pairs at once: a render loop calls this ahead for a whole track."""
     p = np.asarray(prev, np.float64).reshape(-1, 68, 2)
     c = np.asarray(cur, np.float64).reshape(-1, 68, 2)
-    src, dst = p[:, STABLE], c[:, STABLE]
-    mu_s, mu_d = src.mean(1, keepdims=True), dst.mean(1, keepdims=True)
-    s, d = src - mu_s, dst - mu_d
-    u, sig, vt = np.linalg.svd(np.einsum("nki,nkj->nij", d, s))
-    flip = np.sign(np.linalg.det(u @ vt))
-    r = u @ (vt * np.stack([np.ones_like(flip), flip], axis=1)[:, :, None])
-    scale = sig.sum(1) / np.maximum((s**2).sum((1, 2)), 1e-12)
-    a = scale[:, None, None] * r  # (N, 2, 2)
-    t = mu_d[:, 0] - np.einsum("nij,nj->ni", a, mu_s[:, 0])
-    moved = np.einsum("nkj,nij->nki", p[:, _LOWER], a) + t[:, None]
+    m = umeyama(p[:, STABLE], c[:, STABLE])  # (N, 2, 3)
+    moved = np.einsum("nkj,nij->nki", p[:, _LOWER], m[:, :, :2]) + m[:, None, :, 2]
     jump = np.median(np.linalg.norm(moved - c[:, _LOWER], axis=2), axis=1)
     return np.asarray(jump / interocular(c))
 
@@ -264,9 +257,9 @@ def score_entries(patches: np.ndarray, landmarks: np.ndarray, template: np.ndarr
         r = max(1, int(0.08 * s_iod))
         cv2.polylines(reg, [lips], True, 0, thickness=2 * r)
         sel = reg.astype(bool)
-        # Opening keeps blobs (an occluder) and drops thin edge misregistrations.
         # Entry by entry: over the whole bank these temporaries were 60 MB.
         z = (np.abs(feats[k] - med) / spread).max(axis=2)
+        # Opening keeps blobs (an occluder) and drops thin edge misregistrations.
         out = cv2.morphologyEx((z > OCCLUSION_Z).astype(np.uint8), cv2.MORPH_OPEN, _K3)
         occl[k] = float(out[sel].mean()) if sel.any() else 0.0
     occlusion = np.maximum(_robust_excess(occl, 4.0, OCC_FLOOR), occl / OCC_ABS)

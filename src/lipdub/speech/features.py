@@ -118,9 +118,12 @@ class FrameFeatures:
         return int(self.loudness.shape[0])
 
 
-def _to_16k(x: np.ndarray, sr: int) -> np.ndarray:
+def to_16k(samples: np.ndarray, sr: int) -> np.ndarray:
+    """Mono float32 at FEATURE_SR (channels averaged, NaN zeroed): what every speech
+    analysis reads. Sync converts once and passes it on (16 kHz input is not copied)."""
+    x = _mono(samples)
     if sr == FEATURE_SR:
-        return x.astype(np.float32)
+        return x
     g = math.gcd(sr, FEATURE_SR)
     return resample_poly(x, FEATURE_SR // g, sr // g).astype(np.float32)
 
@@ -178,7 +181,7 @@ def frame_features(
     times_ms: np.ndarray | None = None,
 ) -> FrameFeatures:
     """Acoustic features at video frame times, from 10 ms analysis frames (see module doc)."""
-    x = _to_16k(_mono(samples), sr)
+    x = to_16k(samples, sr)
     # Loudness from the 16 kHz copy: its 300-3400 Hz band is intact there, and the
     # zero-phase band-pass costs a third of what it does at 48 kHz (a minute of audio, twice
     # per sync: 0.3 s).

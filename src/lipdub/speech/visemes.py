@@ -14,17 +14,15 @@ it holds on real recordings. Inference is numpy only (no framework, no download)
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from functools import lru_cache
 from importlib import resources
 
 import numpy as np
-from scipy.signal import resample_poly
 
-from lipdub.speech.features import frame_spans, frame_times_s, spans_mean
+from lipdub.speech.features import FEATURE_SR, frame_spans, frame_times_s, spans_mean, to_16k
 
-SR = 16000
+SR = FEATURE_SR  # one rate for all speech analysis (features.to_16k)
 HOP = 160  # 10 ms
 WIN = 400  # 25 ms
 N_FFT = 512
@@ -54,16 +52,6 @@ def _mel_matrix() -> np.ndarray:
         down = (hi - freqs) / max(hi - c, 1e-6)
         fb[m] = np.clip(np.minimum(up, down), 0.0, None)
     return fb
-
-
-def to_16k(x: np.ndarray, sr: int) -> np.ndarray:
-    x = np.asarray(x, np.float32)
-    if x.ndim == 2:
-        x = x.mean(axis=1)
-    if sr == SR:
-        return np.nan_to_num(x)
-    g = math.gcd(int(sr), SR)
-    return np.nan_to_num(resample_poly(x, SR // g, int(sr) // g).astype(np.float32))
 
 
 # Analysis frames per block (10 s). Each block's temporaries (frame indices, spectra,
@@ -112,7 +100,7 @@ def _normalised(x16: np.ndarray) -> np.ndarray:
     z = (lm - mu) / sd
     peak = float(np.percentile(ref[:, N_MELS], 95))
     z[:, N_MELS] = (lm[:, N_MELS] - peak) / 4.0
-    return np.clip(z, -6.0, 6.0).astype(np.float32)
+    return np.clip(z, -6.0, 6.0, out=z)
 
 
 def _stacked(z: np.ndarray, a: int, b: int) -> np.ndarray:
