@@ -7,10 +7,10 @@ filling the frame's height), the predictor runs on the same box three ways: the 
 itself ("full", what the tracker does now), a crop reduced to a 200 px face with
 INTER_AREA (what it did before) and with INTER_LINEAR. The box follows the INTER_AREA
 result from frame to frame (the tracker follows its own landmarks, with its own box
-ratio), so all three see the same boxes and only the predictor's input differs. Printed: milliseconds per face including the
-reduction, jitter (mean second difference over frames of the stable points, nose and eyes,
-and of the lips, in inter-ocular distances: the predictor's noise, not the motion) and the
-mean distance from the INTER_AREA result.
+ratio), so all three see the same boxes and only the predictor's input differs. Printed:
+milliseconds per face including the reduction, jitter (mean second difference over frames
+of the stable points, nose and eyes, and of the lips, in inter-ocular distances: the
+predictor's noise, not the motion) and the mean distance from the INTER_AREA result.
 """
 
 from __future__ import annotations
