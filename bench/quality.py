@@ -42,7 +42,7 @@ naturalness (next to the same person's real mouth in the source, on speaking fra
            over the source's own share (target <= 2)
 speed
   bench/_clips.talking_head(720) and (1080), 15 s, one face: sync wall time over video
-  duration (RTF), identify apart, in a fresh process each for peak RSS (ru_maxrss).
+  duration (RTF), identify apart, in a fresh process each for peak RSS (VmHWM).
 """
 
 from __future__ import annotations
@@ -397,7 +397,9 @@ ru = resource.getrusage(resource.RUSAGE_SELF)
 print(json.dumps({"identify": t1 - t0, "sync": t2 - t1, "cpu": ru.ru_utime + ru.ru_stime - c1,
                   "dur": s.video.duration_ms / 1000,
                   "w": s.video.width, "h": s.video.height,
-                  "rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+                  # VmHWM: ru_maxrss would carry the forking bench's RSS across exec
+                  "rss_mb": next(int(x.split()[1]) for x in open("/proc/self/status")
+                                 if x.startswith("VmHWM")) / 1024}))
 """
 
 
