@@ -237,3 +237,30 @@ def test_limiter_on_summed_clips_in_mix() -> None:
     out = mix(1000, sr, [PlacedClip(a, sr, 0.0, 2.0), PlacedClip(a, sr, 0.0, 1.0)])
     assert np.abs(out).max() <= CEIL + 1e-6
     assert np.abs(out[sr // 4 :]).max() > 0.8 * CEIL
+
+
+def test_limiter_in_blocks_equals_the_limiter_on_the_whole_track(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The limiter runs block by block (memory); its look-ahead, release and smoothing
+    carry across block edges, so a peak that straddles one is limited exactly as if the
+    track were one block, and the gain never jumps at an edge."""
+    import lipdub.media.audio as audio_mod
+
+    sr = 48000
+    block = audio_mod._BLOCK
+    x = np.stack([tone(sr, 2.5 * block / sr, 300, 0.3), tone(sr, 2.5 * block / sr, 500, 0.2)],
+                 axis=1)
+    # A burst across the first edge, one that ends just before the second (its release
+    # runs on into the next block).
+    for at in (block - 40, 2 * block - 410):
+        x[at : at + 400] *= 6.0
+    y = limit_peaks(x, sr)
+    monkeypatch.setattr(audio_mod, "_BLOCK", 1 << 30)
+    whole = limit_peaks(x, sr)
+    np.testing.assert_allclose(y, whole, atol=1e-6)
+    assert np.abs(y).max() <= CEIL + 1e-6
+    loud = np.abs(x[:, 0]) > 0.05
+    gain = y[loud, 0] / x[loud, 0]
+    assert np.abs(np.diff(gain)).max() < 0.05  # no jump at either edge (a reset is ~0.5)
+    # Far after the last burst the gain is back to exactly 1.
+    np.testing.assert_array_equal(y[-sr // 2 :], x[-sr // 2 :])

@@ -72,3 +72,24 @@ def test_a_failed_sync_abandons_the_bank_it_began(session: lipdub.Session,
     assert not any(t.name.startswith("lipdub-bank") and t.ident not in before
                    for t in threading.enumerate())
     assert eng._early is None
+
+
+def test_a_bank_holds_only_the_frames_it_was_given(session: lipdub.Session) -> None:
+    """Patches are warped into slots reserved in advance: a frame given twice is taken
+    once, and a wanted frame that never came leaves no unwritten slot in the bank."""
+    from lipdub.render.bank import BankBuilder
+
+    face = session.faces[0]
+    crops = face.crops
+    assert crops is not None and len(crops) > 4
+    tr = face.track
+    b = BankBuilder(tr.landmarks, tr.frames, tr.pose, only=crops.frames)
+    given = [k for k in range(len(crops)) if k != 2]  # the third crop never arrives
+    for k in given + [0]:  # ... and the first arrives twice
+        b.add(int(crops.frames[k]), crops.image(k), crops.to_frame(k))
+    bank = b.build()
+    rows = np.flatnonzero(np.isin(tr.frames, crops.frames[given]))
+    np.testing.assert_array_equal(bank.frames, rows)
+    full = ClassicEngine()._banks(Path("/nonexistent/video.mp4"), [face], lambda _f: None)[0]
+    keep = np.isin(full.frames, rows)
+    np.testing.assert_array_equal(bank.patches, full.patches[keep])
