@@ -138,7 +138,7 @@ class BankBuilder:
         self._patches = np.empty((len(self._slot), h, w, 3), np.uint8)
         self._lm = landmarks
         self._pose = pose
-        self._entries: list[tuple[int, np.ndarray]] = []  # (row, canonical landmarks)
+        self._entries: dict[int, np.ndarray] = {}  # row -> canonical landmarks
 
     def wants(self, frame_index: int) -> bool:
         return frame_index in self._wanted
@@ -155,19 +155,18 @@ class BankBuilder:
             m_win = np.hstack([m[:, :2] @ to_frame[:, :2], (m[:, :2] @ to_frame[:, 2]
                                                           + m[:, 2])[:, None]])
         # Cubic: once per entry, and what detail is lost here no sharpening gives back.
-        if any(r == row for r, _ in self._entries):
+        if row in self._entries:
             return  # a frame given twice (a damaged crops file): its first entry stands
         self._patches[self._slot[row]] = cv2.warpAffine(
             rgb, m_win, self.canonical.size, flags=cv2.INTER_CUBIC,
             borderMode=cv2.BORDER_REPLICATE)
-        self._entries.append((row, lm.astype(np.float32)))  # list.append: thread-safe
+        self._entries[row] = lm.astype(np.float32)  # one dict store: thread-safe
 
     def build(self) -> Bank:
         if not self._entries:
             raise ValueError("no bank entries were collected")
-        self._entries.sort(key=lambda e: e[0])  # in time order, however they were added
-        rows = np.array([r for r, _ in self._entries])
-        lms = np.stack([lm for _, lm in self._entries])
+        rows = np.array(sorted(self._entries))  # in time order, however they were added
+        lms = np.stack([self._entries[int(r)] for r in rows])
         slots = np.array([self._slot[r] for r in rows])
         # Every wanted frame came (the usual case): the array is the bank; else those that
         # did (a slot never written holds garbage, so this compares slots, not counts).

@@ -19,7 +19,7 @@ from lipdub.errors import InputError
 from lipdub.faces.identify import identify
 from lipdub.faces.session import Face, Session
 from lipdub.media import fit as length
-from lipdub.media.audio import PlacedClip, crop, decode_audio, mix, read_video_audio
+from lipdub.media.audio import PlacedClip, crop, decode_audio, mix, read_video_audio, to_mono
 from lipdub.media.video import probe
 from lipdub.render.engine import ClassicEngine, Engine, FaceJob, Preview, preview_strip
 from lipdub.speech.features import FEATURE_SR, to_16k
@@ -249,7 +249,7 @@ def _timeline(clip: np.ndarray, insert_ms: float, times: np.ndarray, fps: float)
                         np.float32)
     i0 = int(round(insert_ms * OUT_SR / 1000))
     seg = clip[: max(0, len(timeline) - i0)]
-    timeline[i0 : i0 + len(seg)] = seg if seg.ndim == 1 else seg.mean(axis=1, dtype=np.float32)
+    timeline[i0 : i0 + len(seg)] = to_mono(seg)
     return to_16k(timeline, OUT_SR)
 
 
