@@ -12,6 +12,7 @@ from pathlib import Path
 
 import av
 import cv2
+import dlib
 import numpy as np
 
 from lipdub.faces import models
@@ -24,13 +25,12 @@ class Detector:
     detector misses a frame the previous box is reused for the predictor (counted)."""
 
     def __init__(self) -> None:
-        self.det = models.hog_detector()
+        self.det = dlib.get_frontal_face_detector()  # our own: a detector is per thread
         self.pred = models.landmark_predictor()
         self.prev: object | None = None
         self.misses = 0
 
     def __call__(self, rgb: np.ndarray) -> np.ndarray:
-        import dlib
 
         h, w = rgb.shape[:2]
         s = min(1.0, DETECT_SIDE / max(h, w))

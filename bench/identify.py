@@ -21,7 +21,7 @@ CHILD = r"""
 import json, resource, sys, time
 from lipdub.faces import models
 t0 = time.perf_counter()
-models.hog_detector(); models.landmark_predictor(); models.face_encoder()
+models.preload()
 load = time.perf_counter() - t0
 import lipdub
 import lipdub.faces.identify  # a running service has the code loaded: keep imports off the clock

@@ -382,7 +382,7 @@ def split_reconstruction(
 CHILD = r"""
 import json, resource, sys, time
 from lipdub.faces import models
-models.hog_detector(); models.landmark_predictor(); models.face_encoder()
+models.preload()
 import lipdub
 video, audio, out = sys.argv[1:4]
 t0 = time.perf_counter()

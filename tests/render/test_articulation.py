@@ -23,18 +23,19 @@ FPS = 25.0
 
 
 def landmarks_of(path: Path, crop: tuple[int, int] | None = None) -> list[np.ndarray | None]:
-    det, sp = models.hog_detector(), models.landmark_predictor()
+    sp = models.landmark_predictor()
     out: list[np.ndarray | None] = []
-    for rgb in frames_of(path):
-        if crop is not None:
-            rgb = np.ascontiguousarray(rgb[:, crop[0] : crop[1]])
-        gray = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)
-        d = det(gray, 1)
-        if not d:
-            out.append(None)
-            continue
-        s = sp(gray, max(d, key=lambda r: r.area()))
-        out.append(np.array([(p.x, p.y) for p in s.parts()], np.float64))
+    with models.hog_detector() as det:
+        for rgb in frames_of(path):
+            if crop is not None:
+                rgb = np.ascontiguousarray(rgb[:, crop[0] : crop[1]])
+            gray = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)
+            d = det(gray, 1)
+            if not d:
+                out.append(None)
+                continue
+            s = sp(gray, max(d, key=lambda r: r.area()))
+            out.append(np.array([(p.x, p.y) for p in s.parts()], np.float64))
     return out
 
 

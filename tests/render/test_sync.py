@@ -190,16 +190,17 @@ def test_multi_face_changes_each_face_only_in_its_window(tmp_path: Path) -> None
 
 
 def measured_opening(path: Path) -> np.ndarray:
-    det, sp = models.hog_detector(), models.landmark_predictor()
+    sp = models.landmark_predictor()
     out = []
-    for rgb in frames_of(path):
-        gray = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)
-        d = det(gray, 0)
-        if not d:
-            out.append(np.nan)
-            continue
-        s = sp(gray, d[0])
-        out.append(float(mouth_opening(np.array([(p.x, p.y) for p in s.parts()]))))
+    with models.hog_detector() as det:
+        for rgb in frames_of(path):
+            gray = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)
+            d = det(gray, 0)
+            if not d:
+                out.append(np.nan)
+                continue
+            s = sp(gray, d[0])
+            out.append(float(mouth_opening(np.array([(p.x, p.y) for p in s.parts()]))))
     return np.array(out)
 
 

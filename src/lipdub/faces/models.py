@@ -1,12 +1,16 @@
 """dlib's face models, loaded by path from the `face-recognition-models` package.
 
 The package's ``__init__`` imports ``pkg_resources`` (gone from recent setuptools), so we
-only ask importlib where it lives and never import it. Models load once per process.
+only ask importlib where it lives and never import it. Models load once per process;
+HOG detectors, which a thread must not share, once per thread that runs one at a time.
 """
 
 from __future__ import annotations
 
 import importlib.util
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -25,9 +29,40 @@ def models_dir() -> Path:
     return Path(next(iter(spec.submodule_search_locations))) / "models"
 
 
-@lru_cache(maxsize=1)
-def hog_detector() -> Any:
-    return dlib.get_frontal_face_detector()
+_idle_detectors: list[Any] = []
+_idle_lock = threading.Lock()
+
+
+@contextmanager
+def hog_detector() -> Iterator[Any]:
+    """dlib's HOG face detector, for the calling thread alone until the block ends.
+
+    A detector keeps scratch buffers: two threads running one at once crash the process
+    (a segfault, seen with identify's detection threads). Each block gets one that no
+    other thread is using. They are made on demand (about 0.35 s each) and kept, so a
+    process holds as many as it ever ran at the same time.
+    """
+    with _idle_lock:
+        det = _idle_detectors.pop() if _idle_detectors else None
+    if det is None:
+        det = dlib.get_frontal_face_detector()
+    try:
+        yield det
+    finally:
+        with _idle_lock:
+            _idle_detectors.append(det)
+
+
+def preload(detectors: int = 2) -> None:
+    """Load every model now (a service loads them before its first task): the
+    predictor, the encoder and ``detectors`` HOG detectors (identify runs two at once)."""
+    landmark_predictor()
+    face_encoder()
+    with _idle_lock:
+        missing = detectors - len(_idle_detectors)
+    made = [dlib.get_frontal_face_detector() for _ in range(max(missing, 0))]
+    with _idle_lock:
+        _idle_detectors.extend(made)
 
 
 @lru_cache(maxsize=1)

@@ -6,6 +6,12 @@ from the shape predictor started at the box of its previous landmarks: faces mov
 from one frame to the next, and the predictor pulls the shape onto the face. A detection
 confirms a track; a track that several detections in a row do not confirm has drifted off
 the face and ends at its last confirmed frame.
+
+Detection runs in a thread beside the tracking of the next ``detect_lag`` frames, which
+are held until its boxes come back. The boxes are then judged on the frame they were
+found in: matched against each track's landmarks there, and a new face is tracked from
+that frame on through the held ones. The lag costs neither accuracy nor time span, and
+the result does not depend on which thread ran first.
 """
 
 from __future__ import annotations
@@ -25,8 +31,26 @@ from lipdub.media.video import Frame
 
 @dataclass(frozen=True)
 class TrackerSettings:
-    detect_every: int = 6  # frames between detections (and at every scene cut)
-    detect_lag: int = 3  # frames a detection runs beside tracking before it is matched
+    # Two kinds of detection run in worker threads, beside the tracking. Every
+    # ``detect_every`` frames (and at every scene cut) the whole frame is searched for
+    # new faces. Every ``confirm_every`` frames, only each track's surroundings are,
+    # scaled so the face is HOG-sized: that re-seats the track's shape on the face, or
+    # lets a track that lost it end. Measured at 720p: the whole frame 24 ms, one face's
+    # surroundings 3 ms, a frame of tracking 4 ms.
+    detect_every: int = 12
+    confirm_every: int = 6
+    # Frames tracked (and held) before a detection's boxes are used: a search of the
+    # whole frame takes this long not to stall the tracking; a confirmation is used
+    # soon, as its box is carried to the current frame by the track's own motion (with
+    # 11 frames, fast movers drifted off their faces between re-seats).
+    detect_lag: int = 11
+    confirm_lag: int = 3
+    # A face a search finds was not there at the search before: it is followed back
+    # through up to this many held frames, while the detector still finds it around
+    # itself, so its span starts where it appeared, not at the search that found it.
+    look_back: int = 11
+    confirm_face_px: float = 100.0  # a face's side in the confirmation's picture
+    confirm_margin: float = 0.3  # context around a track's box, in box sides, each side
     detect_long_side: int = 640  # the detector sees frames resized to this long side
     max_upscale: float = 1.5  # small videos are enlarged so small faces reach HOG's 80 px
     min_face_px: int = 40  # faces smaller than this (box side, source pixels) are ignored
@@ -45,7 +69,7 @@ class Track:
     frames: list[int] = field(default_factory=list)
     times: list[float] = field(default_factory=list)
     landmarks: list[np.ndarray] = field(default_factory=list)
-    confirmed_len: int = 0  # frames up to the last detection that confirmed the track
+    confirmed_len: int = 0  # frames up to the last one a detection found the face in
     misses: int = 0
     embeddings: list[np.ndarray] = field(default_factory=list)
     last_embedding_ms: float = -1e9
@@ -63,6 +87,26 @@ class Track:
         """
         n = self.confirmed_len
         del self.frames[n:], self.times[n:], self.landmarks[n:]
+
+    def row_of(self, frame: int) -> int | None:
+        """Index of ``frame`` in this track (its frames are consecutive), or None."""
+        row = frame - self.frames[0] if self.frames else -1
+        return row if 0 <= row < len(self.frames) and self.frames[row] == frame else None
+
+
+Box = tuple[float, float, float, float]
+# What feed() reports: a frame, a track id, and that track's landmarks on that frame.
+Seen = tuple[Frame, int, np.ndarray]
+
+
+@dataclass
+class _Job:
+    """A detection running in a worker thread, on frame ``at``, to be used at ``due``."""
+
+    at: Frame
+    due: int
+    tracks: list[int] | None  # the tracks a confirmation looks around; None: whole frame
+    boxes: Future[list[Box]]
 
 
 def landmark_box(lm: np.ndarray) -> tuple[float, float, float, float]:
@@ -95,7 +139,6 @@ class FaceTracker:
         self.s = settings
         self.width, self.height, self.fps = width, height, fps
         self.scale = min(settings.max_upscale, settings.detect_long_side / max(width, height))
-        self.detector = models.hog_detector()
         self.predictor = models.landmark_predictor()
         self.encoder = models.face_encoder()
         self.active: list[Track] = []
@@ -103,45 +146,103 @@ class FaceTracker:
         self._next_id = 0
         self._prev_thumb: np.ndarray | None = None
         self.cuts: list[int] = []
-        # HOG runs in a thread (dlib releases the GIL) while the next frames are tracked;
-        # its boxes are matched ``detect_lag`` frames later, when faces have moved by a few
-        # pixels (the IoU match tolerates that), so detection never stalls tracking.
-        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="lipdub-hog")
-        self._pending: Future[list[tuple[float, float, float, float]]] | None = None
-        self._pending_at = 0
+        # dlib releases the GIL while it detects. One thread per kind, so a confirmation
+        # never queues behind a search of the whole frame; each thread leases its own
+        # detector (models.hog_detector).
+        self._search_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="lipdub-hog")
+        self._confirm_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="lipdub-confirm")
+        self._jobs: list[_Job] = []  # by due frame, then submission
+        # Consecutive frames of this shot: from the oldest job's, or the last look_back.
+        self._held: list[Frame] = []
 
     # -- per frame ---------------------------------------------------------------------
-    def feed(self, frame: Frame) -> None:
+    def feed(self, frame: Frame) -> list[Seen]:
+        """Track ``frame``. Returns the landmarks now known: this frame's for every
+        track, and earlier held frames' for a face that a detection has just found."""
         gray = frame.gray
         cut = self._is_cut(gray)
         if cut:
             self.cuts.append(frame.index)
+            self._drop_jobs()  # boxes from the previous shot are of no use
             self._end_all()
-            self._collect()  # boxes from the previous shot are of no use
         for tr in self.active:
-            self._follow(tr, gray, frame)
-        if self._pending is not None and frame.index - self._pending_at >= self.s.detect_lag:
-            late = self._collect()
-            if late is not None:
-                self._match(late, gray, frame)
+            self._follow(tr, frame)
+        self._held.append(frame)
+        earlier: list[tuple[Frame, Track, int]] = []
+        while self._jobs and self._jobs[0].due <= frame.index:
+            earlier += self._use(self._jobs.pop(0))
         if cut or frame.index == 0:
-            # A new shot starts with nobody tracked: detect now, not one frame late.
-            self._match(self._hog(gray), gray, frame)
-        elif frame.index % self.s.detect_every == 0 and self._pending is None:
-            self._pending = self._pool.submit(self._hog, gray.copy())
-            self._pending_at = frame.index
+            # A new shot starts with nobody tracked: search now, not a lag later.
+            earlier += self._discover(self._hog(gray), [frame])
+        else:
+            if frame.index % self.s.confirm_every == 0 and self.active:
+                rois = [self._surroundings(tr.landmarks[-1]) for tr in self.active]
+                self._add(_Job(frame, frame.index + self.s.confirm_lag,
+                               [tr.track_id for tr in self.active],
+                               self._confirm_pool.submit(self._hog_rois, gray, rois)))
+            if frame.index % self.s.detect_every == 0:
+                self._add(_Job(frame, frame.index + self.s.detect_lag, None,
+                               self._search_pool.submit(self._hog, gray)))
+        oldest = min([j.at.index for j in self._jobs] + [frame.index + 1])
+        self._held = self._held_from(oldest - self.s.look_back)
+        return self._seen(earlier, frame)
+
+    def flush(self) -> list[Seen]:
+        """Use the detections still running (at the end of the video): faces they find
+        are tracked through the held frames."""
+        earlier: list[tuple[Frame, Track, int]] = []
+        while self._jobs:
+            earlier += self._use(self._jobs.pop(0))
+        last = self._held[-1] if self._held else None
+        self._held = []
+        return self._seen(earlier, last) if last is not None else []
 
     def close(self) -> list[Track]:
-        self._collect()
-        self._pool.shutdown(wait=True)
+        self.flush()
+        self._search_pool.shutdown(wait=True)
+        self._confirm_pool.shutdown(wait=True)
         self._end_all()
         return self.finished
 
-    def _collect(self) -> list[tuple[float, float, float, float]] | None:
-        if self._pending is None:
-            return None
-        dets, self._pending = self._pending.result(), None
-        return dets
+    def _seen(self, earlier: list[tuple[Frame, Track, int]], frame: Frame) -> list[Seen]:
+        alive = {id(tr) for tr in self.active}
+        out = [(f, tr.track_id, tr.landmarks[row]) for f, tr, row in earlier if id(tr) in alive]
+        out += [(frame, tr.track_id, tr.landmarks[-1]) for tr in self.active
+                if tr.frames[-1] == frame.index]
+        return out
+
+    # -- detection jobs ----------------------------------------------------------------
+    def _add(self, job: _Job) -> None:
+        at = len(self._jobs)
+        while at > 0 and self._jobs[at - 1].due > job.due:
+            at -= 1
+        self._jobs.insert(at, job)
+
+    def _use(self, job: _Job) -> list[tuple[Frame, Track, int]]:
+        boxes = job.boxes.result()
+        window = self._held_from(job.at.index)
+        if job.tracks is None:
+            return self._discover(boxes, window)
+        self._confirm_tracks(boxes, job.tracks, window)
+        return []
+
+    def _held_from(self, index: int) -> list[Frame]:
+        return self._held[max(index - self._held[0].index, 0):] if self._held else []
+
+    def _drop_jobs(self) -> None:
+        for job in self._jobs:
+            job.boxes.result()  # the worker may still read a held frame: let it finish
+        self._jobs = []
+        self._held = []
+
+    def _surroundings(self, lm: np.ndarray) -> tuple[tuple[int, int, int, int], float]:
+        """A face's box with margins, and the scale that makes the face HOG-sized."""
+        x0, y0, x1, y1 = landmark_box(lm)
+        side = max(x1 - x0, y1 - y0, 1.0)
+        m = self.s.confirm_margin * side
+        roi = (max(int(x0 - m), 0), max(int(y0 - m), 0),
+               min(int(x1 + m) + 1, self.width), min(int(y1 + m) + 1, self.height))
+        return roi, min(self.s.max_upscale, self.s.confirm_face_px / side)
 
     # -- internals ---------------------------------------------------------------------
     def _is_cut(self, gray: np.ndarray) -> bool:
@@ -164,7 +265,7 @@ class FaceTracker:
             self._end(tr)
         self.active = []
 
-    def _predict(self, gray: np.ndarray, box: tuple[float, float, float, float]) -> np.ndarray:
+    def _predict(self, gray: np.ndarray, box: Box) -> np.ndarray:
         """68 landmarks for the face in ``box``, in full-frame pixels.
 
         On the frame itself, whatever the face's size: the predictor's cost does not grow
@@ -176,35 +277,47 @@ class FaceTracker:
         """
         return _shape_array(self.predictor(gray, _rect(box)))
 
-    def _follow(self, tr: Track, gray: np.ndarray, frame: Frame) -> None:
-        x0, y0, x1, y1 = landmark_box(tr.landmarks[-1])
-        w, h = x1 - x0, y1 - y0
-        r = tr.box_ratio
-        box = (x0 + r[0] * w, y0 + r[1] * h, x0 + r[2] * w, y0 + r[3] * h)
-        lm = self._predict(gray, box)
+    def _follow(self, tr: Track, frame: Frame) -> None:
+        lm = self._predict(frame.gray, _carry(tr.box_ratio, landmark_box(tr.landmarks[-1])))
         tr.frames.append(frame.index)
         tr.times.append(frame.time_ms)
         tr.landmarks.append(lm)
 
-    def _hog(self, gray: np.ndarray) -> list[tuple[float, float, float, float]]:
+    def _hog(self, gray: np.ndarray) -> list[Box]:
         small = cv2.resize(gray, None, fx=self.scale, fy=self.scale,
                            interpolation=cv2.INTER_AREA if self.scale < 1 else cv2.INTER_LINEAR)
-        dets = [
-            (d.left() / self.scale, d.top() / self.scale, d.right() / self.scale,
-             d.bottom() / self.scale)
-            for d in self.detector(small, 0)
-        ]
+        return self._detect(small, self.scale, 0, 0)
+
+    def _hog_rois(self, gray: np.ndarray,
+                  rois: list[tuple[tuple[int, int, int, int], float]]) -> list[Box]:
+        out: list[Box] = []
+        for (x0, y0, x1, y1), sc in rois:
+            crop = gray[y0:y1, x0:x1]
+            small = cv2.resize(crop, None, fx=sc, fy=sc,
+                               interpolation=cv2.INTER_AREA if sc < 1 else cv2.INTER_LINEAR)
+            out += self._detect(small, sc, x0, y0)
+        return out
+
+    def _detect(self, small: np.ndarray, sc: float, x0: int, y0: int) -> list[Box]:
+        with models.hog_detector() as detector:
+            found = detector(small, 0)
+        dets = [(d.left() / sc + x0, d.top() / sc + y0, d.right() / sc + x0,
+                 d.bottom() / sc + y0) for d in found]
         return [d for d in dets if min(d[2] - d[0], d[3] - d[1]) >= self.s.min_face_px]
 
-    def _match(self, dets: list[tuple[float, float, float, float]], gray: np.ndarray,
-               frame: Frame) -> None:
+    def _confirm_tracks(self, dets: list[Box], tracks: list[int],
+                        window: list[Frame]) -> None:
+        """Match ``dets``, found around ``tracks`` on ``window[0]``, against those tracks
+        there; ``window[-1]`` is now."""
+        at = window[0]
+        judged: list[tuple[Track, int, Box]] = []
+        for tr in self.active:
+            row = tr.row_of(at.index)
+            if row is not None and tr.track_id in tracks:
+                judged.append((tr, row, landmark_box(tr.landmarks[row])))
         # Greedy matching by IoU: faces rarely overlap, so greedy equals optimal here.
-        pairs = []
-        for ti, tr in enumerate(self.active):
-            tb = landmark_box(tr.landmarks[-1])
-            for di, d in enumerate(dets):
-                pairs.append((iou(tb, d), ti, di))
-        pairs.sort(reverse=True)
+        pairs = sorted(((iou(tb, d), ti, di) for ti, (_, _, tb) in enumerate(judged)
+                        for di, d in enumerate(dets)), reverse=True)
         used_t: set[int] = set()
         used_d: set[int] = set()
         for score, ti, di in pairs:
@@ -212,56 +325,135 @@ class FaceTracker:
                 continue
             used_t.add(ti)
             used_d.add(di)
-            self._confirm(self.active[ti], dets[di], gray, frame)
-        still = []
-        for ti, tr in enumerate(self.active):
+            tr, row, tb = judged[ti]
+            self._confirm(tr, dets[di], tb, row, window[-1])
+        lost = set()
+        for ti, (tr, row, _) in enumerate(judged):
             if ti not in used_t:
+                tr.misses += 1
+                if tr.misses == 1:
+                    self._confirm_until(tr, row)
+                if tr.misses > self.s.max_misses:
+                    self._end(tr, lost=True)
+                    lost.add(id(tr))
+        self.active = [tr for tr in self.active if id(tr) not in lost]
+
+    def _confirm_until(self, tr: Track, row: int) -> None:
+        """At a first miss (at ``row``): check the frames since the last confirmation one
+        by one while they are held, so that a face that leaves is confirmed up to the
+        frame it left on, not to the confirmation before."""
+        for r in range(tr.confirmed_len, row):
+            i = tr.frames[r] - self._held[0].index if self._held else -1
+            if i < 0 or self._around(self._held[i], tr.landmarks[r]) is None:
+                return
+            tr.confirmed_len = r + 1
+
+    def _discover(self, dets: list[Box], window: list[Frame]) -> list[tuple[Frame, Track, int]]:
+        """Start tracks for the faces in ``dets`` (a search of ``window[0]``) that no track
+        covers there. Returns the held frames, with track and row, of the new tracks."""
+        at = window[0]
+        taken = [landmark_box(tr.landmarks[row]) for tr in self.active
+                 if (row := tr.row_of(at.index)) is not None]
+        found: list[tuple[Frame, Track, int]] = []
+        for d in dets:
+            if any(iou(tb, d) > 0.1 for tb in taken):
+                continue  # a track's face (the detector may place its box differently)
+            new = self._start(d, window)
+            taken.append(d)
+            if new is not None:
+                self.active.append(new)
+                first = new.frames[0] - self._held[0].index
+                found += [(f, new, row) for row, f in enumerate(self._held[first:-1])]
+        return found
+
+    def _start(self, det: Box, window: list[Frame]) -> Track | None:
+        """A track for a face found at ``det`` on ``window[0]``.
+
+        It is first followed back through the held frames before, while a detection
+        around it still finds it on each. Then forward through the rest of ``window`` as
+        it would have been live: followed, and confirmed around itself every
+        ``confirm_every`` frames and on the last one (later detections of it are a lag
+        away). None if those confirmations lose it."""
+        at = window[0]
+        tr = Track(track_id=self._next_id)
+        self._next_id += 1
+        lm = self._predict(at.gray, det)
+        back = self._look_back(lm, det, self._held[:at.index - self._held[0].index])
+        for f, b in [*back, (at, lm)]:
+            tr.frames.append(f.index)
+            tr.times.append(f.time_ms)
+            tr.landmarks.append(b)
+        self._confirm(tr, det, landmark_box(lm), len(back), at, new=True)
+        for f in window[1:]:
+            self._follow(tr, f)
+            if f.index % self.s.confirm_every == 0 or f is window[-1]:
+                tb = landmark_box(tr.landmarks[-1])
+                hit = self._around(f, tr.landmarks[-1])
+                if hit is not None:
+                    self._confirm(tr, hit, tb, len(tr.frames) - 1, f)
+                    continue
                 tr.misses += 1
                 if tr.misses > self.s.max_misses:
                     self._end(tr, lost=True)
-                    continue
-            still.append(tr)
-        self.active = still
-        for di, d in enumerate(dets):
-            if di in used_d:
-                continue
-            if any(iou(landmark_box(t.landmarks[-1]), d) > 0.1 for t in self.active):
-                continue  # overlaps a track that the detector placed differently
-            tr = Track(track_id=self._next_id)
-            self._next_id += 1
-            tr.frames.append(frame.index)
-            tr.times.append(frame.time_ms)
-            tr.landmarks.append(self._predict(gray, d))
-            self._confirm(tr, d, gray, frame, new=True)
-            self.active.append(tr)
+                    return None
+        return tr
 
-    def _confirm(self, tr: Track, det: tuple[float, float, float, float], gray: np.ndarray,
-                 frame: Frame, new: bool = False) -> None:
+    def _look_back(self, lm: np.ndarray, det: Box,
+                   before: list[Frame]) -> list[tuple[Frame, np.ndarray]]:
+        """The face at ``lm`` (found at ``det``) on the frames ``before`` it, back to the
+        first one the detector, run around it, no longer finds it on; oldest first."""
+        out: list[tuple[Frame, np.ndarray]] = []
+        tb = landmark_box(lm)
+        ratio = _ratio(det, tb)
+        for f in reversed(before[-self.s.look_back:]):
+            guess = self._predict(f.gray, _carry(ratio, tb))
+            hit = self._around(f, guess)
+            if hit is None:
+                break
+            lm = self._predict(f.gray, hit)  # seated on the detector's box, as at a search
+            tb = landmark_box(lm)
+            out.append((f, lm))
+        return out[::-1]
+
+    def _around(self, frame: Frame, lm: np.ndarray) -> Box | None:
+        """The detector's box for the face at ``lm`` on ``frame``, searched around it."""
+        tb = landmark_box(lm)
+        hits = [d for d in self._hog_rois(frame.gray, [self._surroundings(lm)])
+                if iou(tb, d) >= self.s.match_iou]
+        return max(hits, key=lambda d: iou(tb, d)) if hits else None
+
+    def _confirm(self, tr: Track, det: Box, tb: Box, row: int, now: Frame,
+                 new: bool = False) -> None:
+        """A detection ``det`` found ``tr`` at ``row``, where its landmark box was ``tb``;
+        ``now`` is the track's last frame."""
         tr.misses = 0
-        lm = self._predict(gray, det) if not new else tr.landmarks[-1]
-        tr.landmarks[-1] = lm  # re-seat the shape on the detector's box
-        tr.confirmed_len = len(tr.frames)
-        x0, y0, x1, y1 = landmark_box(lm)
-        w, h = max(x1 - x0, 1.0), max(y1 - y0, 1.0)
-        ratio = ((det[0] - x0) / w, (det[1] - y0) / h, (det[2] - x0) / w, (det[3] - y0) / h)
-        tr.box_ratio = ratio if new else tuple(  # type: ignore[assignment]
-            0.7 * a + 0.3 * b for a, b in zip(tr.box_ratio, ratio, strict=True)
-        )
+        tr.confirmed_len = row + 1
+        ratio = _ratio(det, tb)
+        if new:
+            tr.box_ratio, box, lm = ratio, det, tr.landmarks[-1]
+        else:
+            # Re-seat the current shape on the detector's box, carried from the frame it
+            # was found in to now by the track's own motion.
+            box = _carry(ratio, landmark_box(tr.landmarks[-1]))
+            lm = tr.landmarks[-1] = self._predict(now.gray, box)
+            tr.box_ratio = tuple(  # type: ignore[assignment]
+                0.7 * a + 0.3 * b for a, b in zip(tr.box_ratio, ratio, strict=True))
         want_emb = (
             len(tr.embeddings) < self.s.embeddings_per_track
-            and frame.time_ms - tr.last_embedding_ms >= self.s.embedding_every_ms
+            and now.time_ms - tr.last_embedding_ms >= self.s.embedding_every_ms
         )
+        gray = now.gray
         score = self._thumb_score(gray, lm)
         if want_emb or score > tr.thumb_score:
-            rgb = frame.rgb
+            rgb = now.rgb
             if want_emb:
-                shape = self.predictor(gray, _rect(det))  # the encoder wants dlib's own shape
+                shape = self.predictor(gray, _rect(box))  # the encoder wants dlib's own shape
                 desc = self.encoder.compute_face_descriptor(np.ascontiguousarray(rgb), shape)
                 tr.embeddings.append(np.asarray(desc, dtype=np.float32))
-                tr.last_embedding_ms = frame.time_ms
+                tr.last_embedding_ms = now.time_ms
             if score > tr.thumb_score:
                 tr.thumb_score = score
-                tr.thumb = padded_crop(rgb, (x0, y0, x1, y1), pad=0.45)
+                tr.thumb = padded_crop(rgb, landmark_box(lm), pad=0.45)
 
     def _thumb_score(self, gray: np.ndarray, lm: np.ndarray) -> float:
         """Big, sharp and frontal wins: size x sharpness x frontalness."""
@@ -275,6 +467,20 @@ class FaceTracker:
         frontal = max(0.0, np.cos(np.radians(yaw))) * max(0.0, np.cos(np.radians(pitch)))
         size = float(np.sqrt(crop.size))
         return size * np.log1p(sharp) * frontal**2
+
+
+def _ratio(det: Box, tb: Box) -> tuple[float, float, float, float]:
+    """Detector box ``det`` relative to landmark box ``tb`` (the inverse of _carry)."""
+    x0, y0, x1, y1 = tb
+    w, h = max(x1 - x0, 1.0), max(y1 - y0, 1.0)
+    return (det[0] - x0) / w, (det[1] - y0) / h, (det[2] - x0) / w, (det[3] - y0) / h
+
+
+def _carry(ratio: tuple[float, float, float, float], tb: Box) -> Box:
+    """The box at ``ratio`` of landmark box ``tb`` (a detector's box, as learnt)."""
+    x0, y0, x1, y1 = tb
+    w, h = x1 - x0, y1 - y0
+    return (x0 + ratio[0] * w, y0 + ratio[1] * h, x0 + ratio[2] * w, y0 + ratio[3] * h)
 
 
 def padded_crop(rgb: np.ndarray, box: tuple[float, float, float, float], pad: float) -> np.ndarray:
