@@ -68,6 +68,28 @@ def pan_zoom(image_path: Path, out: Path, seconds: float = 3.0, size=(640, 384))
     return write_video(out, n, size, draw)
 
 
+def enters_and_leaves(src: Path, out: Path, first: int, last: int, frames: int = 100,
+                      size: tuple[int, int] = (640, 360)) -> Path:
+    """A real talking head cut into a still background on frames ``first``..``last``
+    only: a face that appears and disappears mid-shot (no cut: the rest of the picture
+    stays), at 25 fps."""
+    with av.open(str(src)) as c:
+        heads = [f.to_ndarray(format="rgb24") for f in c.decode(c.streams.video[0])]
+    w, h = size
+    bg = cv2.resize(cv2.blur(heads[0], (61, 61)), size)
+    side = h * 2 // 3
+    x0, y0 = (w - side) // 2, (h - side) // 2
+
+    def draw(i: int) -> np.ndarray:
+        img = bg.copy()
+        if first <= i <= last:
+            img[y0:y0 + side, x0:x0 + side] = cv2.resize(heads[i % len(heads)], (side, side),
+                                                        interpolation=cv2.INTER_AREA)
+        return img
+
+    return write_video(out, frames, size, draw)
+
+
 def no_faces(out: Path, seconds: float = 2.0) -> Path:
     """Moving coloured shapes on a gradient: plenty of edges, no faces."""
     w, h = 320, 240

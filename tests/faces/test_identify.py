@@ -16,7 +16,7 @@ import lipdub
 from lipdub.faces import models
 from lipdub.faces.session import Session
 from tests.conftest import media
-from tests.mediagen import no_faces, pan_zoom, write_video
+from tests.mediagen import enters_and_leaves, no_faces, pan_zoom, write_video
 
 SINGLE = [
     "videoretalking__face_2.mp4",
@@ -119,6 +119,23 @@ def test_rapper_is_face_001_in_hamilton_clip(root: Path) -> None:
     assert int(np.argmin(dists)) == 0
     # The clip has scene cuts: ids must still cover the other shots' faces.
     assert len(s.faces) >= 2
+
+
+@pytest.mark.parametrize(("first", "last"), [(31, 70), (41, 81)])
+def test_face_entering_and_leaving_mid_shot_spans_exactly_its_frames(
+    tmp_path: Path, first: int, last: int
+) -> None:
+    # Searches for new faces run every 12 frames and confirmations every 6; neither
+    # phase may show in the span (31 and 41 fall between searches, 70 and 81 between
+    # confirmations).
+    video = enters_and_leaves(media("videoretalking__face_2.mp4"), tmp_path / "v.mp4",
+                              first, last)
+    s = lipdub.identify(video)
+    assert len(s.faces) == 1
+    frames = s.faces[0].track.frames
+    assert abs(int(frames[0]) - first) <= 1 and abs(int(frames[-1]) - last) <= 1, (
+        frames[0], frames[-1])
+    assert len(frames) == frames[-1] - frames[0] + 1  # no gap inside
 
 
 def test_no_faces_is_a_clean_error(tmp_path: Path) -> None:
