@@ -7,11 +7,13 @@ from one frame to the next, and the predictor pulls the shape onto the face. A d
 confirms a track; a track that several detections in a row do not confirm has drifted off
 the face and ends at its last confirmed frame.
 
-Detection runs in a thread beside the tracking of the next ``detect_lag`` frames, which
-are held until its boxes come back. The boxes are then judged on the frame they were
-found in: matched against each track's landmarks there, and a new face is tracked from
-that frame on through the held ones. The lag costs neither accuracy nor time span, and
-the result does not depend on which thread ran first.
+Two kinds of detection run in worker threads beside the tracking of the next frames,
+which are held until their boxes come back: a search of the whole frame (new faces) and a
+cheaper one around each track (confirmation). The boxes are judged on the frame they were
+found in: matched against each track's landmarks there; a new face is followed back
+through the held frames before while it is still found there, and forward to now. Neither
+the lag nor the cadence shows in a face's time span, and the result does not depend on
+which thread ran first.
 """
 
 from __future__ import annotations
@@ -49,6 +51,9 @@ class TrackerSettings:
     # through up to this many held frames, while the detector still finds it around
     # itself, so its span starts where it appeared, not at the search that found it.
     look_back: int = 11
+    # Held frames are decoded pictures (12 MB each at 4K): past this many bytes the
+    # search's lag and the look-back shrink (at 4K to 6 frames each).
+    held_bytes: int = 160 << 20
     confirm_face_px: float = 100.0  # a face's side in the confirmation's picture
     confirm_margin: float = 0.3  # context around a track's box, in box sides, each side
     detect_long_side: int = 640  # the detector sees frames resized to this long side
@@ -154,6 +159,9 @@ class FaceTracker:
         self._jobs: list[_Job] = []  # by due frame, then submission
         # Consecutive frames of this shot: from the oldest job's, or the last look_back.
         self._held: list[Frame] = []
+        room = max(settings.held_bytes // max(width * height * 3 // 2, 1), 8)
+        self.search_lag = max(min(settings.detect_lag, room // 2), settings.confirm_lag)
+        self.look_back = min(settings.look_back, room - self.search_lag - 1)
 
     # -- per frame ---------------------------------------------------------------------
     def feed(self, frame: Frame) -> list[Seen]:
@@ -181,10 +189,10 @@ class FaceTracker:
                                [tr.track_id for tr in self.active],
                                self._confirm_pool.submit(self._hog_rois, gray, rois)))
             if frame.index % self.s.detect_every == 0:
-                self._add(_Job(frame, frame.index + self.s.detect_lag, None,
+                self._add(_Job(frame, frame.index + self.search_lag, None,
                                self._search_pool.submit(self._hog, gray)))
         oldest = min([j.at.index for j in self._jobs] + [frame.index + 1])
-        self._held = self._held_from(oldest - self.s.look_back)
+        self._held = self._held_from(oldest - self.look_back)
         return self._seen(earlier, frame)
 
     def flush(self) -> list[Seen]:
@@ -405,7 +413,7 @@ class FaceTracker:
         out: list[tuple[Frame, np.ndarray]] = []
         tb = landmark_box(lm)
         ratio = _ratio(det, tb)
-        for f in reversed(before[-self.s.look_back:]):
+        for f in reversed(before[-self.look_back:] if self.look_back > 0 else []):
             guess = self._predict(f.gray, _carry(ratio, tb))
             hit = self._around(f, guess)
             if hit is None:
