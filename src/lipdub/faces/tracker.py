@@ -54,6 +54,12 @@ class TrackerSettings:
     # Held frames are decoded pictures (12 MB each at 4K): past this many bytes the
     # search's lag and the look-back shrink (at 4K to 6 frames each).
     held_bytes: int = 160 << 20
+    # A confirmation re-seats the shape only where its box and the tracking disagree
+    # (IoU under this). Its search, scaled to a 100 px face, gives coarse boxes (8 px HOG
+    # cells); re-seating on every one made steady faces jitter (videoretalking face_2:
+    # second difference of the stable points 0.0097 inter-ocular distances, 0.0083 at
+    # 0.8). At 0.6 a fast performer (the hamilton clip) drifted off and was split in two.
+    reseat_iou: float = 0.8
     confirm_face_px: float = 100.0  # a face's side in the confirmation's picture
     confirm_margin: float = 0.3  # context around a track's box, in box sides, each side
     detect_long_side: int = 640  # the detector sees frames resized to this long side
@@ -360,13 +366,13 @@ class FaceTracker:
         """Start tracks for the faces in ``dets`` (a search of ``window[0]``) that no track
         covers there. Returns the held frames, with track and row, of the new tracks."""
         at = window[0]
-        taken = [landmark_box(tr.landmarks[row]) for tr in self.active
-                 if (row := tr.row_of(at.index)) is not None]
+        near = self._near(self._held[0].index if self._held else at.index)
+        taken = self._boxes_on(near, at.index)
         found: list[tuple[Frame, Track, int]] = []
         for d in dets:
             if any(iou(tb, d) > 0.1 for tb in taken):
                 continue  # a track's face (the detector may place its box differently)
-            new = self._start(d, window)
+            new = self._start(d, window, near)
             taken.append(d)
             if new is not None:
                 self.active.append(new)
@@ -374,7 +380,17 @@ class FaceTracker:
                 found += [(f, new, row) for row, f in enumerate(self._held[first:-1])]
         return found
 
-    def _start(self, det: Box, window: list[Frame]) -> Track | None:
+    def _near(self, since: int) -> list[Track]:
+        """Tracks, going on or ended, with frames from ``since`` on: those a new track
+        could share a held frame with."""
+        return self.active + [tr for tr in self.finished if tr.frames[-1] >= since]
+
+    @staticmethod
+    def _boxes_on(tracks: list[Track], index: int) -> list[Box]:
+        return [landmark_box(tr.landmarks[row]) for tr in tracks
+                if (row := tr.row_of(index)) is not None]
+
+    def _start(self, det: Box, window: list[Frame], near: list[Track]) -> Track | None:
         """A track for a face found at ``det`` on ``window[0]``.
 
         It is first followed back through the held frames before, while a detection
@@ -386,7 +402,7 @@ class FaceTracker:
         tr = Track(track_id=self._next_id)
         self._next_id += 1
         lm = self._predict(at.gray, det)
-        back = self._look_back(lm, det, self._held[:at.index - self._held[0].index])
+        back = self._look_back(lm, det, self._held[:at.index - self._held[0].index], near)
         for f, b in [*back, (at, lm)]:
             tr.frames.append(f.index)
             tr.times.append(f.time_ms)
@@ -406,10 +422,12 @@ class FaceTracker:
                     return None
         return tr
 
-    def _look_back(self, lm: np.ndarray, det: Box,
-                   before: list[Frame]) -> list[tuple[Frame, np.ndarray]]:
+    def _look_back(self, lm: np.ndarray, det: Box, before: list[Frame],
+                   near: list[Track]) -> list[tuple[Frame, np.ndarray]]:
         """The face at ``lm`` (found at ``det``) on the frames ``before`` it, back to the
-        first one the detector, run around it, no longer finds it on; oldest first."""
+        first one the detector, run around it, no longer finds it on, or where a track in
+        ``near`` already has it (one that ended there: the same face must not be two
+        tracks on one frame, which would make it two people); oldest first."""
         out: list[tuple[Frame, np.ndarray]] = []
         tb = landmark_box(lm)
         ratio = _ratio(det, tb)
@@ -420,6 +438,8 @@ class FaceTracker:
                 break
             lm = self._predict(f.gray, hit)  # seated on the detector's box, as at a search
             tb = landmark_box(lm)
+            if any(iou(tb, b) > 0.1 for b in self._boxes_on(near, f.index)):
+                break
             out.append((f, lm))
         return out[::-1]
 
@@ -440,10 +460,12 @@ class FaceTracker:
         if new:
             tr.box_ratio, box, lm = ratio, det, tr.landmarks[-1]
         else:
-            # Re-seat the current shape on the detector's box, carried from the frame it
-            # was found in to now by the track's own motion.
+            # The detector's box, carried from the frame it was found in to now by the
+            # track's own motion; the shape is re-seated on it where the two disagree.
             box = _carry(ratio, landmark_box(tr.landmarks[-1]))
-            lm = tr.landmarks[-1] = self._predict(now.gray, box)
+            lm = tr.landmarks[-1]
+            if iou(box, _carry(tr.box_ratio, landmark_box(lm))) < self.s.reseat_iou:
+                lm = tr.landmarks[-1] = self._predict(now.gray, box)
             tr.box_ratio = tuple(  # type: ignore[assignment]
                 0.7 * a + 0.3 * b for a, b in zip(tr.box_ratio, ratio, strict=True))
         want_emb = (
