@@ -20,30 +20,18 @@ import tempfile
 from pathlib import Path
 
 import av
-import cv2
 import dlib
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import lipdub  # noqa: E402
-from _clips import CLIP_ENCODING, MEDIA  # noqa: E402
-from lipdub.faces.tracker import iou, landmark_box  # noqa: E402
-from lipdub.media.video import VideoWriter, iter_frames  # noqa: E402
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests.mediagen
+from tests.mediagen import enters_and_leaves  # noqa: E402
 
-FPS = 25
+import lipdub  # noqa: E402
+from _clips import MEDIA  # noqa: E402
+from lipdub.faces.tracker import iou, landmark_box  # noqa: E402
+
 HEAD = MEDIA / "videoretalking__face_2.mp4"
 REAL = ["facerecognition__short_hamilton_clip.mp4", "vasp__combine001.mp4"]
-
-
-def enter_leave_clip(path: Path, a: int, b: int, n: int = 150) -> None:
-    heads = [fr.rgb for fr in iter_frames(HEAD)]
-    bg = cv2.resize(cv2.blur(heads[0], (61, 61)), (1280, 720))
-    with VideoWriter(path, 1280, 720, FPS, **CLIP_ENCODING) as dst:
-        for i in range(n):
-            img = bg.copy()
-            if a <= i < b:
-                img[160:560, 440:840] = cv2.resize(heads[i % len(heads)], (400, 400),
-                                                   interpolation=cv2.INTER_AREA)
-            dst.write(img)
 
 
 def part_one() -> None:
@@ -52,8 +40,8 @@ def part_one() -> None:
           f"{'end err':>7s} | faces")
     with tempfile.TemporaryDirectory() as tmp:
         for a, b in ((30, 105), (33, 108), (37, 112), (41, 116), (0, 150)):
-            clip = Path(tmp) / f"in_{a}.mp4"
-            enter_leave_clip(clip, a, b)
+            clip = enters_and_leaves(HEAD, Path(tmp) / f"in_{a}.mp4", a, b - 1, frames=150,
+                                     size=(1280, 720))
             s = lipdub.identify(clip)
             frames = s.faces[0].track.frames
             first, last = int(frames[0]), int(frames[-1])

@@ -133,8 +133,7 @@ def test_face_entering_and_leaving_mid_shot_spans_exactly_its_frames(
     s = lipdub.identify(video)
     assert len(s.faces) == 1
     frames = s.faces[0].track.frames
-    assert abs(int(frames[0]) - first) <= 1 and abs(int(frames[-1]) - last) <= 1, (
-        frames[0], frames[-1])
+    assert (int(frames[0]), int(frames[-1])) == (first, last)
     assert len(frames) == frames[-1] - frames[0] + 1  # no gap inside
 
 

@@ -29,6 +29,7 @@ import numpy as np
 from lipdub.faces import models
 from lipdub.faces.pose import head_pose
 from lipdub.media.video import Frame
+from lipdub.media.yuv import editable
 
 
 @dataclass(frozen=True)
@@ -87,8 +88,8 @@ class Track:
     def trim(self) -> None:
         """Drop frames after the last confirmation: they may be a drifted shape.
 
-        Called only for tracks that detections stopped confirming; a track cut short by a
-        scene cut or the end of the video keeps its tail.
+        Called for tracks that detections stopped confirming, and at a scene cut or the
+        end of the video for one a detection last missed; other tracks keep their tail.
         """
         n = self.confirmed_len
         del self.frames[n:], self.times[n:], self.landmarks[n:]
@@ -157,26 +158,37 @@ class FaceTracker:
         self._search_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="lipdub-hog")
         self._confirm_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="lipdub-confirm")
         self._jobs: list[_Job] = []  # by due frame, then submission
-        # Consecutive frames of this shot: from the oldest job's, or the last look_back.
+        # Consecutive frames of this shot, from look_back before the oldest job's frame.
         self._held: list[Frame] = []
-        room = max(settings.held_bytes // max(width * height * 3 // 2, 1), 8)
-        self.search_lag = max(min(settings.detect_lag, room // 2), settings.confirm_lag)
-        self.look_back = min(settings.look_back, room - self.search_lag - 1)
+        self.search_lag, self.look_back = settings.detect_lag, settings.look_back
+
+    def _size_holding(self, frame: Frame) -> None:
+        """Fit the held frames in ``held_bytes``: a decoded 4:2:0 picture is 1.5 bytes a
+        pixel; a source the crops cannot edit in its planes (rotated, 10-bit, full range)
+        also keeps an RGB and a grey copy per held frame."""
+        px = frame.size[0] * frame.size[1]
+        per = px * 3 // 2 if editable(frame.av_frame, frame.rotation) else px * 11 // 2
+        room = max(self.s.held_bytes // max(per, 1), 8)
+        self.search_lag = max(min(self.s.detect_lag, room // 2), self.s.confirm_lag)
+        self.look_back = max(min(self.s.look_back, room - self.search_lag - 1), 0)
 
     # -- per frame ---------------------------------------------------------------------
     def feed(self, frame: Frame) -> list[Seen]:
         """Track ``frame``. Returns the landmarks now known: this frame's for every
         track, and earlier held frames' for a face that a detection has just found."""
         gray = frame.gray
+        if frame.index == 0:
+            self._size_holding(frame)
         cut = self._is_cut(gray)
+        earlier: list[tuple[Frame, Track, int]] = []
         if cut:
             self.cuts.append(frame.index)
-            self._drop_jobs()  # boxes from the previous shot are of no use
+            earlier += self._drain()  # the last shot's detections, on its held frames
             self._end_all()
+            self._held = []
         for tr in self.active:
             self._follow(tr, frame)
         self._held.append(frame)
-        earlier: list[tuple[Frame, Track, int]] = []
         while self._jobs and self._jobs[0].due <= frame.index:
             earlier += self._use(self._jobs.pop(0))
         if cut or frame.index == 0:
@@ -193,17 +205,20 @@ class FaceTracker:
                                self._search_pool.submit(self._hog, gray)))
         oldest = min([j.at.index for j in self._jobs] + [frame.index + 1])
         self._held = self._held_from(oldest - self.look_back)
-        return self._seen(earlier, frame)
+        return self._seen(earlier, frame, self.active)
 
     def flush(self) -> list[Seen]:
-        """Use the detections still running (at the end of the video): faces they find
-        are tracked through the held frames."""
-        earlier: list[tuple[Frame, Track, int]] = []
-        while self._jobs:
-            earlier += self._use(self._jobs.pop(0))
-        last = self._held[-1] if self._held else None
+        """At the end of the video: use the detections still running (faces they find
+        are tracked through the held frames); returns those faces' landmarks."""
+        found = self._drain()
         self._held = []
-        return self._seen(earlier, last) if last is not None else []
+        return self._seen(found, None)
+
+    def _drain(self) -> list[tuple[Frame, Track, int]]:
+        found: list[tuple[Frame, Track, int]] = []
+        while self._jobs:
+            found += self._use(self._jobs.pop(0))
+        return found
 
     def close(self) -> list[Track]:
         self.flush()
@@ -212,11 +227,16 @@ class FaceTracker:
         self._end_all()
         return self.finished
 
-    def _seen(self, earlier: list[tuple[Frame, Track, int]], frame: Frame) -> list[Seen]:
-        alive = {id(tr) for tr in self.active}
-        out = [(f, tr.track_id, tr.landmarks[row]) for f, tr, row in earlier if id(tr) in alive]
-        out += [(frame, tr.track_id, tr.landmarks[-1]) for tr in self.active
-                if tr.frames[-1] == frame.index]
+    @staticmethod
+    def _seen(found: list[tuple[Frame, Track, int]], frame: Frame | None,
+              active: list[Track] | None = None) -> list[Seen]:
+        """``found`` (new tracks' rows, up to ``frame`` included; a row a track lost since
+        is left out), then ``frame`` for every other track in ``active``."""
+        out = [(f, tr.track_id, tr.landmarks[row]) for f, tr, row in found
+               if row < len(tr.frames)]
+        new = {id(tr) for _, tr, _ in found}
+        out += [(frame, tr.track_id, tr.landmarks[-1]) for tr in active or []
+                if id(tr) not in new and frame is not None and tr.frames[-1] == frame.index]
         return out
 
     # -- detection jobs ----------------------------------------------------------------
@@ -229,6 +249,7 @@ class FaceTracker:
     def _use(self, job: _Job) -> list[tuple[Frame, Track, int]]:
         boxes = job.boxes.result()
         window = self._held_from(job.at.index)
+        assert window and window[0] is job.at, "a job's frame is held until it is used"
         if job.tracks is None:
             return self._discover(boxes, window)
         self._confirm_tracks(boxes, job.tracks, window)
@@ -237,19 +258,16 @@ class FaceTracker:
     def _held_from(self, index: int) -> list[Frame]:
         return self._held[max(index - self._held[0].index, 0):] if self._held else []
 
-    def _drop_jobs(self) -> None:
-        for job in self._jobs:
-            job.boxes.result()  # the worker may still read a held frame: let it finish
-        self._jobs = []
-        self._held = []
-
     def _surroundings(self, lm: np.ndarray) -> tuple[tuple[int, int, int, int], float]:
         """A face's box with margins, and the scale that makes the face HOG-sized."""
         x0, y0, x1, y1 = landmark_box(lm)
         side = max(x1 - x0, y1 - y0, 1.0)
         m = self.s.confirm_margin * side
-        roi = (max(int(x0 - m), 0), max(int(y0 - m), 0),
-               min(int(x1 + m) + 1, self.width), min(int(y1 + m) + 1, self.height))
+        # Clamped inside the picture (a drifting shape can leave it: then it is empty).
+        ax0 = min(max(int(x0 - m), 0), self.width)
+        ay0 = min(max(int(y0 - m), 0), self.height)
+        roi = (ax0, ay0, min(max(int(x1 + m) + 1, ax0), self.width),
+               min(max(int(y1 + m) + 1, ay0), self.height))
         return roi, min(self.s.max_upscale, self.s.confirm_face_px / side)
 
     # -- internals ---------------------------------------------------------------------
@@ -269,8 +287,11 @@ class FaceTracker:
             self.finished.append(tr)
 
     def _end_all(self) -> None:
+        """End every track (a scene cut, the end of the video). One a detection last
+        missed ends where it was last found (checked frame by frame at that miss); the
+        others keep their tail."""
         for tr in self.active:
-            self._end(tr)
+            self._end(tr, lost=tr.misses > 0)
         self.active = []
 
     def _predict(self, gray: np.ndarray, box: Box) -> np.ndarray:
@@ -300,6 +321,8 @@ class FaceTracker:
                   rois: list[tuple[tuple[int, int, int, int], float]]) -> list[Box]:
         out: list[Box] = []
         for (x0, y0, x1, y1), sc in rois:
+            if min(x1 - x0, y1 - y0) * sc < 40:  # under half HOG's window: nothing to find
+                continue
             crop = gray[y0:y1, x0:x1]
             small = cv2.resize(crop, None, fx=sc, fy=sc,
                                interpolation=cv2.INTER_AREA if sc < 1 else cv2.INTER_LINEAR)
@@ -335,23 +358,26 @@ class FaceTracker:
             used_d.add(di)
             tr, row, tb = judged[ti]
             self._confirm(tr, dets[di], tb, row, window[-1])
-        lost = set()
-        for ti, (tr, row, _) in enumerate(judged):
-            if ti not in used_t:
-                tr.misses += 1
-                if tr.misses == 1:
-                    self._confirm_until(tr, row)
-                if tr.misses > self.s.max_misses:
-                    self._end(tr, lost=True)
-                    lost.add(id(tr))
+        lost = {id(tr) for ti, (tr, row, _) in enumerate(judged)
+                if ti not in used_t and self._missed(tr, row)}
         self.active = [tr for tr in self.active if id(tr) not in lost]
+
+    def _missed(self, tr: Track, row: int) -> bool:
+        """A detection missed ``tr`` at ``row``; True if that ended it."""
+        tr.misses += 1
+        if tr.misses == 1:
+            self._confirm_until(tr, row)
+        if tr.misses > self.s.max_misses:
+            self._end(tr, lost=True)
+            return True
+        return False
 
     def _confirm_until(self, tr: Track, row: int) -> None:
         """At a first miss (at ``row``): check the frames since the last confirmation one
         by one while they are held, so that a face that leaves is confirmed up to the
         frame it left on, not to the confirmation before."""
         for r in range(tr.confirmed_len, row):
-            i = tr.frames[r] - self._held[0].index if self._held else -1
+            i = tr.frames[r] - self._held[0].index
             if i < 0 or self._around(self._held[i], tr.landmarks[r]) is None:
                 return
             tr.confirmed_len = r + 1
@@ -360,7 +386,7 @@ class FaceTracker:
         """Start tracks for the faces in ``dets`` (a search of ``window[0]``) that no track
         covers there. Returns the held frames, with track and row, of the new tracks."""
         at = window[0]
-        near = self._near(self._held[0].index if self._held else at.index)
+        near = self._near(self._held[0].index)
         taken = self._boxes_on(near, at.index)
         found: list[tuple[Frame, Track, int]] = []
         for d in dets:
@@ -368,10 +394,10 @@ class FaceTracker:
                 continue  # a track's face (the detector may place its box differently)
             new = self._start(d, window, near)
             taken.append(d)
-            if new is not None:
+            if new.misses <= self.s.max_misses:
                 self.active.append(new)
-                first = new.frames[0] - self._held[0].index
-                found += [(f, new, row) for row, f in enumerate(self._held[first:-1])]
+            first = new.frames[0] - self._held[0].index
+            found += [(f, new, row) for row, f in enumerate(self._held[first:])]
         return found
 
     def _near(self, since: int) -> list[Track]:
@@ -384,14 +410,14 @@ class FaceTracker:
         return [landmark_box(tr.landmarks[row]) for tr in tracks
                 if (row := tr.row_of(index)) is not None]
 
-    def _start(self, det: Box, window: list[Frame], near: list[Track]) -> Track | None:
+    def _start(self, det: Box, window: list[Frame], near: list[Track]) -> Track:
         """A track for a face found at ``det`` on ``window[0]``.
 
         It is first followed back through the held frames before, while a detection
         around it still finds it on each. Then forward through the rest of ``window`` as
         it would have been live: followed, and confirmed around itself every
         ``confirm_every`` frames and on the last one (later detections of it are a lag
-        away). None if those confirmations lose it."""
+        away). If those confirmations lose it, it has ended (``misses`` says so)."""
         at = window[0]
         tr = Track(track_id=self._next_id)
         self._next_id += 1
@@ -409,11 +435,8 @@ class FaceTracker:
                 hit = self._around(f, tr.landmarks[-1])
                 if hit is not None:
                     self._confirm(tr, hit, tb, len(tr.frames) - 1, f)
-                    continue
-                tr.misses += 1
-                if tr.misses > self.s.max_misses:
-                    self._end(tr, lost=True)
-                    return None
+                elif self._missed(tr, len(tr.frames) - 1):
+                    return tr
         return tr
 
     def _look_back(self, lm: np.ndarray, det: Box, before: list[Frame],
