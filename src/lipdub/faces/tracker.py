@@ -89,7 +89,7 @@ class Track:
         """Drop frames after the last confirmation: they may be a drifted shape.
 
         Called for tracks that detections stopped confirming, and at a scene cut or the
-        end of the video for one a detection last missed; other tracks keep their tail.
+        end of the video for one the last two detections missed; others keep their tail.
         """
         n = self.confirmed_len
         del self.frames[n:], self.times[n:], self.landmarks[n:]
@@ -287,11 +287,12 @@ class FaceTracker:
             self.finished.append(tr)
 
     def _end_all(self) -> None:
-        """End every track (a scene cut, the end of the video). One a detection last
-        missed ends where it was last found (checked frame by frame at that miss); the
-        others keep their tail."""
+        """End every track (a scene cut, the end of the video). One the last two
+        detections missed ends where it was last found (checked frame by frame at the
+        first miss); the others keep their tail (a single miss is often the detector
+        flickering on a turned head: vasp's right face at the end)."""
         for tr in self.active:
-            self._end(tr, lost=tr.misses > 0)
+            self._end(tr, lost=tr.misses >= 2)
         self.active = []
 
     def _predict(self, gray: np.ndarray, box: Box) -> np.ndarray:
