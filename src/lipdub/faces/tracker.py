@@ -55,6 +55,7 @@ class TrackerSettings:
     # Held frames are decoded pictures (12 MB each at 4K): past this many bytes the
     # search's lag and the look-back shrink (at 4K to 6 frames each).
     held_bytes: int = 160 << 20
+    reseat_iou: float = 0.8  # a confirmation re-seats the shape below this IoU (_confirm)
     confirm_face_px: float = 100.0  # a face's side in the confirmation's picture
     confirm_margin: float = 0.3  # context around a track's box, in box sides, each side
     detect_long_side: int = 640  # the detector sees frames resized to this long side
@@ -478,12 +479,17 @@ class FaceTracker:
         if new:
             tr.box_ratio, box, lm = ratio, det, tr.landmarks[-1]
         else:
-            # Re-seat the current shape on the detector's box, carried from the frame it
-            # was found in to now by the track's own motion. (Re-seating only where the
-            # two disagree steadied the points a little but lowered the articulation
-            # benchmark's open/closed contrast: 4.62 against 5.15.)
+            # The detector's box, carried from the frame it was found in to now by the
+            # track's own motion; the shape is re-seated on it only where the two
+            # disagree, which corrects a drift without adding noise: a search scaled to a
+            # 100 px face gives boxes 8 px coarse there (28 px on a 350 px face), and
+            # re-seating on every one made the mouth points jump every 6 frames
+            # (bench/quality.py r_dub on videoretalking face_4: 0.39, 0.61 this way,
+            # 0.62 with the former whole-frame searches).
             box = _carry(ratio, landmark_box(tr.landmarks[-1]))
-            lm = tr.landmarks[-1] = self._predict(now.gray, box)
+            lm = tr.landmarks[-1]
+            if iou(box, _carry(tr.box_ratio, landmark_box(lm))) < self.s.reseat_iou:
+                lm = tr.landmarks[-1] = self._predict(now.gray, box)
             tr.box_ratio = tuple(  # type: ignore[assignment]
                 0.7 * a + 0.3 * b for a, b in zip(tr.box_ratio, ratio, strict=True))
         want_emb = (
