@@ -121,7 +121,12 @@ def test_bad_entries_are_rejected(clip: Clip, kind: str) -> None:
             cv2.ellipse(p, centre, axes, -20, 0, 360, _skin(p, lm).tolist(), -1)
             p[:] = cv2.GaussianBlur(p, (0, 0), 1.0)  # no hard edges: only the colour tells
         elif kind == "grey block":
-            cv2.ellipse(p, centre, axes, 0, 0, 360, (128, 128, 128), -1)
+            # A card over chin and cheeks. The vet leaves each entry's own lips out, so
+            # over a wide-open mouth a block the size of the blob above leaves about 15 %
+            # of the measured region flagged, as much as some clean entries of this clip
+            # show: the vet cannot tell those apart (a known limit, in the notes).
+            big = (int(axes[0] * 1.25), int(axes[1] * 1.25))
+            cv2.ellipse(p, centre, big, 0, 0, 360, (128, 128, 128), -1)
         elif kind == "motion blur":
             kern = np.zeros((15, 15), np.float32)
             kern[7, :] = 1.0 / 15
