@@ -315,28 +315,22 @@ class FaceTracker:
         tr.landmarks.append(lm)
 
     def _hog(self, gray: np.ndarray) -> list[Box]:
-        small = cv2.resize(gray, None, fx=self.scale, fy=self.scale,
-                           interpolation=cv2.INTER_AREA if self.scale < 1 else cv2.INTER_LINEAR)
-        return self._detect(small, self.scale, 0, 0)
+        """A search of the whole frame, at the detection scale."""
+        return self._hog_rois(gray, [((0, 0, gray.shape[1], gray.shape[0]), self.scale)])
 
     def _hog_rois(self, gray: np.ndarray,
                   rois: list[tuple[tuple[int, int, int, int], float]]) -> list[Box]:
+        """HOG on each region resized by its scale; boxes in frame pixels."""
         out: list[Box] = []
-        for (x0, y0, x1, y1), sc in rois:
-            if min(x1 - x0, y1 - y0) * sc < 40:  # under half HOG's window: nothing to find
-                continue
-            crop = gray[y0:y1, x0:x1]
-            small = cv2.resize(crop, None, fx=sc, fy=sc,
-                               interpolation=cv2.INTER_AREA if sc < 1 else cv2.INTER_LINEAR)
-            out += self._detect(small, sc, x0, y0)
-        return out
-
-    def _detect(self, small: np.ndarray, sc: float, x0: int, y0: int) -> list[Box]:
         with models.hog_detector() as detector:
-            found = detector(small, 0)
-        dets = [(d.left() / sc + x0, d.top() / sc + y0, d.right() / sc + x0,
-                 d.bottom() / sc + y0) for d in found]
-        return [d for d in dets if min(d[2] - d[0], d[3] - d[1]) >= self.s.min_face_px]
+            for (x0, y0, x1, y1), sc in rois:
+                if min(x1 - x0, y1 - y0) * sc < 40:  # under half HOG's window: nothing there
+                    continue
+                small = cv2.resize(gray[y0:y1, x0:x1], None, fx=sc, fy=sc,
+                                   interpolation=cv2.INTER_AREA if sc < 1 else cv2.INTER_LINEAR)
+                out += [(d.left() / sc + x0, d.top() / sc + y0, d.right() / sc + x0,
+                         d.bottom() / sc + y0) for d in detector(small, 0)]
+        return [d for d in out if min(d[2] - d[0], d[3] - d[1]) >= self.s.min_face_px]
 
     def _confirm_tracks(self, dets: list[Box], tracks: list[int],
                         window: list[Frame]) -> None:
