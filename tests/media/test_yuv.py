@@ -47,9 +47,8 @@ def test_edit_changes_only_what_was_drawn_and_round_trips() -> None:
     before = rgb.copy()
     cv2.circle(rgb, (100, 80), 40, (200, 40, 40), -1)  # a red disc in the window
     pic.put(box, rgb, before)
-    out = pic.frame()
-    assert out is not f
-    after = out.to_ndarray(format="yuv420p")
+    assert pic.changed
+    after = pic.frame().to_ndarray(format="yuv420p")
     changed = after != before_planes
     # Luma: only inside the window, and only where the disc is.
     ys, xs = np.nonzero(changed[:h])
@@ -60,8 +59,41 @@ def test_edit_changes_only_what_was_drawn_and_round_trips() -> None:
     # The disc reads back red (chroma is shared by 2x2 pixels: look inside it).
     back = cv2.cvtColor(after, cv2.COLOR_YUV2RGB_I420)[box[1] + 80, box[0] + 100]
     assert np.abs(back.astype(int) - (200, 40, 40)).max() <= 6
-    # The decoder's frame itself was not written to.
-    np.testing.assert_array_equal(f.to_ndarray(format="yuv420p"), before_planes)
+
+
+def test_edits_never_reach_the_pictures_the_decoder_predicts_from() -> None:
+    """Frames are edited in place where the decoder has let go of them, and copied first
+    where it still holds them as references: a clip decoded with frame threads and edited
+    as it streams decodes every later frame exactly as a clean decode does."""
+    clip = media("videoretalking__face_2.mp4")
+    clean = [fr.av_frame.to_ndarray(format="yuv420p").copy()
+             for _, fr in zip(range(60), iter_frames(clip), strict=False)]
+    box = (300, 400, 500, 560)
+    edited = []
+    for i, fr in zip(range(60), iter_frames(clip), strict=False):
+        pic = YuvPicture(fr.av_frame)
+        if i % 3 == 0:  # a white block over the window, every third frame
+            rgb = pic.rgb(box)
+            before = rgb.copy()
+            rgb[:] = 255
+            pic.put(box, rgb, before)
+        edited.append(pic.frame().to_ndarray(format="yuv420p"))
+    def planes(p: np.ndarray) -> list[np.ndarray]:
+        h, w = p.shape[0] * 2 // 3, p.shape[1]
+        c = p[h:].reshape(2, h // 2, w // 2)
+        return [p[:h], c[0], c[1]]
+
+    x0, y0, x1, y1 = box
+    for i, (a, b) in enumerate(zip(clean, edited, strict=True)):
+        if i % 3:
+            np.testing.assert_array_equal(a, b, err_msg=f"frame {i}")
+            continue
+        for k, (pa, pb) in enumerate(zip(planes(a), planes(b), strict=True)):
+            s = 1 if k == 0 else 2  # chroma is at half resolution
+            outside = np.ones(pa.shape, bool)
+            outside[y0 // s : y1 // s, x0 // s : x1 // s] = False
+            np.testing.assert_array_equal(pa[outside], pb[outside], err_msg=f"frame {i}")
+        assert (planes(b)[0][y0:y1, x0:x1] > 230).all()
 
 
 def test_frames_the_planes_cannot_carry_take_the_rgb_path() -> None:

@@ -37,11 +37,11 @@ from lipdub.render.compose import Compositor
 from lipdub.render.select import select_entries
 from lipdub.render.vet import (
     MAX_LANDMARK_JUMP,
+    RenderTargets,
     SmallLab,
     check_patch,
     landmark_jumps,
-    plausible_target,
-    repair_lip_spikes,
+    render_targets,
     roi_box,
     score_entries,
     subset_bank,
@@ -96,16 +96,17 @@ class ClassicEngine:
         self.crf = crf
         self.x264_params = x264_params
         self.timings: dict[str, float] = {}
-        self._early: tuple[Path, list[Face], Future[list[Bank]], threading.Event] | None = None
+        self._early: tuple[Path, list[Face], Future[list[_Assets]], threading.Event] | None = None
 
     def begin(self, video: Path, faces: list[Face]) -> None:
-        """Start building the faces' banks in a thread now, so that the work overlaps
-        what the caller does before :meth:`render` (sync prepares the audio and the mouth
-        targets meanwhile). ``render`` with the same video and faces takes the result."""
+        """Start building the faces' banks (and readying their tracks) in a thread now, so
+        that the work overlaps what the caller does before :meth:`render` (sync prepares
+        the audio and the mouth targets meanwhile). ``render`` with the same video and
+        faces takes the result."""
         self.abandon()
         stop = threading.Event()
         pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="lipdub-bank-early")
-        fut = pool.submit(self._vetted_banks, video, list(faces), lambda _f: None, stop)
+        fut = pool.submit(self._assets, video, list(faces), lambda _f: None, stop)
         pool.shutdown(wait=False)  # the thread ends with its one task
         self._early = (video, list(faces), fut, stop)
 
@@ -116,11 +117,21 @@ class ClassicEngine:
         if early is not None:
             early[3].set()
 
-    def _vetted_banks(self, video: Path, faces: list[Face], progress: Progress,
-                      stop: threading.Event | None = None) -> list[Bank]:
-        """Each face's bank, vetted (the unvetted ones are freed on return)."""
-        return [_vetted(b, f.face_id) for b, f in
-                zip(self._banks(video, faces, progress, stop), faces, strict=True)]
+    def _assets(self, video: Path, faces: list[Face], progress: Progress,
+                stop: threading.Event | None = None) -> list[_Assets]:
+        """Each face's bank, vetted (the unvetted ones are freed on return), and its track
+        ready for rendering (spikes repaired, every row aligned and checked once)."""
+        out = []
+        for b, f in zip(self._banks(video, faces, progress, stop), faces, strict=True):
+            bank = _vetted(b, f.face_id)
+            tr = f.track
+            targets = render_targets(tr.landmarks, tr.frames, bank.canonical.template)
+            if targets.repaired.any():
+                log.info("%s: tracked lips repaired on %d frames (%s)", f.face_id,
+                         int(targets.repaired.sum()),
+                         ", ".join(str(int(x)) for x in tr.frames[targets.repaired][:8]))
+            out.append(_Assets(bank, targets))
+        return out
 
     def _banks(self, video: Path, faces: list[Face], progress: Progress,
                stop: threading.Event | None = None) -> list[Bank]:
@@ -199,17 +210,17 @@ class ClassicEngine:
         # session of the same video has other tracks).
         if (early is not None and early[0] == video and len(early[1]) == len(jobs)
                 and all(a is j.face for a, j in zip(early[1], jobs, strict=True))):
-            banks = early[2].result()  # begun while sync prepared the audio
+            assets = early[2].result()  # begun while sync prepared the audio
         else:
             if early is not None:
                 early[3].set()
-            banks = self._vetted_banks(video, [j.face for j in jobs], progress)
+            assets = self._assets(video, [j.face for j in jobs], progress)
         del early
         trim_heap()
         t1 = time.perf_counter()
         plans = []
-        for job, bank in zip(jobs, banks, strict=True):
-            tr = job.face.track
+        for job, asset in zip(jobs, assets, strict=True):
+            bank, tr = asset.bank, job.face.track
             rows_frames = tr.frames
             active = job.alpha[rows_frames] > 0
             sel_frames = rows_frames[active]
@@ -219,12 +230,7 @@ class ClassicEngine:
                                    job.target_width[sel_frames], tr.pose[active],
                                    target_closure=closure)
             plan = {int(f): int(k) for f, k in zip(sel_frames, picks, strict=True)}
-            targets, spikes = repair_lip_spikes(tr.landmarks, tr.frames,
-                                                bank.canonical.template)
-            if spikes.any():
-                log.info("%s: tracked lips repaired on %d frames (%s)", job.face.face_id,
-                         int(spikes.sum()), ", ".join(str(int(f)) for f in tr.frames[spikes][:8]))
-            guard = _Guarded(Compositor(bank), job.face.face_id, targets)
+            guard = _Guarded(Compositor(bank), job.face.face_id, asset.targets)
             guard.expect(np.array([tr.index_of(f) for f in sorted(plan)], np.int64))
             plans.append((job, guard, plan))
             job.stats.update(bank_entries=float(len(bank)), frames_changed=float(len(plan)),
@@ -258,29 +264,29 @@ class ClassicEngine:
                     pic = _picture(fr)
                     full = None if pic is not None else fr.rgb  # the rare non-4:2:0 source
                     for job, comp, entry, row in work:
-                        lm = comp.targets[row]
+                        lm = comp.targets.landmarks[row]
                         if pic is not None:
                             box = pic.window(lower_face_window(lm, pic.width,
                                                               pic.height))
                             if box[2] - box[0] < 8 or box[3] - box[1] < 8:
                                 continue  # the face is (nearly) off the picture
                             rgb = pic.rgb(box)
-                            before = rgb.copy()
+                            before: np.ndarray | None = rgb.copy()
                             origin = np.array(box[:2], np.float32)
                         else:
                             assert full is not None
-                            rgb, origin = full, np.zeros(2, np.float32)
+                            rgb, before, origin = full, None, np.zeros(2, np.float32)
                         # The strip shows the first face (its frames were the ones picked).
                         shot = preview is not None and fr.index in wanted and job is jobs[0]
                         if shot and preview is not None:
                             preview.before.append(_mouth_crop(rgb, lm - origin))
-                        comp.render(rgb, fr.index, row, lm - origin, entry,
+                        comp.render(rgb, before, fr.index, row, lm - origin, origin, entry,
                                     float(job.alpha[fr.index]),
                                     float(job.target_open[fr.index]),
                                     float(job.target_width[fr.index]))
                         if shot and preview is not None:
                             preview.after.append(_mouth_crop(rgb, lm - origin))
-                        if pic is not None:
+                        if pic is not None and before is not None:
                             pic.put(box, rgb, before, region=comp.drawn())
                     if pic is not None:
                         writer.write_picture(pic, pts)
@@ -294,6 +300,14 @@ class ClassicEngine:
         self.timings = {"bank_s": t1 - t0, "select_s": t2 - t1,
                         "render_encode_s": time.perf_counter() - t2}
         return written
+
+
+@dataclass
+class _Assets:
+    """What a face's render needs besides its audio: made while the audio is prepared."""
+
+    bank: Bank
+    targets: RenderTargets
 
 
 class _Abandoned(Exception):
@@ -326,10 +340,10 @@ class _Guarded:
     original pixels. Each fallback is logged and counted.
     """
 
-    def __init__(self, comp: Compositor, face_id: str, targets: np.ndarray) -> None:
+    def __init__(self, comp: Compositor, face_id: str, targets: RenderTargets) -> None:
         self.comp = comp
         self.face_id = face_id
-        self.targets = targets  # the track's landmarks, tracker spikes repaired
+        self.targets = targets  # the track's landmarks (spikes repaired), aligned, checked
         self.prev_lm: np.ndarray | None = None
         self.prev_row: int | None = None
         self.prev_out: SmallLab | None = None
@@ -343,26 +357,32 @@ class _Guarded:
         and the one before is measured for all of them at once (one vectorised pass instead
         of a millisecond of small NumPy calls per frame)."""
         if len(rows) > 1:
-            jumps = landmark_jumps(self.targets[rows[:-1]], self.targets[rows[1:]])
+            lm = self.targets.landmarks
+            jumps = landmark_jumps(lm[rows[:-1]], lm[rows[1:]])
             self._jumps = {(int(a), int(b)): float(j)
                            for a, b, j in zip(rows[:-1], rows[1:], jumps, strict=True)}
 
-    def render(self, rgb: np.ndarray, index: int, row: int, lm: np.ndarray, entry: int,
-               alpha: float, want_open: float, want_width: float) -> None:
+    def render(self, rgb: np.ndarray, source: np.ndarray | None, index: int, row: int,
+               lm: np.ndarray, origin: np.ndarray, entry: int, alpha: float,
+               want_open: float, want_width: float) -> None:
         """Render track row ``row`` (frame ``index``; ``lm``: its landmarks in ``rgb``'s
-        pixels) with bank entry ``entry``, or fall back (see the class)."""
-        canon = self.comp.bank.canonical
-        to_c = canon.to_canonical(lm)  # once: the check and every render attempt use it
+        pixels, ``origin``: where ``rgb`` starts in the frame) with bank entry ``entry``,
+        or fall back (see the class). ``source``: a copy of ``rgb`` as it was, if the
+        caller keeps one."""
+        # The row's alignment, fitted ahead on frame pixels, moved to rgb's.
+        to_c = self.targets.to_canonical[row].copy()
+        to_c[:, 2] += to_c[:, :2] @ origin
         # The jump from the previous frame: measured ahead when that frame was the one
         # expected before this (the usual case), here otherwise.
         jump = self._jumps.get((self.prev_row, row)) if self.prev_row is not None else None
-        prev = self.prev_lm if jump is None else None
-        if ((jump is not None and jump > MAX_LANDMARK_JUMP)
-                or not plausible_target(lm, prev, canon.template, transform=to_c)):
+        if (jump is None and self.prev_lm is not None and self.targets.plausible[row]
+                and np.isfinite(self.prev_lm).all()):
+            jump = float(landmark_jumps(self.prev_lm, lm)[0])
+        if not self.targets.plausible[row] or (jump is not None and jump > MAX_LANDMARK_JUMP):
             self._reject(index, "tracked landmarks implausible", row, lm, None, None)
             return
         x0, y0, x1, y1 = roi_box(lm, rgb.shape)
-        src = rgb[y0:y1, x0:x1].copy()
+        src = rgb[y0:y1, x0:x1].copy() if source is None else source[y0:y1, x0:x1]
         src_small = SmallLab.of(src)
         lips = lm[48:68] - (x0, y0)
         why = ""

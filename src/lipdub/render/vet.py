@@ -43,6 +43,10 @@ __all__ = [
     "plausible_target",
     "plausible_transform",
     "repair_lip_spikes",
+    "render_targets",
+    "RenderTargets",
+    "plausible_targets",
+    "transform_distortions",
     "roi_box",
     "SmallLab",
     "score_entries",
@@ -69,13 +73,19 @@ def transform_distortion(m: np.ndarray) -> tuple[float, float]:
     images of the x and y axes are from perpendicular. A face alignment may foreshorten a
     turned head a little (about 1.1-1.25); it never needs a strong shear.
     """
-    a = np.asarray(m, np.float64)[:, :2]
+    aniso, shear = transform_distortions(np.asarray(m, np.float64)[None])
+    return float(aniso[0]), float(shear[0])
+
+
+def transform_distortions(m: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`transform_distortion` of (N, 2, 3) affines at once (finite ones)."""
+    a = np.asarray(m, np.float64)[:, :, :2]
     s = np.linalg.svd(a, compute_uv=False)
-    aniso = float(s[0] / max(s[1], _EPS))
-    ax, ay = a[:, 0], a[:, 1]
-    norms = float(np.linalg.norm(ax) * np.linalg.norm(ay))
-    cos = float(ax @ ay) / max(norms, _EPS)
-    shear = abs(90.0 - float(np.degrees(np.arccos(np.clip(cos, -1.0, 1.0)))))
+    aniso = s[:, 0] / np.maximum(s[:, 1], _EPS)
+    ax, ay = a[:, :, 0], a[:, :, 1]
+    norms = np.linalg.norm(ax, axis=1) * np.linalg.norm(ay, axis=1)
+    cos = (ax * ay).sum(1) / np.maximum(norms, _EPS)
+    shear = np.abs(90.0 - np.degrees(np.arccos(np.clip(cos, -1.0, 1.0))))
     return aniso, shear
 
 
@@ -102,18 +112,35 @@ def plausible_target(landmarks: np.ndarray, prev: np.ndarray | None, template: n
       the stable points) is taken out: a tracker failure, not a movement.
     """
     lm = np.asarray(landmarks, np.float64)
-    tpl = np.asarray(template, np.float64)
     if not np.all(np.isfinite(lm)):
         return False
-    m = similarity_to_canonical(lm, tpl) if transform is None else transform
-    if not plausible_transform(m, max_aniso=max_aniso, max_shear_deg=max_shear_deg):
+    m = similarity_to_canonical(lm, template) if transform is None else transform
+    if m is None:
         return False
-    assert m is not None
-    iod_c = float(interocular(tpl))
-    res = np.linalg.norm(lm[STABLE] @ m[:, :2].T + m[:, 2] - tpl[STABLE], axis=1)
-    if float(res.max()) > max_stable_residual * iod_c:
+    if not plausible_targets(lm[None], template, np.asarray(m, np.float64)[None],
+                             max_aniso=max_aniso, max_shear_deg=max_shear_deg,
+                             max_stable_residual=max_stable_residual)[0]:
         return False
     return not (prev is not None and float(landmark_jumps(prev, lm)[0]) > max_jump)
+
+
+def plausible_targets(landmarks: np.ndarray, template: np.ndarray, transforms: np.ndarray,
+                      *, max_aniso: float = 1.35, max_shear_deg: float = 12.0,
+                      max_stable_residual: float = 0.6) -> np.ndarray:
+    """:func:`plausible_target` without the jump, for (N, 68, 2) landmarks and their
+    (N, 2, 3) transforms at once: a render checks a whole track before its first frame
+    instead of paying a millisecond of small NumPy calls per frame."""
+    lm = np.asarray(landmarks, np.float64).reshape(-1, 68, 2)
+    m = np.asarray(transforms, np.float64).reshape(-1, 2, 3)
+    tpl = np.asarray(template, np.float64)
+    finite = np.asarray(np.isfinite(lm).all((1, 2)) & np.isfinite(m).all((1, 2)), bool)
+    m = np.where(finite[:, None, None], m, np.eye(2, 3))  # SVD refuses NaN; judged below
+    aniso, shear = transform_distortions(m)
+    safe = np.where(finite[:, None, None], lm, 0.0)
+    fitted = np.einsum("nkj,nij->nki", safe[:, STABLE], m[:, :, :2]) + m[:, None, :, 2]
+    res = np.linalg.norm(fitted - tpl[STABLE], axis=2).max(1)
+    return np.asarray(finite & (aniso <= max_aniso) & (shear <= max_shear_deg)
+                      & (res <= max_stable_residual * float(interocular(tpl))))
 
 
 def landmark_jumps(prev: np.ndarray, cur: np.ndarray) -> np.ndarray:
@@ -514,7 +541,8 @@ _NOSE_LIP = (np.array([49, 50, 51, 52, 53]), np.array([31, 32, 33, 34, 35]))
 
 
 def repair_lip_spikes(landmarks: np.ndarray, frames: np.ndarray, template: np.ndarray, *,
-                      window: int = 4, max_dev: float = 0.06) -> tuple[np.ndarray, np.ndarray]:
+                      window: int = 4, max_dev: float = 0.06,
+                      transforms: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Landmarks with tracker spikes on the upper lip replaced by interpolation between
     the nearest good frames; returns (landmarks, bad-row mask).
 
@@ -523,7 +551,8 @@ def repair_lip_spikes(landmarks: np.ndarray, frames: np.ndarray, template: np.nd
     canonical frame, is ``max_dev`` inter-ocular distances off the median of its
     ``window`` neighbours on each side is a tracker failure (seen on face_5: 37 px against
     18-23 px for two frames), and a mouth rendered there lands below the real one,
-    showing the source's upper lip above it.
+    showing the source's upper lip above it. ``transforms``: each row's
+    :func:`similarity_to_canonical`, when the caller has them.
     """
     lm = np.asarray(landmarks, np.float64)
     n = lm.shape[0]
@@ -533,11 +562,10 @@ def repair_lip_spikes(landmarks: np.ndarray, frames: np.ndarray, template: np.nd
     tpl = np.asarray(template, np.float64)
     iod = float(interocular(tpl))
     lip, nose = _NOSE_LIP
-    gap = np.empty(n)
-    for i in range(n):
-        m = similarity_to_canonical(lm[i], tpl)
-        c = lm[i] @ m[:, :2].T + m[:, 2]
-        gap[i] = float(c[lip, 1].mean() - c[nose, 1].mean())
+    m = (np.asarray(transforms, np.float64) if transforms is not None
+         else np.stack([similarity_to_canonical(x, tpl) for x in lm]))
+    c = np.einsum("nkj,nij->nki", lm, m[:, :, :2]) + m[:, None, :, 2]
+    gap = c[:, lip, 1].mean(1) - c[:, nose, 1].mean(1)
     for i in range(n):
         lo, hi = max(0, i - window), min(n, i + window + 1)
         ref = np.median(np.r_[gap[lo:i], gap[i + 1:hi]])
@@ -551,3 +579,27 @@ def repair_lip_spikes(landmarks: np.ndarray, frames: np.ndarray, template: np.nd
         for d in range(2):
             out[bad, k, d] = np.interp(t[bad], t[good], lm[good, k, d])
     return out, bad
+
+
+@dataclass(frozen=True)
+class RenderTargets:
+    """A track made ready for rendering, before the first frame: its landmarks with
+    tracker spikes repaired, each row's frame -> canonical similarity, and whether a bank
+    entry can be warped onto it (:func:`plausible_targets`)."""
+
+    landmarks: np.ndarray  # (N, 68, 2) frame pixels
+    repaired: np.ndarray  # (N,) bool: rows :func:`repair_lip_spikes` replaced
+    to_canonical: np.ndarray  # (N, 2, 3)
+    plausible: np.ndarray  # (N,) bool
+
+
+def render_targets(landmarks: np.ndarray, frames: np.ndarray,
+                   template: np.ndarray) -> RenderTargets:
+    """:class:`RenderTargets` of a track (one similarity fit a row, the rest vectorised)."""
+    lm = np.asarray(landmarks, np.float64)
+    fits = (np.stack([similarity_to_canonical(x, template) for x in lm]) if len(lm)
+            else np.zeros((0, 2, 3)))
+    fixed, bad = repair_lip_spikes(lm, frames, template, transforms=fits)
+    for i in np.flatnonzero(bad):  # the repaired rows fit again
+        fits[i] = similarity_to_canonical(fixed[i], template)
+    return RenderTargets(fixed, bad, fits, plausible_targets(fixed, template, fits))
