@@ -21,7 +21,14 @@ from lipdub.faces.session import Face, Session
 from lipdub.media import fit as length
 from lipdub.media.audio import PlacedClip, crop, decode_audio, mix, read_video_audio, to_mono
 from lipdub.media.video import probe
-from lipdub.render.engine import ClassicEngine, Engine, FaceJob, Preview, preview_strip
+from lipdub.render.engine import (
+    ClassicEngine,
+    Engine,
+    FaceJob,
+    Preview,
+    preview_strip,
+    serial_opencv,
+)
 from lipdub.speech.features import FEATURE_SR, to_16k
 from lipdub.speech.mouth import (
     SpeakerProfile,
@@ -118,17 +125,18 @@ def sync(
             )
     t_start = time.perf_counter()  # after identify: the stages below are sync's own
     eng = engine or ClassicEngine()
-    begin = getattr(eng, "begin", None)
-    if callable(begin):  # the bank is built while the audio is prepared
-        begin(video, [session.face(fa.face_id) for fa in faces])
-    try:
-        return _prepare_and_render(video, faces, session, eng, out_path, base, report,
-                                   t_start, original_volume, preview_path, max_audio_ms)
-    except BaseException:
-        abandon = getattr(eng, "abandon", None)
-        if callable(abandon):
-            abandon()
-        raise
+    with serial_opencv():
+        begin = getattr(eng, "begin", None)
+        if callable(begin):  # the bank is built while the audio is prepared
+            begin(video, [session.face(fa.face_id) for fa in faces])
+        try:
+            return _prepare_and_render(video, faces, session, eng, out_path, base, report,
+                                       t_start, original_volume, preview_path, max_audio_ms)
+        except BaseException:
+            abandon = getattr(eng, "abandon", None)
+            if callable(abandon):
+                abandon()
+            raise
 
 
 def _prepare_and_render(video: Path, faces: Sequence[FaceAudio], session: Session,
