@@ -264,3 +264,50 @@ def test_limiter_in_blocks_equals_the_limiter_on_the_whole_track(
     assert np.abs(np.diff(gain)).max() < 0.05  # no jump at either edge (a reset is ~0.5)
     # Far after the last burst the gain is back to exactly 1.
     np.testing.assert_array_equal(y[-sr // 2 :], x[-sr // 2 :])
+
+
+def test_writer_track_is_whole_faithful_and_interleaved(tmp_path: Path) -> None:
+    """The AAC track is encoded in its own thread and muxed as the video reaches it: the
+    file holds every second of it, the tone reads back, and neither stream runs more than
+    a second ahead of the other in the file (a player streams it without seeking)."""
+    from lipdub.media.video import VideoWriter
+
+    sr, fps, seconds = 48000, 25, 8
+    left = tone(sr, seconds, 440.0)
+    track = np.stack([left, tone(sr, seconds, 660.0)], axis=1)
+    out = tmp_path / "w.mp4"
+    with VideoWriter(out, 64, 48, fps, audio=track, sample_rate=sr) as w:
+        for i in range(seconds * fps):
+            w.write(np.full((48, 64, 3), i % 255, np.uint8))
+    back = read_video_audio(out, sr)
+    assert back is not None and abs(len(back) / sr - seconds) < 0.05
+    mid = back[sr : 7 * sr, 0]
+    spec = np.abs(np.fft.rfft(mid))
+    assert abs(np.argmax(spec) * sr / len(mid) - 440) < 2
+    with av.open(str(out)) as c:
+        order = [(p.stream.type, float(p.pts * p.time_base)) for p in c.demux()
+                 if p.pts is not None]
+    latest = {"video": 0.0, "audio": 0.0}
+    for kind, t in order:
+        latest[kind] = max(latest[kind], t)
+        assert abs(latest["video"] - latest["audio"]) < 1.0 or t < 1.0
+
+
+def test_a_failed_render_stops_its_writers_audio_thread(tmp_path: Path) -> None:
+    """A render that fails after a few frames gives up its writer: the audio thread ends
+    there, not after encoding the rest of a long track for a file that is thrown away."""
+    import threading
+    import time
+
+    from lipdub.media.video import BackgroundWriter, VideoWriter
+
+    # Four minutes of noise (silence costs AAC nothing): ~10 s of encoding here.
+    long = np.random.default_rng(0).uniform(-0.3, 0.3, (48000 * 240, 2)).astype(np.float32)
+    t0 = time.perf_counter()
+    with pytest.raises(RuntimeError, match="render failed"), BackgroundWriter(
+            VideoWriter(tmp_path / "early.mp4", 64, 48, 25, audio=long)) as w:
+        for _ in range(5):
+            w.write(np.zeros((48, 64, 3), np.uint8))
+        raise RuntimeError("render failed")
+    assert time.perf_counter() - t0 < 4.0
+    assert not any(t.name == "lipdub-audio" and t.is_alive() for t in threading.enumerate())
