@@ -21,6 +21,7 @@ from lipdub.faces.pose import head_pose
 from lipdub.faces.session import Face, FaceTrack, Session
 from lipdub.faces.smoothing import OneEuro
 from lipdub.faces.tracker import FaceTracker, Seen, Track, TrackerSettings, landmark_box
+from lipdub.media.pools import serial_libraries
 from lipdub.media.video import iter_frames, probe
 
 Progress = Callable[[float], None]
@@ -54,7 +55,12 @@ def identify(
     Raises :class:`~lipdub.errors.MediaError` for unreadable input and
     :class:`~lipdub.errors.NoFacesError` when nobody qualifies.
     """
-    s = settings or IdentifySettings()
+    with serial_libraries():
+        return _identify(video, out_dir, settings or IdentifySettings(), progress, session_id)
+
+
+def _identify(video: str | Path, out_dir: str | Path | None, s: IdentifySettings,
+              progress: Progress | None, session_id: str | None) -> Session:
     info = probe(video, max_duration_ms=s.max_duration_ms)
     tracker = FaceTracker(info.width, info.height, info.fps, s.tracker)
     times: list[float] = []

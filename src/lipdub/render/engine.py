@@ -5,11 +5,10 @@ engines implement :class:`Engine` and plug in through :func:`lipdub.sync`'s ``en
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,6 +20,7 @@ import numpy as np
 from lipdub.faces.crops import FaceCrops, lower_face_window, window_rgb
 from lipdub.faces.session import Face, Session
 from lipdub.media.memory import trim_heap
+from lipdub.media.pools import serial_libraries
 from lipdub.media.video import (
     DEFAULT_CRF,
     DEFAULT_PRESET,
@@ -191,7 +191,7 @@ class ClassicEngine:
     def render(self, video: Path, session: Session, jobs: list[FaceJob], out: Path,
                audio: np.ndarray | None, sample_rate: int, progress: Progress,
                preview: Preview | None = None) -> int:
-        with serial_opencv():
+        with serial_libraries():
             return self._render(video, session, jobs, out, audio, sample_rate, progress,
                                 preview)
 
@@ -304,21 +304,6 @@ class _Assets:
 
     bank: Bank
     targets: RenderTargets
-
-
-@contextlib.contextmanager
-def serial_opencv() -> Iterator[None]:
-    """OpenCV without its thread pool for the block (the setting is process-wide).
-
-    A sync keeps the cores busy itself (decode, bank, profile, render and encode threads,
-    x264's own): OpenCV's pool on top of them only spins, waiting for cores that are
-    taken, and costs CPU for no speed (the bank's warps took 15 % more CPU with it)."""
-    threads = cv2.getNumThreads()
-    cv2.setNumThreads(1)
-    try:
-        yield
-    finally:
-        cv2.setNumThreads(threads)
 
 
 class _Abandoned(Exception):
@@ -477,4 +462,4 @@ def preview_strip(p: Preview, path: Path) -> Path:
     return path
 
 
-__all__ = ["ClassicEngine", "Engine", "FaceJob", "Preview", "preview_strip", "serial_opencv"]
+__all__ = ["ClassicEngine", "Engine", "FaceJob", "Preview", "preview_strip"]

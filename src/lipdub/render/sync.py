@@ -20,6 +20,7 @@ from lipdub.faces.identify import identify
 from lipdub.faces.session import Face, Session
 from lipdub.media import fit as length
 from lipdub.media.audio import PlacedClip, crop, decode_audio, mix, read_video_audio, to_mono
+from lipdub.media.pools import serial_libraries
 from lipdub.media.video import probe
 from lipdub.render.engine import (
     ClassicEngine,
@@ -27,7 +28,6 @@ from lipdub.render.engine import (
     FaceJob,
     Preview,
     preview_strip,
-    serial_opencv,
 )
 from lipdub.speech.features import FEATURE_SR, to_16k
 from lipdub.speech.mouth import (
@@ -125,7 +125,7 @@ def sync(
             )
     t_start = time.perf_counter()  # after identify: the stages below are sync's own
     eng = engine or ClassicEngine()
-    with serial_opencv():
+    with serial_libraries():
         begin = getattr(eng, "begin", None)
         if callable(begin):  # the bank is built while the audio is prepared
             begin(video, [session.face(fa.face_id) for fa in faces])
