@@ -8,6 +8,7 @@ warps per frame whatever the video's resolution.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import cv2
@@ -50,6 +51,12 @@ _WIDTH_TOLERANCE = 0.04
 MASK_SCALE = 0.5
 
 
+@functools.lru_cache(maxsize=64)
+def _disc(r: int) -> np.ndarray:
+    """Elliptic structuring element of radius ``r`` (one per face size: made once)."""
+    return np.asarray(cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * r + 1, 2 * r + 1)))
+
+
 def lower_face_mask(canon_lm: np.ndarray, entry_lm: np.ndarray, size: tuple[int, int],
                     feather: float) -> tuple[np.ndarray, tuple[int, int, int, int]]:
     """Float mask at ``MASK_SCALE`` of the canonical frame covering the lower face of both
@@ -76,9 +83,9 @@ def lower_face_mask(canon_lm: np.ndarray, entry_lm: np.ndarray, size: tuple[int,
     mask = np.zeros((sh, sw), np.uint8)
     cv2.fillConvexPoly(mask, (hull * MASK_SCALE).astype(np.int32), 255)
     r = max(1, int(feather * MASK_SCALE))
-    kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * r + 1, 2 * r + 1))
-    inner = cv2.erode(mask, kernel)
-    soft = cv2.GaussianBlur(inner.astype(np.float32) / 255.0, (0, 0), max(r / 2.0, 0.5))
+    inner = cv2.erode(mask, _disc(r))
+    soft = cv2.GaussianBlur(np.multiply(inner, np.float32(1 / 255), dtype=np.float32), (0, 0),
+                            max(r / 2.0, 0.5))
     x, y, bw, bh = cv2.boundingRect(hull.astype(np.int32))
     return np.asarray(soft), (x, y, x + bw, y + bh)
 
@@ -215,8 +222,7 @@ class Compositor:
         b = self.bank
         canon = b.canonical
         to_c = canon.to_canonical(target_lm) if to_canonical is None else to_canonical
-        a2 = np.vstack([to_c, [0, 0, 1]])
-        from_c = np.linalg.inv(a2)[:2]
+        from_c = np.asarray(cv2.invertAffineTransform(to_c), np.float64)
         t_canon = target_lm @ to_c[:, :2].T + to_c[:, 2]
         patch = b.patches[entry]
         e_lm = b.landmarks[entry]
