@@ -38,7 +38,6 @@ import lipdub  # noqa: E402
 from lipdub.faces import models  # noqa: E402
 from lipdub.media import yuv  # noqa: E402
 from lipdub.render import compose, engine  # noqa: E402
-from lipdub.render.bank import Canonical  # noqa: E402
 
 CPU: dict[str, float] = collections.defaultdict(float)
 CALLS: collections.Counter[str] = collections.Counter()
@@ -85,11 +84,10 @@ STEPS = [
     (compose, "sharpen_amount", "    sharpness solve"),
     (compose, "close_and_narrow", "    close / narrow"),
     (engine, "check_patch", "  patch check"),
-    (engine, "plausible_target", "  target plausibility"),
-    (Canonical, "to_canonical", "  frame -> canonical fit"),
+    (engine, "landmark_jumps", "  landmark jump (frames not measured ahead)"),
     (yuv.YuvPicture, "rgb", "window to RGB"),
     (yuv.YuvPicture, "put", "write-back"),
-    (yuv.YuvPicture, "_writable", "  planes' copy"),
+    (yuv.YuvPicture, "_writable", "  planes made writable (copied if referenced)"),
 ]
 
 
