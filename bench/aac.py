@@ -15,9 +15,9 @@ the loss against the source, as the worst clip and the mean:
 * LSD, dB: log-spectral distance, RMS over 20 ms frames that are not silence and over
   frequencies up to 15 kHz: the spectral error a listener hears as noise or dullness.
 
-The renderer's setting (lipdub.media.video.AAC_OPTIONS and AAC_BIT_RATE) is the cheapest
-whose LSD is within 0.05 dB of the former setting's on every clip. Arguments replace the
-list: ``fast:192000`` (coder:bit rate).
+The rule for a change: the cheapest setting whose LSD is within 0.05 dB of the current
+one's (twoloop, 192 kb/s: lipdub.media.video.VideoWriter) on every clip. Arguments replace
+the list: ``fast:192000`` (coder:bit rate).
 """
 
 from __future__ import annotations

@@ -19,7 +19,9 @@ from lipdub.render.vet import (
     lapvar,
     match_sharpness,
     plausible_target,
+    plausible_targets,
     plausible_transform,
+    render_targets,
     roi_box,
     score_entries,
     similarity_to_canonical,
@@ -247,6 +249,40 @@ def test_target_landmarks(clip: Clip) -> None:
     a = np.array([[1.0, 0.4], [0.0, 0.6]])
     assert not plausible_target(lm, None, clip.template,
                                 transform=np.hstack([a @ m[:, :2], m[:, 2:]]))
+
+
+def test_a_track_readied_ahead_is_judged_as_frame_by_frame(clip: Clip) -> None:
+    """The render checks a whole track before its first frame (vectorised): every row must
+    get the verdict the frame-by-frame check gives, broken rows included, and its
+    alignment, moved to a window's pixels, must be the one fitted in that window."""
+    lms = clip.landmarks.copy()
+    iod = float(interocular(lms[30]))
+    lms[30, 2:15] += (0.0, 0.6 * iod)  # the jaw slid down the neck
+    lms[31, [0, 1, 2, 14, 15, 16]] *= (1.0, 1.4)  # the contour stretched: stable points off
+    targets = render_targets(lms, np.arange(len(lms)), clip.template)
+    expected = [plausible_target(x, None, clip.template,
+                                 transform=similarity_to_canonical(x, clip.template))
+                for x in targets.landmarks]
+    assert targets.plausible.tolist() == expected
+    assert not all(expected) and sum(expected) > len(expected) // 2
+    # A transform the fit would never give (sheared), judged the same both ways.
+    m = targets.to_canonical.copy()
+    m[5, :, :2] = np.array([[1.0, 0.4], [0.0, 0.6]]) @ m[5, :, :2]
+    one_by_one = [plausible_target(x, None, clip.template, transform=t)
+                  for x, t in zip(targets.landmarks, m, strict=True)]
+    assert plausible_targets(targets.landmarks, clip.template, m).tolist() == one_by_one
+    assert not one_by_one[5]
+    # The engine moves a row's fit to a window at ``origin``: t + A @ origin.
+    origin = np.array([37.0, 21.0])
+    moved = targets.to_canonical[40].copy()
+    moved[:, 2] += moved[:, :2] @ origin
+    local = targets.landmarks[40] - origin
+    np.testing.assert_allclose(local @ moved[:, :2].T + moved[:, 2],
+                               targets.landmarks[40] @ targets.to_canonical[40][:, :2].T
+                               + targets.to_canonical[40][:, 2], atol=1e-6)
+    refit = similarity_to_canonical(local, clip.template)
+    np.testing.assert_allclose(local @ moved[:, :2].T + moved[:, 2],
+                               local @ refit[:, :2].T + refit[:, 2], atol=0.05)
 
 
 # ------------------------------------------------------------------ sharpness

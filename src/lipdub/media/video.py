@@ -405,7 +405,11 @@ class VideoWriter:
             self._audio_stream.bit_rate = 192_000
             # Both codecs are opened and the header written here, in one thread, before
             # the audio encoder's thread starts using its codec.
-            self._container.start_encoding()
+            try:
+                self._container.start_encoding()
+            except BaseException:  # a codec that will not open (bad x264 settings)
+                self._container.close()
+                raise
             self._audio_enc = _AudioEncoder(self._audio_stream, self._audio, sample_rate)
 
     def write(self, rgb: np.ndarray, pts: int | None = None) -> None:
@@ -475,8 +479,11 @@ class VideoWriter:
     def __enter__(self) -> VideoWriter:
         return self
 
-    def __exit__(self, *exc: object) -> None:
-        self.close()
+    def __exit__(self, exc_type: object, *exc: object) -> None:
+        if exc_type is None:
+            self.close()
+        else:
+            self.abort()
 
 
 class _AudioEncoder:
@@ -485,8 +492,9 @@ class _AudioEncoder:
 
     AAC costs about 2.3 s of CPU a minute of stereo here. Encoded in the writer's thread
     between video frames it held up x264's input for as long; in its own thread it fills
-    the moments the other threads wait. It stays at most ``ahead_s`` seconds ahead of
-    what was muxed, so the packets it holds stay small (192 kb/s: 240 kB).
+    the moments the other threads wait. It stays at most ``ahead_s`` seconds (and one
+    block) ahead of the point the writer last asked for (the video's time plus half a
+    second), so the packets it holds stay small (192 kb/s: about 250 kB).
     """
 
     BLOCK = 8192  # samples an AudioFrame (eight AAC frames: fewer Python calls)
@@ -629,6 +637,7 @@ class BackgroundWriter:
         self._queue.put(None)
         self._thread.join()
         if self._error is not None:
+            self._writer.abort()  # the file is lost either way: do not finish its audio
             raise self._error
         self._writer.close()
 

@@ -42,7 +42,8 @@ def align(box: Box, width: int, height: int) -> Box:
 
 # OpenCV's RGB -> I420 chroma rows (BT.601, video levels; its fixed-point coefficients
 # over 2^20, and the +128 offset): applied to whole pixels with cv2.transform, they give
-# the chroma cv2.cvtColor(..., COLOR_RGB2YUV_I420) gives, sample for sample.
+# the chroma cv2.cvtColor(..., COLOR_RGB2YUV_I420) gives, within one level (the two round
+# exact halves differently: a few dozen samples in a million colours).
 _RGB2UV = np.array([[-155188, -305135, 460324, 128 << 20],
                     [460324, -385875, -74448, 128 << 20]], np.float64) / (1 << 20)
 

@@ -54,7 +54,9 @@ MASK_SCALE = 0.5
 @functools.lru_cache(maxsize=64)
 def _disc(r: int) -> np.ndarray:
     """Elliptic structuring element of radius ``r`` (one per face size: made once)."""
-    return np.asarray(cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * r + 1, 2 * r + 1)))
+    disc = np.asarray(cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * r + 1, 2 * r + 1)))
+    disc.flags.writeable = False  # shared by every caller
+    return disc
 
 
 def lower_face_mask(canon_lm: np.ndarray, entry_lm: np.ndarray, size: tuple[int, int],

@@ -124,6 +124,8 @@ class ClassicEngine:
         ready for rendering (spikes repaired, every row aligned and checked once)."""
         out = []
         for b, f in zip(self._banks(video, faces, progress, stop), faces, strict=True):
+            if stop is not None and stop.is_set():
+                raise _Abandoned
             bank = _vetted(b, f.face_id)
             tr = f.track
             targets = render_targets(tr.landmarks, tr.frames, bank.canonical.template)

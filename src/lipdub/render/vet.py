@@ -600,6 +600,7 @@ def render_targets(landmarks: np.ndarray, frames: np.ndarray,
     fits = (np.stack([similarity_to_canonical(x, template) for x in lm]) if len(lm)
             else np.zeros((0, 2, 3)))
     fixed, bad = repair_lip_spikes(lm, frames, template, transforms=fits)
-    for i in np.flatnonzero(bad):  # the repaired rows fit again
+    repaired = bad & np.any(fixed != lm, axis=(1, 2))  # all rows flagged: none replaced
+    for i in np.flatnonzero(repaired):  # the repaired rows fit again
         fits[i] = similarity_to_canonical(fixed[i], template)
-    return RenderTargets(fixed, bad, fits, plausible_targets(fixed, template, fits))
+    return RenderTargets(fixed, repaired, fits, plausible_targets(fixed, template, fits))
