@@ -272,10 +272,9 @@ def test_a_track_readied_ahead_is_judged_as_frame_by_frame(clip: Clip) -> None:
                   for x, t in zip(targets.landmarks, m, strict=True)]
     assert plausible_targets(targets.landmarks, clip.template, m).tolist() == one_by_one
     assert not one_by_one[5]
-    # The engine moves a row's fit to a window at ``origin``: t + A @ origin.
+    # The engine moves a row's fit to a window at ``origin``.
     origin = np.array([37.0, 21.0])
-    moved = targets.to_canonical[40].copy()
-    moved[:, 2] += moved[:, :2] @ origin
+    moved = targets.to_canonical_at(40, origin)
     local = targets.landmarks[40] - origin
     np.testing.assert_allclose(local @ moved[:, :2].T + moved[:, 2],
                                targets.landmarks[40] @ targets.to_canonical[40][:, :2].T

@@ -15,9 +15,8 @@ def serial_libraries() -> Iterator[None]:
 
     Identify and sync keep the cores busy themselves (decode, search, bank, profile,
     render and encode threads, x264's own): the libraries' pools on top of them only
-    spin, waiting for cores that are taken, and cost CPU for no speed (a sync's bank
-    warps took 10-15 % more CPU with OpenCV's; its preparation 20 % more with OpenBLAS's;
-    identify 3 % more with both)."""
+    spin, waiting for cores that are taken, and cost CPU for no speed (OpenCV's in a
+    sync's bank warps, OpenBLAS's in its speech analysis and bank vetting)."""
     threads = cv2.getNumThreads()
     cv2.setNumThreads(1)
     try:

@@ -387,22 +387,16 @@ class VideoWriter:
         self._video.codec_context.time_base = self._time_base
         self._rate = rate
         self._index = 0
-        self._audio_stream = None
-        self._audio: np.ndarray | None = None
         self._audio_enc: _AudioEncoder | None = None
-        self._sr = sample_rate
         if audio is not None and audio.size:
             a = np.asarray(audio, dtype=np.float32)
             if a.ndim == 1:
                 a = a[:, None]
             channels = a.shape[1]
             layout = "mono" if channels == 1 else "stereo"
-            # Kept as given, (N, C): each block is made planar as it is encoded, so a long
-            # track is not held twice (a minute of stereo is 23 MB).
-            self._audio = a[:, :2]
-            self._audio_stream = self._container.add_stream("aac", rate=sample_rate)
-            self._audio_stream.layout = layout
-            self._audio_stream.bit_rate = 192_000
+            stream = self._container.add_stream("aac", rate=sample_rate)
+            stream.layout = layout
+            stream.bit_rate = 192_000
             # Both codecs are opened and the header written here, in one thread, before
             # the audio encoder's thread starts using its codec.
             try:
@@ -410,7 +404,7 @@ class VideoWriter:
             except BaseException:  # a codec that will not open (bad x264 settings)
                 self._container.close()
                 raise
-            self._audio_enc = _AudioEncoder(self._audio_stream, self._audio, sample_rate)
+            self._audio_enc = _AudioEncoder(stream, a[:, :2], sample_rate)
 
     def write(self, rgb: np.ndarray, pts: int | None = None) -> None:
         h, w = self._video.height, self._video.width
@@ -502,7 +496,9 @@ class _AudioEncoder:
     def __init__(self, stream: av.audio.stream.AudioStream, audio: np.ndarray,
                  sample_rate: int, ahead_s: float = 10.0) -> None:
         self._stream = stream
-        self._audio = audio  # (N, C), kept as given: each block is made planar in turn
+        # (N, C), kept as given: each block is made planar as it is encoded, so a long
+        # track is not held twice (a minute of stereo is 23 MB).
+        self._audio = audio
         self._sr = sample_rate
         self._ahead = ahead_s
         self._cond = threading.Condition()

@@ -367,9 +367,7 @@ class _Guarded:
         pixels, ``origin``: where ``rgb`` starts in the frame) with bank entry ``entry``,
         or fall back (see the class). ``source``: a copy of ``rgb`` as it was, if the
         caller keeps one."""
-        # The row's alignment, fitted ahead on frame pixels, moved to rgb's.
-        to_c = self.targets.to_canonical[row].copy()
-        to_c[:, 2] += to_c[:, :2] @ origin
+        to_c = self.targets.to_canonical_at(row, origin)  # fitted ahead, moved to rgb's
         # The jump from the previous frame: measured ahead when that frame was the one
         # expected before this (the usual case), here otherwise.
         jump = self._jumps.get((self.prev_row, row)) if self.prev_row is not None else None

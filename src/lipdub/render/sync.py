@@ -22,13 +22,7 @@ from lipdub.media import fit as length
 from lipdub.media.audio import PlacedClip, crop, decode_audio, mix, read_video_audio, to_mono
 from lipdub.media.pools import serial_libraries
 from lipdub.media.video import probe
-from lipdub.render.engine import (
-    ClassicEngine,
-    Engine,
-    FaceJob,
-    Preview,
-    preview_strip,
-)
+from lipdub.render.engine import ClassicEngine, Engine, FaceJob, Preview, preview_strip
 from lipdub.speech.features import FEATURE_SR, to_16k
 from lipdub.speech.mouth import (
     SpeakerProfile,

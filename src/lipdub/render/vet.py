@@ -115,8 +115,6 @@ def plausible_target(landmarks: np.ndarray, prev: np.ndarray | None, template: n
     if not np.all(np.isfinite(lm)):
         return False
     m = similarity_to_canonical(lm, template) if transform is None else transform
-    if m is None:
-        return False
     if not plausible_targets(lm[None], template, np.asarray(m, np.float64)[None],
                              max_aniso=max_aniso, max_shear_deg=max_shear_deg,
                              max_stable_residual=max_stable_residual)[0]:
@@ -591,6 +589,13 @@ class RenderTargets:
     repaired: np.ndarray  # (N,) bool: rows :func:`repair_lip_spikes` replaced
     to_canonical: np.ndarray  # (N, 2, 3)
     plausible: np.ndarray  # (N,) bool
+
+    def to_canonical_at(self, row: int, origin: np.ndarray) -> np.ndarray:
+        """Row ``row``'s similarity for pixels of a window that starts at ``origin`` in
+        the frame: a point p there is p + origin in the frame."""
+        m = self.to_canonical[row].copy()
+        m[:, 2] += m[:, :2] @ origin
+        return m
 
 
 def render_targets(landmarks: np.ndarray, frames: np.ndarray,
