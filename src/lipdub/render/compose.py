@@ -8,14 +8,13 @@ warps per frame whatever the video's resolution.
 
 from __future__ import annotations
 
-import functools
 from dataclasses import dataclass
 
 import cv2
 import numpy as np
 
 from lipdub.render.bank import Bank
-from lipdub.render.vet import sharpen_amount
+from lipdub.render.vet import disc, sharpen_amount
 
 # Jaw points that bound the mask at the sides and below (cheek to cheek under the chin).
 _JAW = np.arange(3, 14)
@@ -51,14 +50,6 @@ _WIDTH_TOLERANCE = 0.04
 MASK_SCALE = 0.5
 
 
-@functools.lru_cache(maxsize=64)
-def _disc(r: int) -> np.ndarray:
-    """Elliptic structuring element of radius ``r`` (one per face size: made once)."""
-    disc = np.asarray(cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * r + 1, 2 * r + 1)))
-    disc.flags.writeable = False  # shared by every caller
-    return disc
-
-
 def lower_face_mask(canon_lm: np.ndarray, entry_lm: np.ndarray, size: tuple[int, int],
                     feather: float) -> tuple[np.ndarray, tuple[int, int, int, int]]:
     """Float mask at ``MASK_SCALE`` of the canonical frame covering the lower face of both
@@ -85,7 +76,7 @@ def lower_face_mask(canon_lm: np.ndarray, entry_lm: np.ndarray, size: tuple[int,
     mask = np.zeros((sh, sw), np.uint8)
     cv2.fillConvexPoly(mask, (hull * MASK_SCALE).astype(np.int32), 255)
     r = max(1, int(feather * MASK_SCALE))
-    inner = cv2.erode(mask, _disc(r))
+    inner = cv2.erode(mask, disc(r))
     soft = cv2.GaussianBlur(np.multiply(inner, np.float32(1 / 255), dtype=np.float32), (0, 0),
                             max(r / 2.0, 0.5))
     x, y, bw, bh = cv2.boundingRect(hull.astype(np.int32))

@@ -23,6 +23,7 @@ interest around one face, so they cost little at any video resolution:
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, fields, replace
 
 import cv2
@@ -203,6 +204,14 @@ OCCLUSION_Z = 3.0
 OCC_FLOOR = 0.15
 OCC_ABS = 0.35
 _K3 = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (3, 3))
+
+
+@functools.lru_cache(maxsize=64)
+def disc(r: int) -> np.ndarray:
+    """Elliptic structuring element of radius ``r`` (one per face size: made once)."""
+    d = np.asarray(cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * r + 1, 2 * r + 1)))
+    d.flags.writeable = False  # shared by every caller
+    return d
 
 
 def _appearance(small_rgb: np.ndarray) -> np.ndarray:
@@ -434,10 +443,12 @@ def check_patch(rendered_roi: np.ndarray | SmallLab, source_roi: np.ndarray | Sm
     s = _small_lab(source_roi, size)
     m = _reduce(np.asarray(mask, np.float32), size)
     core = m > 0.5
-    if core.sum() < 8:
+    if np.count_nonzero(core) < 8:
         return True, ""
-    d = np.linalg.norm(r - s, axis=2)
-    away = core.copy()
+    # OpenCV calls on these 48-pixel images, not NumPy's: a per-pixel norm over a
+    # 3-long axis and boolean selections cost NumPy more than the whole reduction.
+    d = _lab_distance(r, s)
+    away = core
     if lips is not None:
         lp = np.asarray(lips, np.float64)[-20:] * f
         width = float(np.ptp(lp[:, 0]))
@@ -447,31 +458,39 @@ def check_patch(rendered_roi: np.ndarray | SmallLab, source_roi: np.ndarray | Sm
         drop = hull + np.array([0.0, 0.45 * width], np.float32)
         cv2.fillConvexPoly(mouth, cv2.convexHull(np.concatenate([hull, drop])).astype(np.int32),
                            1)
-        rad = max(1, int(0.2 * width))
-        grown = cv2.dilate(mouth, cv2.getStructuringElement(cv2.MORPH_ELLIPSE,
-                                                            (2 * rad + 1, 2 * rad + 1)))
-        away &= ~np.asarray(grown, bool)
+        grown = cv2.dilate(mouth, disc(max(1, int(0.2 * width))))
+        away = core & (grown == 0)
+    n_away = int(np.count_nonzero(away))
     # Colour and jumps are judged away from the mouth too: a mouth that closes after an
     # open vowel changes its own region's colour and look at once, and must.
-    judged = away if away.sum() >= 8 else core
-    shift = float(np.linalg.norm(r[judged].mean(0) - s[judged].mean(0)))
+    judged = (away if n_away >= 8 else core).view(np.uint8)
+    shift = float(np.linalg.norm(np.subtract(cv2.mean(r, judged)[:3], cv2.mean(s, judged)[:3])))
     if shift > lim.colour:
         return False, f"colour shift {shift:.1f}"
-    if away.sum() >= 8:
-        changed = float((d[away] > lim.changed_delta).mean())
+    if n_away >= 8:
+        changed = int(np.count_nonzero((d > lim.changed_delta) & away)) / n_away
         if changed > lim.changed:
             return False, f"structure: {changed:.0%} of the face around the mouth changed"
     if prev_rendered_roi is not None:
         pr = _small_lab(prev_rendered_roi, size)
-        jump_r = float(np.linalg.norm(r - pr, axis=2)[judged].mean())
+        jump_r = cv2.mean(_lab_distance(r, pr), judged)[0]
         if prev_source_roi is not None:
             ps = _small_lab(prev_source_roi, size)
-            jump_s = float(np.linalg.norm(s - ps, axis=2)[judged].mean())
+            jump_s = cv2.mean(_lab_distance(s, ps), judged)[0]
         else:
             jump_s = 0.0
         if jump_r > lim.jump * jump_s + lim.jump_margin:
             return False, f"jump {jump_r:.1f} (source {jump_s:.1f})"
     return True, ""
+
+
+_SUM3 = np.ones((1, 3), np.float32)
+
+
+def _lab_distance(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Per-pixel Euclidean distance between two float32 (H, W, 3) images."""
+    diff = cv2.subtract(a, b)
+    return np.asarray(cv2.sqrt(cv2.transform(cv2.multiply(diff, diff), _SUM3)))
 
 
 # --------------------------------------------------------------------------- sharpness
