@@ -144,12 +144,31 @@ def close_and_narrow(patch: np.ndarray, lm: np.ndarray, close_px: float,
     cx, half = (x_l + x_r) / 2, max((x_r - x_l) / 2, 1.0)
     my = float(lm[_LIPS, 1].mean())
     lip_h = max(float(lm[57, 1] - lm[51, 1]), 2.0)
-    xs = np.arange(w, dtype=np.float32)
-    ys = np.arange(h, dtype=np.float32)
-    map_x = np.broadcast_to(xs[None, :], (h, w)).astype(np.float32).copy()
-    map_y = np.broadcast_to(ys[:, None], (h, w)).astype(np.float32).copy()
+    closing = close_px >= 0.5
+    widening = abs(width_scale - 1.0) > 0.01
     new_lm = lm.copy()
-    if close_px >= 0.5:
+    if not (closing or widening):
+        return patch, new_lm
+    # Only a box around the mouth moves (both fields are exactly zero outside it), and a
+    # cubic remap at whole-pixel positions returns the pixels as they are: the maps and
+    # the remap cover that box, not the whole patch.
+    reach = 2.4 * half
+    x0, x1 = max(int(np.floor(cx - reach)), 0), min(int(np.ceil(cx + reach)) + 1, w)
+    y0, y1 = h, 0
+    if closing:
+        y0, y1 = int(np.floor(y_u)), int(np.ceil(fade_end)) + 1
+    if widening:
+        band = 1.6 * lip_h + 1.0
+        y0, y1 = min(y0, int(np.floor(my - band))), max(y1, int(np.ceil(my + band)) + 1)
+    y0, y1 = max(y0, 0), min(y1, h)
+    if x1 <= x0 or y1 <= y0:
+        return patch, new_lm
+    xs = np.arange(x0, x1, dtype=np.float32)
+    ys = np.arange(y0, y1, dtype=np.float32)
+    bh, bw = y1 - y0, x1 - x0
+    map_x = np.broadcast_to(xs[None, :], (bh, bw)).astype(np.float32).copy()
+    map_y = np.broadcast_to(ys[:, None], (bh, bw)).astype(np.float32).copy()
+    if closing:
         wx = np.clip((2.2 * half - np.abs(xs - cx)) / half, 0.0, 1.0)
         # The lips do most of the closing: the whole lift up to the lower lip's outer
         # edge, then less and less down to the chin (a third of it there), none below.
@@ -164,7 +183,7 @@ def close_and_narrow(patch: np.ndarray, lm: np.ndarray, close_px: float,
         map_y += close_px * sy[:, None] * wx[None, :]
         new_lm[_LOWER_LIP_JAW[7:], 1] -= close_px  # lower lip
         new_lm[_LOWER_LIP_JAW[:7], 1] -= at_chin * close_px  # jaw line
-    if abs(width_scale - 1.0) > 0.01:
+    if widening:
         # Horizontal: full inside the corners, none from 2.4 half-widths out; vertical:
         # a band around the lips.
         dx = xs - cx
@@ -173,7 +192,9 @@ def close_and_narrow(patch: np.ndarray, lm: np.ndarray, close_px: float,
         factor = (1.0 / width_scale - 1.0) * wy[:, None] * wx[None, :]
         map_x += (dx[None, :] * factor).astype(np.float32)
         new_lm[_LIPS, 0] = cx + (new_lm[_LIPS, 0] - cx) * width_scale
-    out = cv2.remap(patch, map_x, map_y, cv2.INTER_CUBIC, borderMode=cv2.BORDER_REPLICATE)
+    out = patch.copy()
+    out[y0:y1, x0:x1] = cv2.remap(patch, map_x, map_y, cv2.INTER_CUBIC,
+                                  borderMode=cv2.BORDER_REPLICATE)
     return out, new_lm
 
 
