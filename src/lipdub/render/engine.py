@@ -24,7 +24,6 @@ from lipdub.media.pools import serial_libraries
 from lipdub.media.video import (
     DEFAULT_CRF,
     DEFAULT_PRESET,
-    DEFAULT_X264_PARAMS,
     BackgroundWriter,
     Frame,
     VideoWriter,
@@ -91,11 +90,11 @@ class ClassicEngine:
     name = "classic"
 
     def __init__(self, bank_size: int = 240, preset: str = DEFAULT_PRESET,
-                 crf: int = DEFAULT_CRF, x264_params: str = DEFAULT_X264_PARAMS) -> None:
+                 crf: int = DEFAULT_CRF, x264_params: str | None = None) -> None:
         self.bank_size = bank_size
         self.preset = preset
         self.crf = crf
-        self.x264_params = x264_params
+        self.x264_params = x264_params  # None: by picture size (video.x264_params_for)
         self.timings: dict[str, float] = {}
         self._early: tuple[Path, list[Face], Future[list[_Assets]], threading.Event] | None = None
 
