@@ -48,22 +48,6 @@ def x264_params_for(width: int, height: int) -> str:
     return LARGE_PICTURE_X264_PARAMS if width * height > LARGE_PICTURE else DEFAULT_X264_PARAMS
 
 
-def x264_threads(width: int, height: int) -> int:
-    """x264's frame threads for a render of this picture size.
-
-    Up to 1080p, all cores but one: the decoder, the render and the AAC encoder keep one
-    core busy, and x264's share fits in the rest. Each frame thread costs CPU (frames in
-    flight wait on each other's rows, and a second look-ahead runs) and memory: on two
-    cores, one thread instead of two made 720p and 1080p syncs 3-6 % faster in wall and
-    CPU, with the same loss against the source (bench/encoders.py: +0.87 dB against
-    +0.86). Above 1080p x264 needs more than a core's share: one thread per core (two
-    instead of one was 7 % faster at 4K). Never x264's own default, 1.5 per core: more
-    frames in flight, ~40 MB each at 4K, for no speed when the other threads are busy.
-    """
-    cores = usable_cores()
-    return cores if width * height > LARGE_PICTURE else max(1, cores - 1)
-
-
 def usable_cores() -> int:
     """Cores this process may run on (CPU affinity, as a container pins it), at least 1."""
     try:
@@ -405,7 +389,10 @@ class VideoWriter:
         self._video.width = width - width % 2  # yuv420p needs even sides
         self._video.height = height - height % 2
         self._video.pix_fmt = "yuv420p"
-        n = threads or x264_threads(self._video.width, self._video.height)
+        # x264 threads: one per core (its default, 1.5 per core, holds more frames in
+        # flight: memory that grows with the picture, ~40 MB a frame at 4K, for no speed
+        # on a machine whose other core is busy decoding and rendering).
+        n = threads or usable_cores()
         if x264_params is None:
             x264_params = x264_params_for(self._video.width, self._video.height)
         self._video.options = {"crf": str(crf), "preset": preset, "threads": str(n),
