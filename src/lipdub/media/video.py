@@ -34,11 +34,11 @@ from lipdub.errors import LimitError, MediaError
 DEFAULT_PRESET = "superfast"
 DEFAULT_CRF = 16
 DEFAULT_X264_PARAMS = "mbtree=1:rc-lookahead=10:bframes=1"
-# Above 1080p the look-ahead is 8 frames: each frame of it holds ~24 MiB in x264 at 4K
-# (470 MiB for the encoder with 10, 373 with 6), and a 4K sync peaked at 930-1004 MiB
-# with 10 against its 1 GB budget (895 with 8). On the encoder table's clips (720p and
-# below) 8 frames cost 0.16 dB of PSNR against 10 and stay within the rule above (+0.70 dB
-# mean, +0.18 worst against veryfast CRF 18; SSIM worst -0.0003); 6 frames did not.
+# Above 1080p the look-ahead is 8 frames: the frames x264 holds for it are most of a 4K
+# sync's memory, which peaked at 930-1004 MiB with 10 against its 1 GB budget (906 with
+# 8; bench/speed.py 4K60). On the encoder table's clips (up to 1080p) 8 frames cost
+# 0.16 dB of PSNR against 10 and stay within the rule above (+0.70 dB mean, +0.18 worst
+# against veryfast CRF 18; SSIM worst -0.0003); 6 frames did not.
 LARGE_PICTURE_X264_PARAMS = "mbtree=1:rc-lookahead=8:bframes=1"
 LARGE_PICTURE = 1920 * 1088  # pixels: bigger than 1080p
 
