@@ -141,6 +141,10 @@ class Chaos:
         self._stop.set()
         self.thread.join(60)
 
+    def covered(self) -> bool:
+        """Has every kind of fault struck at least once?"""
+        return {f.split("@")[0] for f in self.done} >= set(self.KINDS)
+
     def _run(self) -> None:
         queue = list(self.KINDS)
         while not self._stop.wait(self.rng.uniform(*self.every_s)):
@@ -221,7 +225,13 @@ def run_soak(
                     submit(owners[tid], body, f"sync-{len(sessions_used)}")
                     sessions_used.add(tid)
             if len(sessions_used) >= n_sync and len(finals) == len(tasks):
-                break
+                if chaos.covered():
+                    break
+                # A fast machine finished the work before every kind of fault had struck:
+                # one more task at a time, so the last faults hit a fleet at work.
+                extra = f"extra-{len(tasks)}"
+                submit(accounts[len(tasks) % 2],
+                       {"model": IDENTIFY, "video_url": media.url(VIDEO)}, extra)
             time.sleep(0.5)
         chaos.stop()
         elapsed = time.monotonic() - started

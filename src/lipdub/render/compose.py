@@ -126,7 +126,7 @@ def close_and_narrow(patch: np.ndarray, lm: np.ndarray, close_px: float,
     """Make a shape the bank lacks from its nearest entry, in one remap: raise the lower
     lip and jaw by ``close_px`` (up to the lips meeting) and scale the mouth's width by
     ``width_scale`` about its centre (< 1 rounds, > 1 spreads). Returns the patch and its
-    moved landmarks.
+    moved landmarks; the patch is ``patch`` itself when no pixel moves (read it only).
 
     Closing lifts everything under the upper lip's inner edge, as the jaw does, so the
     lower lip meets the upper one and the inside of the mouth disappears between them;
@@ -146,23 +146,28 @@ def close_and_narrow(patch: np.ndarray, lm: np.ndarray, close_px: float,
     lip_h = max(float(lm[57, 1] - lm[51, 1]), 2.0)
     closing = close_px >= 0.5
     widening = abs(width_scale - 1.0) > 0.01
+    y_lip = float(lm[57, 1])
+    at_chin = 0.35
     new_lm = lm.copy()
-    if not (closing or widening):
-        return patch, new_lm
+    if closing:
+        new_lm[_LOWER_LIP_JAW[7:], 1] -= close_px  # lower lip
+        new_lm[_LOWER_LIP_JAW[:7], 1] -= at_chin * close_px  # jaw line
+    if widening:
+        new_lm[_LIPS, 0] = cx + (new_lm[_LIPS, 0] - cx) * width_scale
     # Only a box around the mouth moves (both fields are exactly zero outside it), and a
     # cubic remap at whole-pixel positions returns the pixels as they are: the maps and
     # the remap cover that box, not the whole patch.
     reach = 2.4 * half
     x0, x1 = max(int(np.floor(cx - reach)), 0), min(int(np.ceil(cx + reach)) + 1, w)
     y0, y1 = h, 0
-    if closing:
-        y0, y1 = int(np.floor(y_u)), int(np.ceil(fade_end)) + 1
+    if closing:  # the lift reaches the lower lip's edge, and fades out below the chin
+        y0, y1 = int(np.floor(y_u)), int(np.ceil(max(fade_end, y_lip))) + 1
     if widening:
         band = 1.6 * lip_h + 1.0
         y0, y1 = min(y0, int(np.floor(my - band))), max(y1, int(np.ceil(my + band)) + 1)
     y0, y1 = max(y0, 0), min(y1, h)
     if x1 <= x0 or y1 <= y0:
-        return patch, new_lm
+        return patch, new_lm  # nothing to move (the caller's own array: read it only)
     xs = np.arange(x0, x1, dtype=np.float32)
     ys = np.arange(y0, y1, dtype=np.float32)
     bh, bw = y1 - y0, x1 - x0
@@ -173,16 +178,12 @@ def close_and_narrow(patch: np.ndarray, lm: np.ndarray, close_px: float,
         # The lips do most of the closing: the whole lift up to the lower lip's outer
         # edge, then less and less down to the chin (a third of it there), none below.
         # Lifting the chin by the whole gap would bare the neck's shadow under it.
-        y_lip = float(lm[57, 1])
-        at_chin = 0.35
         sy = np.where(ys < y_u, 0.0, np.where(
             ys <= y_lip, 1.0, np.where(
                 ys <= chin,
                 1.0 - (1.0 - at_chin) * (ys - y_lip) / max(chin - y_lip, 1.0),
                 at_chin * np.clip((fade_end - ys) / max(fade_end - chin, 1.0), 0, 1))))
         map_y += close_px * sy[:, None] * wx[None, :]
-        new_lm[_LOWER_LIP_JAW[7:], 1] -= close_px  # lower lip
-        new_lm[_LOWER_LIP_JAW[:7], 1] -= at_chin * close_px  # jaw line
     if widening:
         # Horizontal: full inside the corners, none from 2.4 half-widths out; vertical:
         # a band around the lips.
@@ -191,7 +192,6 @@ def close_and_narrow(patch: np.ndarray, lm: np.ndarray, close_px: float,
         wy = np.clip(1.0 - ((ys - my) / (1.6 * lip_h + 1.0)) ** 2, 0.0, 1.0)
         factor = (1.0 / width_scale - 1.0) * wy[:, None] * wx[None, :]
         map_x += (dx[None, :] * factor).astype(np.float32)
-        new_lm[_LIPS, 0] = cx + (new_lm[_LIPS, 0] - cx) * width_scale
     out = patch.copy()
     out[y0:y1, x0:x1] = cv2.remap(patch, map_x, map_y, cv2.INTER_CUBIC,
                                   borderMode=cv2.BORDER_REPLICATE)
