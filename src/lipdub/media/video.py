@@ -34,9 +34,10 @@ from lipdub.errors import LimitError, MediaError
 DEFAULT_PRESET = "superfast"
 DEFAULT_CRF = 16
 DEFAULT_X264_PARAMS = "mbtree=1:rc-lookahead=10:bframes=1"
-# Above 1080p the look-ahead is 8 frames: the frames x264 holds for it are most of a 4K
-# sync's memory, which peaked at 930-1004 MiB with 10 against its 1 GB budget (906 with
-# 8; bench/speed.py 4K60). On the encoder table's clips (up to 1080p) 8 frames cost
+# Above 1080p the look-ahead is 8 frames: each frame of it is a whole picture (12 MB at
+# 4K) and x264's analysis of it, and a 4K sync peaked at 930-1004 MiB with 10 against its
+# 1 GB budget (906 with 8, one run of bench/speed.py 4K60). It is judged where
+# bench/encoders.py measures, which is never above 1080p: on those clips 8 frames cost
 # 0.16 dB of PSNR against 10 and stay within the rule above (+0.70 dB mean, +0.18 worst
 # against veryfast CRF 18; SSIM worst -0.0003); 6 frames did not.
 LARGE_PICTURE_X264_PARAMS = "mbtree=1:rc-lookahead=8:bframes=1"
