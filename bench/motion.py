@@ -60,7 +60,7 @@ from _clips import CACHE, MEDIA  # noqa: E402
 from lipdub.media.audio import read_video_audio, to_mono  # noqa: E402
 from lipdub.speech.features import speech_loudness  # noqa: E402
 from quality import CLIPS, pearson, speaking  # noqa: E402
-from quality import OUT as QUALITY_OUT
+from quality import OUT as QUALITY_OUT  # noqa: E402
 
 MP_PYTHON = ROOT / ".venv-mp" / "bin" / "python"
 LM_DIR = CACHE / "motion"
