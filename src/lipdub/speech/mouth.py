@@ -6,22 +6,24 @@ those units (``lipdub.faces.geometry``) and stay inside what that person's mouth
 
 Pipeline (all per video frame):
 
-1. Acoustic features (``features.frame_features``), normalised against the clip's own
-   level statistics, so a quiet phone recording and a loud studio take behave the same.
-2. A generic, language-independent articulation score: speech activity, a loudness
-   envelope, jaw opening from the F1 region, spreading/rounding from F2 and the spectral
-   centroid, bilabial closures from short energy dips between voiced stretches and nasal
-   murmur. Loudness is one cue among several, not the target.
-3. Optionally a per-person ridge model (self-calibration) learnt from the source video's
-   own frames and audio, blended in only as far as it beats the generic score on held-back
-   blocks of that source.
-4. The score mapped onto the person's own range of opening/width while
-   speaking (an affine map anchored at their quantiles); pauses go to their rest
-   posture, not pressed shut.
-5. Zero-phase smoothing (openings quicker than closings) tuned until the mean
-   frame-to-frame speed matches the person's, a half-frame lead (the mouth forms before
-   the sound), and a per-frame rate limit at the person's own fastest real movement, so
-   there are no closed-to-wide snaps.
+1. What is being said: viseme posteriors (``visemes``: bilabial, lip-teeth, rounded,
+   spread, open, mid, other, silence; a small network trained on many voices, languages
+   and synthesizers), with acoustic cues beside them (``features``: speech activity,
+   loudness envelope, F1-region openness, spreading and rounding, closure dips), all
+   normalised against the clip's own level statistics.
+2. An opening score: how far each viseme opens the jaw, weighted by speech activity,
+   with loudness for emphasis. Optionally a per-person ridge model (self-calibration)
+   learnt from the source video's own frames and audio, blended in only as far as it
+   beats the generic score on held-back blocks of that source.
+3. The score mapped onto the person's own range of opening while speaking (an affine map
+   anchored at their quantiles); pauses go to their rest posture, not pressed shut.
+4. Zero-phase smoothing (openings quicker than closings) and a half-frame lead (the mouth
+   forms before the sound), with articulation imposed inside it (``trajectory``:
+   closures held at least 70 ms and approached smoothly, lip-teeth contacts nearly
+   closed), tuned until the finished curve moves as fast as the person does, and a
+   per-frame limit at the person's own fastest real movement.
+5. Width: spread on /i e/, narrowed on rounded sounds, both anticipated over the next
+   frames (coarticulation), between the person's spread end and below their narrowest.
 """
 
 from __future__ import annotations
@@ -663,17 +665,6 @@ def width_range(profile: SpeakerProfile) -> tuple[float, float]:
     return w_lo, w_hi
 
 
-def _lower_limit(x: np.ndarray, step: float) -> np.ndarray:
-    """Lower ``x`` where a neighbour is much lower, never raise it: ramps of at most
-    ``step`` per frame into and out of every forced low (a closure) on both sides."""
-    y = x.copy()
-    for i in range(1, y.size):
-        y[i] = min(y[i], y[i - 1] + step)
-    for i in range(y.size - 2, -1, -1):
-        y[i] = min(y[i], y[i + 1] + step)
-    return y
-
-
 def _anticipate(x: np.ndarray, weights: tuple[float, ...]) -> np.ndarray:
     """Each frame takes the strongest of the coming frames' values, weighted by nearness:
     the lips form a rounding (or spreading) before its vowel is heard."""
@@ -737,10 +728,12 @@ def mouth_targets(
     ``start_ms + k * 1000 / fps``, or at ``frame_times_ms[k]`` when given.
 
     Opening follows the visemes (jaw height by vowel, emphasis by loudness) in the
-    person's range and speed; then articulation is imposed on top: lips pressed together
-    for every bilabial frame however short (reached and left in ramps of at most
-    ``closing_step``), nearly closed on /f v/; width spread on /i e/ and narrowed on
-    rounded sounds, starting before them.
+    person's range and speed, with articulation imposed inside the speed tuning: lips
+    pressed together for every bilabial however short, held at least 70 ms, its
+    neighbours drawn part of the way (``trajectory.articulate``; ramps of at most
+    ``closing_step`` per 40 ms); nearly closed on /f v/; width spread on /i e/ and
+    narrowed on rounded sounds, starting before them. ``closure`` marks the frames held
+    shut.
     """
     if n_frames <= 0:
         z = np.zeros(0)
