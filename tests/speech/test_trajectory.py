@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from lipdub.speech.mouth import closing_step, closed_level, mouth_targets
+from lipdub.speech.mouth import closed_level, closing_step, mouth_targets
 from lipdub.speech.trajectory import (
     articulate,
     hold_closures,
@@ -56,7 +56,7 @@ def test_closures_are_held_and_never_flicker(lang: str, fps: float) -> None:
     median = float(prof.open_q[50])
     shut = t.open < 0.5 * median
     for a, b in runs(shut):
-        if b - a == 1 and 0 < a and b < n:
+        if b - a == 1 and a > 0 and b < n:
             assert not (t.open[a - 1] >= median and t.open[b] >= median), f"flicker at {a}"
     # Ramps per second, not per frame: at 50 fps half the step of 25 fps.
     step = closing_step(prof) * 25.0 / fps
