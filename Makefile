@@ -22,11 +22,12 @@ $(VENV)/.installed-dev: pyproject.toml | $(BIN)/python
 install: $(VENV)/.installed
 
 # espeak-ng synthesises the French speech the tests need (no French recording is in the
-# shared media). Debian's chromium runs the console's browser tests (Playwright drives it;
+# shared media); flite speaks with another synthesizer's voice (the articulation tests). Debian's chromium runs the console's browser tests (Playwright drives it;
 # Playwright's own browser download is never used). Installed only when missing; CI runs
 # as root.
 system-deps:
 	@command -v espeak-ng >/dev/null || { apt-get update -qq && apt-get install -y -qq espeak-ng >/dev/null; }
+	@command -v flite >/dev/null || { apt-get update -qq && apt-get install -y -qq flite >/dev/null; }
 	@test -x /usr/bin/chromium || { apt-get update -qq && apt-get install -y -qq chromium >/dev/null; }
 
 install-dev: $(VENV)/.installed-dev system-deps node-deps

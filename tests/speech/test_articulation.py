@@ -106,3 +106,27 @@ def test_real_recordings_close_at_a_speech_like_rate(lang: str) -> None:
     assert np.median(ff.loudness[closed]) < np.median(ff.loudness[speaking]) - 3.0
     t = mouth_targets(x, SR, FPS, n, typical_profile())
     assert np.corrcoef(t.open, speech_loudness(x, SR, FPS, n))[0, 1] > 0.4
+
+
+FLITE_TEXT = ("Maybe the baby will bump the bowl of plums. Bob moved a few boxes up the path. "
+              "My mother bought two warm rolls for Paul.")
+
+
+def test_another_synthesizer_closes_too(tmp_path: Path) -> None:
+    """A customer dubs with a voice actor or a neural voice, never with espeak: the lips
+    close on flite's /p b m/ as on espeak's (the model once closed 57 % of them with the
+    voice awb). flite's -psdur gives every phone's end time."""
+    from othertts import flite_synth
+
+    audio, sr, phones = flite_synth(FLITE_TEXT, "awb")
+    pad = np.zeros(sr // 2, np.float32)
+    audio = np.concatenate([pad, audio, pad])
+    phones = [(a + 0.5, b + 0.5, p) for a, b, p in phones]
+    prof = typical_profile()
+    n = int(audio.size / sr * FPS)
+    t = mouth_targets(audio, sr, FPS, n, prof)
+    half_median = 0.5 * float(prof.open_q[50])
+    bil = [(a, b) for a, b, p in phones if p in _BILABIAL]
+    assert len(bil) >= 15
+    closed = [t.open[frames_of_phone(a, b, n)].min() < half_median for a, b in bil]
+    assert np.mean(closed) >= 0.85, f"{sum(closed)}/{len(closed)} bilabials closed"
