@@ -16,8 +16,8 @@ import uuid
 from prometheus_client import generate_latest
 from sqlalchemy import create_engine, text
 
-from lipdub.service.health import HealthProbe
-from lipdub.service.metrics import make_registry
+from lipdub.service.ops.health import HealthProbe
+from lipdub.service.ops.metrics import make_registry
 from lipdub.service.store import Store
 
 PG = "postgresql+psycopg://postgres@127.0.0.1:5432/test"

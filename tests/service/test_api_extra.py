@@ -192,13 +192,13 @@ def test_list_wait_and_usage(
 
 
 def engine_running(task_id: str) -> bool:
-    """Is a jobrunner child process working on this task? (its spec names the task)"""
+    """Is an engine child process working on this task? (its job names the task)"""
     for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
         try:
             args = cmdline.read_bytes()
         except OSError:
             continue  # the process ended meanwhile
-        if b"lipdub.service.jobrunner" in args and task_id.encode() in args:
+        if b"lipdub.service.worker.child" in args and task_id.encode() in args:
             return True
     return False
 

@@ -17,9 +17,9 @@ import httpx
 import pytest
 from sqlalchemy import create_engine, text
 
-from lipdub.service.payloads import IDENTIFY, SYNC
+from lipdub.service.models import IDENTIFY, SYNC
 from lipdub.service.store import Store
-from lipdub.service.worker import Worker
+from lipdub.service.worker.slots import Worker
 
 from .conftest import through
 from .faults import FaultProxy
@@ -273,7 +273,7 @@ def test_metrics_stay_cheap_with_many_finished_tasks(tmp_path: Path, pg_url: str
     queue_task(ctx)  # one pending
     from prometheus_client import generate_latest
 
-    from lipdub.service.metrics import make_registry
+    from lipdub.service.ops.metrics import make_registry
 
     registry = make_registry(ctx.store)
 

@@ -29,8 +29,8 @@ import pytest
 from PIL import Image
 from sqlalchemy import create_engine, select
 
-from lipdub.service import tables as t
-from lipdub.service.payloads import IDENTIFY, SYNC
+from lipdub.service.models import IDENTIFY, SYNC
+from lipdub.service.store import tables as t
 
 from .faults import S3Server
 from .fleet_kit import Fleet

@@ -93,7 +93,7 @@ def test_uploads_and_media_links_on_s3(s3_server: S3Server, tmp_path: Path, link
     from fastapi.testclient import TestClient
 
     from lipdub.config import Settings
-    from lipdub.service.app import create_app
+    from lipdub.service.api.app import create_app
 
     s3_server.apply_env()
     bucket = s3_server.bucket()

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import httpx
 
-from lipdub.service.db import now_ms
 from lipdub.service.store import Submission, new_task_id
-from lipdub.service.worker import Worker
+from lipdub.service.store.db import now_ms
+from lipdub.service.worker.slots import Worker
 
 from .helpers import MediaServer, Receiver, Server, lipdub_cmd, wait_task
 
@@ -69,7 +69,7 @@ def test_results_are_deleted_after_retention(ctx) -> None:  # type: ignore[no-un
     ctx.store.complete(tid, row["lease_owner"], result, now_ms() - 31 * 86400_000, None)
     assert Worker(ctx, slots=0).purge_expired() == 1
     assert not result_file.exists()
-    from lipdub.service.payloads import task_view
+    from lipdub.service.api.views import task_view
 
     view = task_view(ctx.store.get_task(tid), ctx.storage, ctx.retention_ms)
     assert view["expired"] is True and view["resultUrls"] == []
@@ -80,10 +80,10 @@ class SlowEngineForTests:
     """Test-only engine: waits until cancelled. Stands in for a long render where only
     the queue mechanics matter."""
 
-    def run(self, spec, progress, cancel):  # type: ignore[no-untyped-def]
+    def run(self, job, progress, cancel):  # type: ignore[no-untyped-def]
         progress(0.5)
         cancel.wait(30)
-        from lipdub.service.engine import JobFailed
+        from lipdub.service.worker import JobFailed
 
         raise JobFailed("cancelled", "The task was cancelled while running.")
 
@@ -110,7 +110,7 @@ def test_clean_shutdown_gives_the_task_back(ctx) -> None:  # type: ignore[no-unt
 def test_internal_error_fails_and_refunds_at_once(ctx) -> None:  # type: ignore[no-untyped-def]
     ctx.store.create_key("acme", 10_000)
     tid = new_task_id()
-    # A job without its storage keys: the worker cannot even build the engine's spec.
+    # A job without its storage keys: the worker cannot even build the engine's job.
     ctx.store.submit(Submission("acme", "kling-identify-face", {}, {}, 700, None, None, tid))
     w = Worker(ctx, SlowEngineForTests(), slots=1)
     row = ctx.store.claim(w.name, 60_000, 3)
