@@ -1,6 +1,6 @@
 """/metrics and /healthz cost with a million finished tasks (issue 9, defect 7).
 
-    .venv/bin/python bench/metrics_scale.py [--rows 1000000] [--pg URL]
+    .venv/bin/python -m bench.metrics_scale [--rows 1000000] [--pg URL]
 
 Fills a fresh PostgreSQL schema with finished tasks (and the task_stats counters the
 finishing transactions would have kept), then times a Prometheus scrape of the store

@@ -19,11 +19,11 @@ from sqlalchemy import create_engine, text
 
 from lipdub.service.models import IDENTIFY, SYNC
 from lipdub.service.store import Store
-from lipdub.service.worker.slots import Worker
+from lipdub.service.worker import Worker
 
 from .conftest import through
 from .faults import FaultProxy
-from .helpers import PG_URL, MediaServer, Server
+from .helpers import GEN, PG_URL, MediaServer, Server
 from .queue_kit import (
     EndlessEngine,
     HangingEngine,
@@ -32,8 +32,6 @@ from .queue_kit import (
     make_ctx,
     queue_task,
 )
-
-GEN = "/api/v1/audio/generations"
 
 
 def test_completion_survives_a_database_outage(

@@ -34,9 +34,8 @@ from lipdub.service.store import tables as t
 
 from .faults import S3Server
 from .fleet_kit import Fleet
-from .helpers import MediaServer, Receiver
+from .helpers import GEN, MediaServer, Receiver
 
-GEN = "/api/v1/audio/generations"
 VIDEO = "videoretalking__face_5.mp4"
 SPEECH = "videoretalking__audio_1.wav"
 LEASE_S = 4

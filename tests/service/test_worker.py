@@ -12,11 +12,9 @@ import httpx
 
 from lipdub.service.store import Submission, new_task_id
 from lipdub.service.store.db import now_ms
-from lipdub.service.worker.slots import Worker
+from lipdub.service.worker import Worker
 
-from .helpers import MediaServer, Receiver, Server, lipdub_cmd, wait_task
-
-GEN = "/api/v1/audio/generations"
+from .helpers import GEN, MediaServer, Receiver, Server, lipdub_cmd, wait_task
 
 
 def test_api_and_separate_worker_process_share_the_store(

@@ -172,7 +172,7 @@ delivery_stats = Table(
 )
 
 # What every process of a fleet must agree on (storage identity, signing key fingerprint,
-# public URL), recorded by the API; see fleetcheck.py.
+# public URL), recorded by the API; see ops/fleetcheck.py.
 fleet_config = Table(
     "fleet_config",
     metadata,

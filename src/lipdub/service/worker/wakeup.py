@@ -2,7 +2,7 @@
 Procrastinate do, instead of each worker finding it on its next poll.
 
 A submission's transaction runs ``NOTIFY lipdub_tasks`` (delivered at commit, dropped on
-rollback, see store.py). Each worker process keeps one extra connection that LISTENs and
+rollback, see store/queue.py). Each worker process keeps one extra connection that LISTENs and
 wakes its slots. The poll stays as the safety net: a notification lost while the
 listener reconnects delays a task by one poll interval, never more. SQLite has no
 notifications; there the API wakes its embedded workers directly.
