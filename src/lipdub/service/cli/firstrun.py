@@ -16,7 +16,7 @@ from lipdub.service.store import Store
 DEV_ACCOUNT = "dev"
 DEV_CREDITS_MICROS = 5_000_000
 # Real media beside the repository (the project's test media); the user's own files work too.
-SAMPLE_DIR = Path(__file__).resolve().parents[3].parent / "shared" / "media"
+SAMPLE_DIR = Path(__file__).resolve().parents[4].parent / "shared" / "media"
 SAMPLE_VIDEO = "videoretalking__face_2.mp4"
 SAMPLE_AUDIO = "videoretalking__audio_1.wav"
 
