@@ -16,6 +16,7 @@ from fastapi.staticfiles import StaticFiles
 
 from lipdub.service.api.deps import Account, Svc
 from lipdub.service.api.envelope import PREFIX, ok
+from lipdub.service.api.views import prices
 
 STATIC = Path(__file__).with_name("static")
 LEDGER_ROWS = 15
@@ -94,11 +95,7 @@ async def account_view(
             "balance_micros": summary["balance_micros"],
             "reserved_micros": summary["reserved_micros"],
             "ledger": ledger,
-            "prices": {
-                "identify_micros": settings.price_identify_micros,
-                "sync_block_micros": settings.price_sync_block_micros,
-                "sync_block_ms": settings.sync_block_ms,
-            },
+            "prices": prices(settings),
             "costs": costs,
         }
     )

@@ -23,7 +23,7 @@ from lipdub.service.api import schemas
 from lipdub.service.api.deps import Account, Services, Svc
 from lipdub.service.api.envelope import PREFIX, ok
 from lipdub.service.api.errors import HttpError
-from lipdub.service.api.views import task_view
+from lipdub.service.api.views import prices, task_view
 from lipdub.service.store import ACTIVE_STATES, Row
 
 MAX_WAIT_S = 30
@@ -174,10 +174,6 @@ async def usage(
             "days": days,
             "total_micros": sum(r[2] for r in rows),
             "by_day": spend_by_day(rows),
-            "prices": {
-                "identify_micros": settings.price_identify_micros,
-                "sync_block_micros": settings.price_sync_block_micros,
-                "sync_block_ms": settings.sync_block_ms,
-            },
+            "prices": prices(settings),
         }
     )

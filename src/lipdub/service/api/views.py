@@ -7,6 +7,7 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
+from lipdub.config import Settings
 from lipdub.service.callbacks.payloads import public_result
 from lipdub.service.models import SYNC
 from lipdub.service.storage import Storage
@@ -56,3 +57,12 @@ def task_view(
             "deliveredTime": delivery["delivered_ms"],
         }
     return data
+
+
+def prices(settings: Settings) -> dict[str, int]:
+    """The price list the usage and account endpoints show."""
+    return {
+        "identify_micros": settings.price_identify_micros,
+        "sync_block_micros": settings.price_sync_block_micros,
+        "sync_block_ms": settings.sync_block_ms,
+    }

@@ -178,7 +178,7 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Run task workers and callback delivery alone, on the API's database and storage."""
         from lipdub.service.ops.fleetcheck import verify
-        from lipdub.service.worker.slots import Worker
+        from lipdub.service.worker import Worker
 
         settings = _settings(data_dir=data_dir, database_url=database_url, workers=workers)
         # A refusal is one line (what to fix); the warnings are for a worker that may run.
