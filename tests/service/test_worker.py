@@ -117,3 +117,43 @@ def test_internal_error_fails_and_refunds_at_once(ctx) -> None:  # type: ignore[
     assert final["state"] == "failed" and final["fail_code"] == "internal_error"
     assert "resubmit" in final["fail_msg"]
     assert ctx.store.account_summary("acme")["balance_micros"] == 10_000
+
+
+def test_the_engine_protocol_round_trips() -> None:
+    """What the worker sends its engine child, and each line the child answers, decode to
+    what was encoded; a line some library printed is not a message."""
+    from lipdub.service.worker.protocol import (
+        FaceAudioJob,
+        Failed,
+        FoundFace,
+        IdentifyJob,
+        IdentifyOutput,
+        Progress,
+        Succeeded,
+        SyncJob,
+        SyncOutput,
+        decode,
+        decode_job,
+        encode,
+        encode_job,
+    )
+
+    identify = IdentifyJob(video="/s/in/video", out_dir="/s/out/session", log="/s/engine.log")
+    sync = SyncJob(
+        video="/s/in/video", session_dir="/s/in/session", original_volume=0.5,
+        out_path="/s/out/result.mp4", log="/s/engine.log",
+        faces=(FaceAudioJob("face_001", "/s/in/audio0", 0, 3000, 500, 1.0, "loop"),),
+    )
+    for job in (identify, sync):
+        assert decode_job(encode_job(job)) == job
+    found = IdentifyOutput("s1", "/s/out/session", {"duration_ms": 2000},
+                           [FoundFace("face_001", 0, 2000, [[0, 2000]], "/s/t.jpg")])
+    for msg, job in [
+        (Progress(0.25), identify),
+        (Succeeded(found), identify),
+        (Succeeded(SyncOutput("/s/out/result.mp4", 2000, 50)), sync),
+        (Failed("NoFacesError", "No face was found."), identify),
+    ]:
+        assert decode(encode(msg), job) == msg
+    assert decode("Loading model...", identify) is None
+    assert decode('{"unrelated": 1}', identify) is None
