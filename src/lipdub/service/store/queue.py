@@ -32,6 +32,9 @@ CLAIM_CANDIDATES = 8
 
 @dataclass(frozen=True)
 class Submission:
+    """A checked request ready to queue: its inputs are already stored under
+    ``tasks/<task_id>/`` and ``job`` names them (see api/submission.py)."""
+
     account: str
     model: str
     param: dict[str, Any]
