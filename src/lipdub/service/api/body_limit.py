@@ -3,8 +3,9 @@ multipart uploads, are otherwise read whole into memory or temp files)."""
 
 from __future__ import annotations
 
-import json
 from typing import Any
+
+from lipdub.service.api.envelope import PREFIX, envelope
 
 Scope = dict[str, Any]
 Message = dict[str, Any]
@@ -25,7 +26,7 @@ class BodyLimit:
             return
         declared = dict(scope.get("headers") or []).get(b"content-length")
         if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
-            await self._refuse(send)
+            await self._refuse(scope, receive, send)
             return
         seen = 0
         started = False
@@ -48,27 +49,15 @@ class BodyLimit:
             await self.app(scope, counting_receive, tracking_send)
         except BodyTooLarge:
             if not started:
-                await self._refuse(send)
+                await self._refuse(scope, receive, send)
 
-    async def _refuse(self, send: Any) -> None:
+    async def _refuse(self, scope: Scope, receive: Any, send: Any) -> None:
         mb = self.max_bytes // (1024 * 1024)
-        body = json.dumps(
-            {
-                "code": 400,
-                "msg": f"The request body is larger than {mb} MB: upload big files with "
-                "POST /api/v1/files and pass the returned URL.",
-                "data": None,
-            }
-        ).encode()
-        await send(
-            {
-                "type": "http.response.start",
-                "status": 400,
-                "headers": [
-                    (b"content-type", b"application/json"),
-                    (b"content-length", str(len(body)).encode()),
-                    (b"connection", b"close"),
-                ],
-            }
+        response = envelope(
+            400,
+            f"The request body is larger than {mb} MB: upload big files with "
+            f"POST {PREFIX}/files and pass the returned URL.",
+            # The rest of the body is never read: this connection cannot carry another.
+            headers={"connection": "close"},
         )
-        await send({"type": "http.response.body", "body": body})
+        await response(scope, receive, send)
