@@ -26,6 +26,7 @@ Pipeline (all per video frame):
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -34,6 +35,7 @@ from scipy.ndimage import maximum_filter1d, uniform_filter1d
 from lipdub.errors import InputError
 from lipdub.faces.geometry import mouth_opening, mouth_width
 from lipdub.speech.features import SILENCE_DB, FrameFeatures, frame_features
+from lipdub.speech.trajectory import articulate
 from lipdub.speech.visemes import (
     BILABIAL,
     CLASSES,
@@ -573,7 +575,17 @@ def _shape_curve(
     rest: float,
     step: float,
     tune_speed: bool,
+    post: Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]] | None = None,
 ) -> np.ndarray:
+    """The score as a curve in the person's range and speed.
+
+    ``post`` (articulation: closures and lip-teeth contacts) is applied inside the speed
+    tuning, so the speed matched is that of the finished curve, closures included:
+    closures added after the tuning (or left out of its measure) made the mouth 1.2-1.5x
+    as fast as the person's on an independent track (bench/motion.py)."""
+
+    def finish(y: np.ndarray) -> np.ndarray:
+        return y if post is None else post(y)[0]
     speech = act > 0.5
     ref = score[speech] if speech.sum() >= 5 else score
     # Speech frames take the person's range from their rest posture upwards: the quietest
@@ -589,7 +601,9 @@ def _shape_curve(
     base = base + closure * act_s * (closed - base) * 0.9
     base = _shift_lead(base, _LEAD_FRAMES)
     if not tune_speed or base.size < 4:
-        return _rate_limit(base, step)
+        return finish(_rate_limit(base, step))
+
+    light = _zero_phase_smooth(base, 0.95, 0.8)
 
     def render(k: float) -> np.ndarray:
         # k = 0: barely smoothed; k = 1: heavily smoothed. Attack stays faster than release:
@@ -602,8 +616,10 @@ def _shape_curve(
         # Smoothing shrinks the range; map it again so the person's range is kept.
         sm_ref = sm[speech] if speech.sum() >= 5 else sm
         remapped = _range_map(sm, sm_ref, q_speech)
-        out = act_s * remapped + (1 - act_s) * sm
-        return _rate_limit(out, step)
+        # Pauses take the lightly smoothed curve: the heavy smoothing a slow speaker's
+        # speech needs would otherwise carry the speech's opening far into the pause.
+        out = act_s * remapped + (1 - act_s) * light
+        return finish(_rate_limit(out, step))
 
     def speed_of(y: np.ndarray) -> float:
         m = speech[1:] & speech[:-1]
@@ -630,10 +646,10 @@ def closed_level(profile: SpeakerProfile) -> float:
 
 
 def closing_step(profile: SpeakerProfile) -> float:
-    """The largest per-frame change into and out of a closure: lips close and part
-    within a frame or two in real speech, faster than the person's average movements
-    that bound the rest of the curve."""
-    return max(profile.max_step, 0.45 * float(profile.open_q[95] - profile.open_q[5]))
+    """The largest per-frame change (at 25 fps) into and out of a closure: lips close and
+    part over two or three frames in real speech (from a wide vowel to shut in ~100 ms),
+    faster than the person's average movements that bound the rest of the curve."""
+    return max(profile.max_step, 0.35 * float(profile.open_q[95] - profile.open_q[5]))
 
 
 def width_range(profile: SpeakerProfile) -> tuple[float, float]:
@@ -738,21 +754,27 @@ def mouth_targets(
     c = _cues(ff, vis)
     cm = c.matrix()
     o_score = _apply_calibration(profile.open_cal, cm, _generic_open(c))
-    opening = _shape_curve(
-        o_score, c.act, np.zeros(n_frames), profile, profile.open_q, profile.rest_open,
-        profile.max_step, tune_speed=True,
-    )  # fmt: skip
-    lo, hi = float(profile.open_q[0]), float(profile.open_q[-1])
-    opening = np.clip(opening, min(lo, profile.rest_open), max(hi, profile.rest_open))
-
     closed = closure_frames(vis, c.gate, ff.loudness)
     labio = (vis.labiodental * (c.gate > 0.2) > 0.5) & ~closed
     q = profile.open_q
     span = float(q[95] - q[5])
-    labio_level = min(float(q[10]), 0.45 * float(q[50]))
-    opening = np.where(labio, np.minimum(opening, labio_level), opening)
-    opening = np.where(closed, closed_level(profile), opening)
-    opening = _lower_limit(opening, closing_step(profile))
+    lo, hi = float(profile.open_q[0]), float(profile.open_q[-1])
+    lo, hi = min(lo, profile.rest_open), max(hi, profile.rest_open)
+    held = closed
+
+    def with_articulation(curve: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        nonlocal held
+        y, held = articulate(
+            np.clip(curve, lo, hi), closed, labio, ff.loudness, c.act, fps=fps,
+            closed_level=closed_level(profile),
+            labio_level=min(float(q[10]), 0.45 * float(q[50])),
+            step=closing_step(profile) * 25.0 / max(fps, 1.0))
+        return y, held
+
+    opening = _shape_curve(
+        o_score, c.act, np.zeros(n_frames), profile, profile.open_q, profile.rest_open,
+        profile.max_step, tune_speed=True, post=with_articulation,
+    )  # fmt: skip
 
     speech = _zero_phase_smooth(np.clip(c.act, 0, 1), 0.6, 0.25)
     p = vis.post
@@ -772,6 +794,6 @@ def mouth_targets(
         open=opening.astype(np.float32),
         width=width.astype(np.float32),
         rounding=rounding.astype(np.float32),
-        closure=closed.astype(np.float32),
+        closure=held.astype(np.float32),
         speaking=c.act.astype(np.float32),
     )
