@@ -314,7 +314,7 @@ def _save_speech(wav: Path, meta: Path, audio: np.ndarray, sr: int, phones: list
 def _other_synth_for(key: str, idx: int, duration: float) -> tuple[Path, list, str]:
     """``synth_for`` with Festival or flite: the speaking rate is set by stretching the
     durations until the speech fills the clip less ``SHORTER_S``."""
-    from othertts import festival_batch, flite_synth
+    from tools.othertts import festival_batch, flite_synth
 
     synth, voice, lang = OTHER_VOICES[key]
     d = OUT / "speech"
