@@ -226,12 +226,7 @@ class QueueStore(FinishStore, TaskReads):
         """Extend our lease and record progress; False means the task is no longer ours."""
         with self.engines.write.begin() as conn:
             res = conn.execute(
-                update(t.tasks)
-                .where(
-                    t.tasks.c.id == task_id,
-                    t.tasks.c.lease_owner == owner,
-                    t.tasks.c.state == "processing",
-                )
+                _held(task_id, owner)
                 .values(lease_until_ms=db_now_ms(conn) + lease_ms, progress=progress)
             )
             return bool(res.rowcount)
@@ -241,12 +236,7 @@ class QueueStore(FinishStore, TaskReads):
         so the next worker starts it at once instead of after the lease lapses."""
         with self.engines.write.begin() as conn:
             res = conn.execute(
-                update(t.tasks)
-                .where(
-                    t.tasks.c.id == task_id,
-                    t.tasks.c.lease_owner == owner,
-                    t.tasks.c.state == "processing",
-                )
+                _held(task_id, owner)
                 .values(
                     state="pending",
                     attempts=t.tasks.c.attempts - 1,
@@ -257,3 +247,9 @@ class QueueStore(FinishStore, TaskReads):
             )
             self._notify_workers(conn)
             return bool(res.rowcount)
+
+
+def _held(task_id: str, owner: str) -> Any:
+    """UPDATE of the task while this attempt (``owner``) still runs it: the fence."""
+    c = t.tasks.c
+    return update(t.tasks).where(c.id == task_id, c.lease_owner == owner, c.state == "processing")
