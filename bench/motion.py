@@ -6,6 +6,7 @@ independent, unsmoothed landmark model, on the output video only.
     .venv/bin/python -m bench.motion --langs en,de,flite-awb,fest-ked --clips face_3,d20
     .venv/bin/python -m bench.motion --viseme-weights M.npz --tag ho  # another model
     .venv/bin/python -m bench.motion --split         # also the split test (real speech)
+    .venv/bin/python -m bench.motion --stills docs/img/motion_worst.jpg  # what twitches
 
 Why a second bench: bench/quality.py and bench/articulation.py measure with dlib's 68
 points, the model lipdub itself tracks, selects and warps mouths by; an engine can look
@@ -172,7 +173,51 @@ def evaluate(src: SourceTrack, idx: int, lang: str) -> dict[str, float]:
     row = A.articulation(op, wd, phones, src.fps, src.thr, dubbed)
     row.update(motion(op, src.op[:n], src.speaking[:n], dubbed, speaking(dub_loud), src.thr))
     row["voice"] = voice  # type: ignore[assignment]
+    d = np.abs(np.diff(op))
+    d[~(dubbed[1:] & dubbed[:-1]) | ~np.isfinite(d)] = -1.0
+    row["worst"] = float(int(np.argmax(d)) + 1)  # the frame after the largest jump
+    row["out"] = str(out)  # type: ignore[assignment]
     return row
+
+
+def _frames(video: Path, wanted: set[int]) -> dict[int, np.ndarray]:
+    got: dict[int, np.ndarray] = {}
+    with av.open(str(video)) as c:
+        for k, fr in enumerate(c.decode(c.streams.video[0])):
+            if k in wanted:
+                got[k] = fr.to_ndarray(format="rgb24")
+            if k >= max(wanted):
+                break
+    return got
+
+
+def still(src: SourceTrack, row: dict, width: int = 150) -> np.ndarray:
+    """Source (top) and output (bottom) mouths at the frames around the output's largest
+    one-frame jump: what a viewer would see twitch, if anything does."""
+    import cv2
+
+    k = int(row["worst"])
+    ks = [max(k - 2, 0), k - 1, k, k + 1]
+    # Framed on the source's own mouth at that frame (dlib's cached track: only to place
+    # the crop).
+    track = A.source_landmarks(src.video, A.LM_CACHE)
+    lips = track[min(k, track.shape[0] - 1), 48:68]
+    if not np.isfinite(lips).all():
+        lips = np.nanmedian(track[:, 48:68], axis=0)
+    cx, cy = float(lips[:, 0].mean()), float(lips[:, 1].mean())
+    half = 0.9 * float(np.ptp(lips[:, 0]))
+    x0, y0 = int(max(cx - half, 0)), int(max(cy - half, 0))
+    x1, y1 = int(cx + half), int(cy + half)
+    rows = []
+    for video in (src.video, Path(row["out"])):
+        got = _frames(video, set(ks))
+        tiles = [cv2.resize(np.ascontiguousarray(got[j][y0:y1, x0:x1]), (width, width))
+                 if j in got else np.zeros((width, width, 3), np.uint8) for j in ks]
+        rows.append(np.hstack(tiles))
+    img = np.vstack(rows)
+    label = f"{src.video.stem.split('__')[-1]} {row['lang']} frames {ks[0]}-{ks[-1]}"
+    cv2.putText(img, label, (4, 14), cv2.FONT_HERSHEY_SIMPLEX, 0.4, (255, 255, 0), 1)
+    return img
 
 
 def evaluate_split(src: SourceTrack) -> dict[str, float]:
@@ -202,6 +247,8 @@ def main() -> None:
     ap.add_argument("--split", action="store_true",
                     help="also measure bench/quality.py's split outputs (run it first)")
     ap.add_argument("--json", type=Path)
+    ap.add_argument("--stills", type=Path,
+                    help="write the frames around each clip's largest jump here (JPEG)")
     args = ap.parse_args()
     A.TAG = f".{args.tag}" if args.tag else ""
     if args.viseme_weights:
@@ -217,11 +264,17 @@ def main() -> None:
     rows: list[dict] = []
     cols = ["close", "contr", "width", "lag", "jumps", "osc", "osc_src", "speed"]
     print(f"{'clip':16s} {'speech':10s} " + " ".join(f"{c:>7s}" for c in cols))
+    stills: list[np.ndarray] = []
     for idx, name in clips:
         src = SourceTrack(MEDIA / name)
+        worst: dict | None = None
         for lang in langs:
             row = evaluate(src, idx, lang)
             rows.append({"clip": name, "lang": lang, **row})
+            if worst is None or row["jump_share"] > worst["jump_share"]:
+                worst = {"lang": lang, **row}
+        if args.stills and worst is not None:
+            stills.append(still(src, worst))
             print(f"{name.split('__')[-1][:16]:16s} {lang:10s} "
                   + " ".join(f"{float(row[c]):7.2f}" for c in cols), flush=True)
         if args.split:
@@ -250,6 +303,13 @@ def main() -> None:
         summary[lang] = m
         print(f"  {lang:10s} " + ", ".join(
             f"{k} {v:.2f}" if isinstance(v, float) else f"{k} {v}" for k, v in m.items()))
+    if stills:
+        import cv2
+
+        args.stills.parent.mkdir(parents=True, exist_ok=True)
+        cv2.imwrite(str(args.stills), cv2.cvtColor(np.vstack(stills), cv2.COLOR_RGB2BGR),
+                    [cv2.IMWRITE_JPEG_QUALITY, 88])
+        print(f"stills: {args.stills}")
     print(f"\ntotal {time.perf_counter() - t0:.0f} s")
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)

@@ -301,12 +301,20 @@ def _speak(rng: np.random.Generator, synths: list[str], langs: list[str],
     return out
 
 
-def corpus(n_utts: int, seed: int, langs: list[str],
-           synths: list[str] | None = None) -> tuple[np.ndarray, np.ndarray]:
+def corpus(n_utts: int, seed: int, langs: list[str], synths: list[str] | None = None,
+           stride: int = 1) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(features, labels, synthesizer index into ``SYNTHS``) for every ``stride``-th 10 ms
+    frame of ``n_utts`` augmented utterances. Neighbouring frames are near copies: every
+    second one carries the same information at half the memory and training time."""
     rng = np.random.default_rng(seed)
-    xs, ys = [], []
+    xs, ys, ss = [], [], []
     t0 = time.time()
-    utts = _speak(rng, synths or ["espeak"], langs, n_utts)
+    synths = synths or ["espeak"]
+    w = np.array([SHARES[s] for s in synths])
+    counts = np.floor(w / w.sum() * n_utts).astype(int)
+    counts[0] += n_utts - counts.sum()
+    utts = _speak(rng, synths, langs, n_utts)
+    which = np.repeat([SYNTHS.index(s) for s in synths], counts)
     for i, (audio, sr, phones) in enumerate(utts):
         if audio.size < sr // 4 or not phones:
             continue
@@ -321,21 +329,38 @@ def corpus(n_utts: int, seed: int, langs: list[str],
         phones = [((a + shift) / f, (b + shift) / f, p) for a, b, p in phones]
         x16 = V.to_16k(_augment(audio, sr, rng), int(round(sr * f)))
         feats = V.features(x16)
-        xs.append(feats)
-        ys.append(frame_labels(phones, feats.shape[0]))
+        xs.append(feats[::stride].astype(np.float16))
+        ys.append(frame_labels(phones, feats.shape[0])[::stride])
+        ss.append(np.full(ys[-1].size, which[i], np.int8))
         if (i + 1) % 200 == 0:
             print(f"  {i + 1}/{len(utts)} utterances, {time.time() - t0:.0f} s", flush=True)
-    return np.concatenate(xs), np.concatenate(ys)
+    return np.concatenate(xs), np.concatenate(ys), np.concatenate(ss)
+
+
+def _load_or_make(path: Path | None, n: int, seed: int, langs: list[str], stride: int,
+                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The corpus of every synthesizer, cached at ``path``: models that leave one
+    synthesizer out train on a subset of the same utterances."""
+    if path is not None and path.is_file():
+        with np.load(path) as z:
+            return z["x"], z["y"], z["s"]
+    x, y, s = corpus(n, seed, langs, list(SYNTHS), stride)
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        np.savez(path, x=x, y=y, s=s)
+    return x, y, s
 
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--utterances", type=int, default=6000)
+    ap.add_argument("--utterances", type=int, default=5000)
     ap.add_argument("--epochs", type=int, default=12)
-    ap.add_argument("--hidden", default="384,192", help="hidden layer sizes")
+    ap.add_argument("--hidden", default="256,128", help="hidden layer sizes")
     ap.add_argument("--out", type=Path, default=OUT)
     ap.add_argument("--synths", default=",".join(SYNTHS),
                     help="synthesizers to train on; leave one out to validate on it")
+    ap.add_argument("--cache", type=Path,
+                    help="keep the synthesised corpus here (float16, ~1 GB) and reuse it")
     args = ap.parse_args()
     synths = [s for s in args.synths.split(",") if s]
     if set(synths) - set(SYNTHS):
@@ -343,31 +368,36 @@ def main() -> None:
     from sklearn.neural_network import MLPClassifier
 
     langs = [k for k in LANGS if k not in HELD_OUT]
-    print(f"synthesising {args.utterances} utterances ({', '.join(synths)}), "
-          f"espeak in {len(langs)} languages")
-    x, y = corpus(args.utterances, 1, langs, synths)
-    xv, yv = corpus(max(200, args.utterances // 10), 2, langs, synths)
+    print(f"corpus: {args.utterances} utterances of {', '.join(SYNTHS)}, espeak in "
+          f"{len(langs)} languages; training on {', '.join(synths)}", flush=True)
+    cache_v = args.cache.with_suffix(".val.npz") if args.cache else None
+    x, y, s = _load_or_make(args.cache, args.utterances, 1, langs, 2)
+    xv, yv, sv = _load_or_make(cache_v, max(200, args.utterances // 10), 2, langs, 1)
+    keep = np.isin(s, [SYNTHS.index(k) for k in synths])
+    x, y = x[keep], y[keep]
+    keep_v = np.isin(sv, [SYNTHS.index(k) for k in synths])
+    xv, yv = xv[keep_v].astype(np.float32), yv[keep_v]
     print(f"{x.shape[0]} training frames; class shares",
-          np.round(np.bincount(y, minlength=len(V.CLASSES)) / y.size, 3))
+          np.round(np.bincount(y, minlength=len(V.CLASSES)) / y.size, 3), flush=True)
     mean = x.mean(0, dtype=np.float64).astype(np.float32)
     scale = (x.std(0, dtype=np.float64) + 1e-3).astype(np.float32)
-    # Neighbouring 10 ms frames are near copies: every second one carries the same
-    # information at half the training time.
-    x, y = x[::2], y[::2]
     # Lip contacts are brief (a /p/ closure is 5-10 frames of 10 ms) and rare (~10 % of
     # frames), yet they are what a viewer checks first: their frames count twice, so the
     # model does not learn that calling them "consonant" or "silence" is cheap.
-    rare = np.flatnonzero((y == V.BILABIAL) | (y == V.LABIODENTAL))
-    x, y = np.concatenate([x, x[rare]]), np.concatenate([y, y[rare]])
-    x = (x - mean) / scale
+    rows = np.concatenate([np.arange(y.size),
+                           np.flatnonzero((y == V.BILABIAL) | (y == V.LABIODENTAL))])
     hidden = tuple(int(h) for h in args.hidden.split(","))
     clf = MLPClassifier(hidden_layer_sizes=hidden, alpha=1e-4, batch_size=512,
                         learning_rate_init=1e-3, random_state=0)
     classes = np.arange(len(V.CLASSES))
     rng = np.random.default_rng(0)
+    chunk = 200_000  # rows normalised to float32 at a time: the corpus stays float16
     for epoch in range(args.epochs):
-        order = rng.permutation(x.shape[0])
-        clf.partial_fit(x[order], y[order], classes=classes)
+        order = rows[rng.permutation(rows.size)]
+        for a in range(0, order.size, chunk):
+            idx = order[a : a + chunk]
+            xb = (x[idx].astype(np.float32) - mean) / scale
+            clf.partial_fit(xb, y[idx], classes=classes)
         model = V.VisemeModel(mean, scale,
                               [(w.astype(np.float32), b.astype(np.float32))
                                for w, b in zip(clf.coefs_, clf.intercepts_, strict=True)])

@@ -14,7 +14,8 @@ import cv2
 import numpy as np
 
 from lipdub.render.bank import Bank
-from lipdub.render.vet import disc, sharpen_amount
+from lipdub.render.patch_check import disc
+from lipdub.render.sharpness import sharpen_amount
 
 # Jaw points that bound the mask at the sides and below (cheek to cheek under the chin).
 _JAW = np.arange(3, 14)
