@@ -63,9 +63,12 @@ PORT ?= 8000
 run: install
 	$(BIN)/lipdub serve --host $(HOST) --port $(PORT) --dev-key
 
+# lint-imports: the layering contract in pyproject.toml (engine layers in order, the
+# service's sub-packages above one another, no cycles); see docs/architecture.md.
 lint: install-dev
 	$(BIN)/ruff check src tests bench tools
 	$(BIN)/mypy
+	$(BIN)/lint-imports --no-cache
 
 test: install-dev lint
 	$(BIN)/pytest -q

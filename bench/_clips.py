@@ -14,11 +14,10 @@ from typing import Any
 import cv2
 import numpy as np
 
+from bench.common import CACHE, MEDIA
 from lipdub.media.audio import read_video_audio
 from lipdub.media.video import VideoWriter, iter_frames, probe
 
-MEDIA = Path(__file__).resolve().parents[1].parent / "shared" / "media"
-CACHE = Path(__file__).resolve().parent / ".cache"
 SOURCE = MEDIA / "infinitetalk__ref_video.mp4"
 # The clips are encoded the same way whatever the renderer's own settings are (these were
 # its defaults when the clips were first made), so a cached clip and a new one match.

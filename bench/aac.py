@@ -1,6 +1,6 @@
 """AAC settings: encoder CPU against the loss they add, on real speech and music.
 
-    .venv/bin/python bench/aac.py
+    .venv/bin/python -m bench.aac
 
 Every output of a sync carries a new AAC track (the mix), so its encoder is part of the
 render's cost: FFmpeg's default "twoloop" coder takes about 2.3 s of CPU a minute of
@@ -23,16 +23,14 @@ the list: ``fast:192000`` (coder:bit rate).
 from __future__ import annotations
 
 import io
-import resource
 import sys
-from pathlib import Path
 
 import av
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _clips import MEDIA  # noqa: E402
-from lipdub.media.audio import decode_audio  # noqa: E402
+from bench._clips import MEDIA
+from bench.common import cpu as _cpu
+from lipdub.media.audio import decode_audio
 
 SR = 48000
 SOURCES = ["musetalk__eng.wav", "musetalk__sun.wav", "sadtalker__chinese_news.wav",
@@ -41,11 +39,6 @@ SOURCES = ["musetalk__eng.wav", "musetalk__sun.wav", "sadtalker__chinese_news.wa
            "vasp__combine001.mp4"]
 SETTINGS = [("twoloop", 192000), ("fast", 192000), ("fast", 224000), ("fast", 256000),
             ("twoloop", 160000)]
-
-
-def _cpu() -> float:
-    r = resource.getrusage(resource.RUSAGE_SELF)
-    return r.ru_utime + r.ru_stime
 
 
 def encode(pcm: np.ndarray, coder: str, bit_rate: int) -> tuple[bytes, float]:

@@ -6,8 +6,8 @@ then hammers ``GET /api/v1/audio/generations?task_id=`` with keep-alive connecti
 a lean asyncio client (raw HTTP/1.1, so the client costs little of the 2 cores) for a
 fixed time. Prints figures; it is not a pass/fail test.
 
-    .venv/bin/python bench/api.py [--seconds 10] [--connections 8]
-    .venv/bin/python bench/api.py --postgresql postgresql+psycopg://postgres@127.0.0.1/test
+    .venv/bin/python -m bench.api [--seconds 10] [--connections 8]
+    .venv/bin/python -m bench.api --postgresql postgresql+psycopg://postgres@127.0.0.1/test
 """
 
 from __future__ import annotations
@@ -16,15 +16,13 @@ import argparse
 import asyncio
 import json
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+from tests.service.helpers import MediaServer, Server, wait_task
 
-from tests.service.helpers import MediaServer, Server, wait_task  # noqa: E402
+REPO = Path(__file__).resolve().parents[1]
 
 
 async def worker(

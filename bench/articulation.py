@@ -1,13 +1,13 @@
 """Do dubbed mouths articulate the words? Measured on the output frames, never on the engine.
 
-    .venv/bin/python bench/articulation.py                  # 7 clips x 4 languages + vasp
+    .venv/bin/python -m bench.articulation                  # 7 clips x 4 languages + vasp
                                                             #   (~9 min on 2 busy cores)
-    .venv/bin/python bench/articulation.py --quick          # 3 clips x 2 languages + vasp
-    .venv/bin/python bench/articulation.py --clips face_3,d20 --langs en,zh --no-vasp
-    .venv/bin/python bench/articulation.py --reuse --json out.json   # re-measure old outputs
+    .venv/bin/python -m bench.articulation --quick          # 3 clips x 2 languages + vasp
+    .venv/bin/python -m bench.articulation --clips face_3,d20 --langs en,zh --no-vasp
+    .venv/bin/python -m bench.articulation --reuse --json out.json   # re-measure old outputs
     # another engine, e.g. the "before" figures from a worktree of 97d6b81:
     git worktree add --detach /work/wt-before 97d6b81
-    PYTHONPATH=/work/wt-before/src .venv/bin/python bench/articulation.py \
+    PYTHONPATH=/work/wt-before/src .venv/bin/python -m bench.articulation \
         --tag before --json bench/.cache/articulation_before.json
 
 Speech: phoneme-timed synthetic speech from espeak-ng (tools/phonetimed.py: the library's
@@ -89,28 +89,23 @@ from __future__ import annotations
 import argparse
 import json
 import subprocess
-import sys
 import time
 import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
 
-import av
 import cv2
 import numpy as np
 from scipy.io import wavfile
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-sys.path.insert(0, str(ROOT / "tools"))
-import lipdub  # noqa: E402
-from _clips import CACHE, MEDIA  # noqa: E402
-from _landmarks import Detector, frames, source_landmarks  # noqa: E402
-from lipdub.faces.geometry import mouth_opening, mouth_width  # noqa: E402
-from lipdub.media.audio import read_video_audio, to_mono  # noqa: E402
-from lipdub.speech.features import speech_loudness  # noqa: E402
-from quality import CLIPS, QUICK, lag_r, speaking  # noqa: E402
+import lipdub
+from bench._landmarks import Detector, frames, source_landmarks
+from bench.common import CACHE, CLIPS, MEDIA, QUICK, fps_of, lag_r, speaking
+from lipdub.faces.geometry import mouth_opening, mouth_width
+from lipdub.media.audio import read_video_audio, to_mono
+from lipdub.speech.features import speech_loudness
 
+ROOT = Path(__file__).resolve().parents[1]
 OUT = CACHE / "articulation"
 LM_CACHE = CACHE / "quality"  # source landmarks: same instrument, same files as quality.py
 SR = 16000
@@ -261,7 +256,7 @@ def height_class(cl: set[str]) -> str:
 def synth_for(lang: str, idx: int, duration: float) -> tuple[Path, list, str]:
     """Speech for clip number ``idx`` lasting about ``duration - SHORTER_S`` s: wav path,
     phones [(start, end, ipa)], voice. Cached."""
-    from phonetimed import synth
+    from tools.phonetimed import synth
 
     if lang in OTHER_VOICES:
         return _other_synth_for(lang, idx, duration)
@@ -319,7 +314,7 @@ def _save_speech(wav: Path, meta: Path, audio: np.ndarray, sr: int, phones: list
 def _other_synth_for(key: str, idx: int, duration: float) -> tuple[Path, list, str]:
     """``synth_for`` with Festival or flite: the speaking rate is set by stretching the
     durations until the speech fills the clip less ``SHORTER_S``."""
-    from othertts import festival_batch, flite_synth
+    from tools.othertts import festival_batch, flite_synth
 
     synth, voice, lang = OTHER_VOICES[key]
     d = OUT / "speech"
@@ -638,11 +633,6 @@ def articulation(opening: np.ndarray, width: np.ndarray, phones: list, fps: floa
 
 
 # ---------------------------------------------------------------------------- per clip
-
-
-def fps_of(video: Path) -> float:
-    with av.open(str(video)) as c:
-        return float(c.streams.video[0].average_rate)  # type: ignore[arg-type]
 
 
 def run_sync(video: Path, x_range: tuple[int, int] | None, audio: Path, out: Path,

@@ -1,7 +1,7 @@
 """Still frames of a closure, a rounded vowel and an open vowel, before and after.
 
-    .venv/bin/python bench/articulation_stills.py                  # docs/img/articulation.jpg
-    .venv/bin/python bench/articulation_stills.py --before 97d6b81 --out /tmp/a.jpg
+    .venv/bin/python -m bench.articulation_stills                  # docs/img/articulation.jpg
+    .venv/bin/python -m bench.articulation_stills --before 97d6b81 --out /tmp/a.jpg
 
 For two people (two talking heads of ../shared/media), the same phoneme-timed German speech
 (bench/articulation.py's, held out of the viseme model's training) is dubbed by the engine
@@ -23,12 +23,10 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))
-from _clips import CACHE, MEDIA  # noqa: E402
-from _landmarks import frames, source_landmarks  # noqa: E402
-from articulation import LM_CACHE, classes, synth_for  # noqa: E402
-from lipdub.media.video import probe  # noqa: E402
+from bench._clips import CACHE, MEDIA
+from bench._landmarks import frames, source_landmarks
+from bench.articulation import LM_CACHE, classes, synth_for
+from lipdub.media.video import probe
 
 ROOT = Path(__file__).resolve().parents[1]
 PEOPLE = ["videoretalking__face_3.mp4", "liveportrait__d20.mp4"]

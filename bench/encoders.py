@@ -1,6 +1,6 @@
 """x264 settings: encoder CPU against the loss they add, on real clips.
 
-    .venv/bin/python bench/encoders.py
+    .venv/bin/python -m bench.encoders
 
 Each clip's frames are decoded once and held; each setting encodes them (threads on, as
 the renderer does) and is decoded again to measure the loss against the decoded source:
@@ -16,7 +16,6 @@ is the fastest whose loss is no worse than veryfast CRF 18's on every clip withi
 from __future__ import annotations
 
 import io
-import resource
 import sys
 from fractions import Fraction
 from pathlib import Path
@@ -25,8 +24,8 @@ import av
 import cv2
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _clips import MEDIA, speed_clip  # noqa: E402
+from bench._clips import MEDIA, speed_clip
+from bench.common import cpu
 
 CLIPS = ["videoretalking__face_2.mp4", "videoretalking__face_4.mp4",
          "sadtalker__WDA_KatieHill_000.mp4", "liveportrait__d20.mp4", "vasp__combine001.mp4"]
@@ -44,11 +43,6 @@ if len(sys.argv) > 1:  # e.g. superfast:18:mbtree=1:rc-lookahead=10
     SETTINGS = [SETTINGS[0]] + [(a.split(":")[0], int(a.split(":")[1]),
                                  ":".join(a.split(":")[2:])) for a in sys.argv[1:]]
 MAX_FRAMES = 250
-
-
-def cpu() -> float:
-    r = resource.getrusage(resource.RUSAGE_SELF)
-    return r.ru_utime + r.ru_stime
 
 
 def ssim(a: np.ndarray, b: np.ndarray) -> float:

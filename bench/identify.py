@@ -1,6 +1,6 @@
 """Speed of `identify`: wall time over video duration, and peak memory, at 720p and 1080p.
 
-    .venv/bin/python bench/identify.py
+    .venv/bin/python -m bench.identify
 
 Each measurement runs in a fresh process so that its peak RSS is its own. Models are
 loaded before the clock starts (a service loads them once); the load time is printed
@@ -9,13 +9,10 @@ apart. The x3 clip is the same video looped three times: peak memory must not gr
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _clips import MEDIA, talking_head  # noqa: E402
+from bench._clips import MEDIA, talking_head
+from bench.common import run_child
 
 CHILD = r"""
 import json, resource, sys, time
@@ -42,10 +39,7 @@ print(json.dumps({"wall": wall, "load": load, "duration_ms": info.duration_ms,
 
 
 def measure(path: Path) -> dict[str, float]:
-    out = subprocess.run(
-        [sys.executable, "-c", CHILD, str(path)], check=True, capture_output=True, text=True
-    ).stdout
-    return json.loads(out.strip().splitlines()[-1])
+    return run_child(CHILD, [str(path)], what=f"identify of {path.name}")
 
 
 def main() -> None:

@@ -1,6 +1,6 @@
 """/metrics and /healthz cost with a million finished tasks (issue 9, defect 7).
 
-    .venv/bin/python bench/metrics_scale.py [--rows 1000000] [--pg URL]
+    .venv/bin/python -m bench.metrics_scale [--rows 1000000] [--pg URL]
 
 Fills a fresh PostgreSQL schema with finished tasks (and the task_stats counters the
 finishing transactions would have kept), then times a Prometheus scrape of the store
@@ -16,8 +16,8 @@ import uuid
 from prometheus_client import generate_latest
 from sqlalchemy import create_engine, text
 
-from lipdub.service.health import HealthProbe
-from lipdub.service.metrics import make_registry
+from lipdub.service.ops.health import HealthProbe
+from lipdub.service.ops.metrics import make_registry
 from lipdub.service.store import Store
 
 PG = "postgresql+psycopg://postgres@127.0.0.1:5432/test"

@@ -2,11 +2,11 @@
 independent, unsmoothed landmark model, on the output video only.
 
     make bench-deps                                  # once: .venv-mp with MediaPipe
-    .venv/bin/python bench/motion.py                 # 7 clips x (en, flite-awb, flite-rms)
-    .venv/bin/python bench/motion.py --langs en,de,flite-awb,fest-ked --clips face_3,d20
-    .venv/bin/python bench/motion.py --viseme-weights M.npz --tag ho  # another model
-    .venv/bin/python bench/motion.py --split         # also the split test (real speech)
-    .venv/bin/python bench/motion.py --stills docs/img/motion_worst.jpg  # what twitches
+    .venv/bin/python -m bench.motion                 # 7 clips x (en, flite-awb, flite-rms)
+    .venv/bin/python -m bench.motion --langs en,de,flite-awb,fest-ked --clips face_3,d20
+    .venv/bin/python -m bench.motion --viseme-weights M.npz --tag ho  # another model
+    .venv/bin/python -m bench.motion --split         # also the split test (real speech)
+    .venv/bin/python -m bench.motion --stills docs/img/motion_worst.jpg  # what twitches
 
 Why a second bench: bench/quality.py and bench/articulation.py measure with dlib's 68
 points, the model lipdub itself tracks, selects and warps mouths by; an engine can look
@@ -53,15 +53,13 @@ import av
 import numpy as np
 from scipy.io import wavfile
 
+from bench import articulation as A
+from bench.common import CACHE, CLIPS, MEDIA, pearson, speaking
+from bench.quality import OUT as QUALITY_OUT
+from lipdub.media.audio import read_video_audio, to_mono
+from lipdub.speech.features import speech_loudness
+
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-sys.path.insert(0, str(ROOT / "tools"))
-import articulation as A  # noqa: E402
-from _clips import CACHE, MEDIA  # noqa: E402
-from lipdub.media.audio import read_video_audio, to_mono  # noqa: E402
-from lipdub.speech.features import speech_loudness  # noqa: E402
-from quality import CLIPS, pearson, speaking  # noqa: E402
-from quality import OUT as QUALITY_OUT  # noqa: E402
 
 MP_PYTHON = ROOT / ".venv-mp" / "bin" / "python"
 LM_DIR = CACHE / "motion"

@@ -15,7 +15,7 @@ benchmark scores rendered output:
            half's audio, r vs the real second-half opening, minus the baseline r of the
            untouched first half; want >= 0.15
 
-Usage: python bench/mouth_curve.py [--cache /tmp/lipdub_lm] [--media ../shared/media]
+Usage: python -m bench.mouth_curve [--cache /tmp/lipdub_lm] [--media ../shared/media]
 """
 
 from __future__ import annotations
@@ -29,9 +29,10 @@ from pathlib import Path
 import av
 import numpy as np
 
+from bench.common import best_lag, fps_of, naturalness, pearson
 from lipdub.faces.geometry import mouth_opening
 from lipdub.media.audio import decode_audio, read_video_audio, to_mono
-from lipdub.speech.calibration import Calibration  # noqa: E402
+from lipdub.speech.calibration import Calibration
 from lipdub.speech.features import speech_loudness
 from lipdub.speech.mouth import build_profile, mouth_targets
 
@@ -120,31 +121,6 @@ def identify_landmarks(video: Path, cache: Path) -> np.ndarray:
     return arr
 
 
-def fps_of(video: Path) -> float:
-    with av.open(str(video)) as c:
-        return float(c.streams.video[0].average_rate)  # type: ignore[arg-type]
-
-
-def pearson(a: np.ndarray, b: np.ndarray) -> float:
-    m = np.isfinite(a) & np.isfinite(b)
-    if m.sum() < 3 or np.std(a[m]) < 1e-12 or np.std(b[m]) < 1e-12:
-        return 0.0
-    return float(np.corrcoef(a[m], b[m])[0, 1])
-
-
-def best_lag(opening: np.ndarray, loud: np.ndarray, max_lag: int = 10) -> int:
-    """Lag L maximising r(open[k], loud[k - L]); positive L = the mouth is behind."""
-    best, arg = -2.0, 0
-    for lag in range(-max_lag, max_lag + 1):
-        if lag >= 0:
-            r = pearson(opening[lag:], loud[: loud.size - lag])
-        else:
-            r = pearson(opening[:lag], loud[-lag:])
-        if r > best:
-            best, arg = r, lag
-    return arg
-
-
 def fit_audio(x: np.ndarray, n: int) -> np.ndarray:
     """Crop or repeat to ``n`` samples (the dub placed at 0 on the video timeline).
 
@@ -154,21 +130,6 @@ def fit_audio(x: np.ndarray, n: int) -> np.ndarray:
     if x.size >= n:
         return x[:n]
     return np.resize(x, n)
-
-
-def naturalness(out: np.ndarray, src: np.ndarray, src_speaking: np.ndarray) -> tuple[float, ...]:
-    d_all = np.abs(np.diff(src))
-    ok = np.isfinite(d_all)
-    d_src = d_all[ok]
-    sp = src_speaking[1:] & src_speaking[:-1] & ok
-    d_sp = d_all[sp] if sp.sum() > 5 else d_src
-    d_out = np.abs(np.diff(out))
-    speed = d_out.mean() / max(d_sp.mean(), 1e-9)
-    rng = np.percentile(out, 95) / max(np.nanpercentile(src[src_speaking], 95), 1e-9)
-    p99 = np.percentile(d_src, 99)
-    snap_src = max(float((d_src > p99).mean()), 1e-3)
-    snaps = float((d_out > p99).mean()) / snap_src
-    return float(speed), float(rng), snaps
 
 
 def main() -> None:

@@ -1,7 +1,7 @@
 """The render pipeline without the render: decode, re-encode and write the sound.
 
-    .venv/bin/python bench/passthrough.py                 # the 720p 60 s speed clip
-    .venv/bin/python bench/passthrough.py 1080 --repeat 3
+    .venv/bin/python -m bench.passthrough                 # the 720p 60 s speed clip
+    .venv/bin/python -m bench.passthrough 1080 --repeat 3
 
 Every frame of ``bench/_clips.speed_clip`` goes from the decode thread to the writer's
 (``iter_frames`` -> ``BackgroundWriter(VideoWriter)``, the engine's own path for an
@@ -15,28 +15,21 @@ run it with ``PYTHONPATH`` on a worktree of that commit.
 from __future__ import annotations
 
 import argparse
-import resource
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _clips import speed_clip  # noqa: E402
-from lipdub.media.audio import read_video_audio  # noqa: E402
-from lipdub.media.memory import tune_allocator  # noqa: E402
-from lipdub.media.video import (  # noqa: E402
+from bench._clips import speed_clip
+from bench.common import cpu as _cpu
+from lipdub.media.audio import read_video_audio
+from lipdub.media.memory import tune_allocator
+from lipdub.media.video import (
     BackgroundWriter,
     VideoWriter,
     iter_frames,
     probe,
     source_timing,
 )
-
-
-def _cpu() -> float:
-    r = resource.getrusage(resource.RUSAGE_SELF)
-    return r.ru_utime + r.ru_stime
 
 
 def run(video: Path, with_audio: bool, out: Path) -> tuple[float, float]:

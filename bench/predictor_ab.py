@@ -1,6 +1,6 @@
 """The landmark predictor on the frame itself against on a crop reduced to 200 px.
 
-    .venv/bin/python bench/predictor_ab.py            # 720p, 1080p and 4K close-ups
+    .venv/bin/python -m bench.predictor_ab            # 720p, 1080p and 4K close-ups
 
 For the first 300 frames of each speed clip (bench/_clips.speed_clip: a real talking head
 filling the frame's height), the predictor runs on the same box three ways: the frame
@@ -17,18 +17,16 @@ from __future__ import annotations
 
 import sys
 import time
-from pathlib import Path
 
 import cv2
 import dlib
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _clips import speed_clip  # noqa: E402
-from lipdub.faces import models  # noqa: E402
-from lipdub.faces.geometry import interocular  # noqa: E402
-from lipdub.faces.tracker import _shape_array, landmark_box  # noqa: E402
-from lipdub.media.video import iter_frames  # noqa: E402
+from bench._clips import speed_clip
+from lipdub.faces import models
+from lipdub.faces.geometry import interocular
+from lipdub.faces.tracker import _shape_array, landmark_box
+from lipdub.media.video import iter_frames
 
 FRAMES = 300
 REDUCED_FACE_PX = 200.0

@@ -1,8 +1,8 @@
 """Lip-sync quality of rendered output, measured on the output, never on the engine's intentions.
 
-    .venv/bin/python bench/quality.py            # all 7 clips + split + speed (~15 min)
-    .venv/bin/python bench/quality.py --quick    # 3 clips, no speed
-    .venv/bin/python bench/quality.py --clips face_3,d20 --no-speed
+    .venv/bin/python -m bench.quality            # all 7 clips + split + speed (~15 min)
+    .venv/bin/python -m bench.quality --quick    # 3 clips, no speed
+    .venv/bin/python -m bench.quality --clips face_3,d20 --no-speed
 
 Every output frame is decoded and its landmarks detected again with dlib (HOG detector +
 68-point predictor), independently of the engine and of its session. The source frames get
@@ -61,31 +61,28 @@ import cv2
 import numpy as np
 from scipy.io import wavfile
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import lipdub  # noqa: E402
-from _clips import CACHE, MEDIA, talking_head  # noqa: E402
-from _landmarks import Detector, frames  # noqa: E402
-from _landmarks import source_landmarks as _source_landmarks  # noqa: E402
-from lipdub.faces.geometry import mouth_opening  # noqa: E402
-from lipdub.media.audio import decode_audio, read_video_audio, to_mono  # noqa: E402
-from lipdub.media.video import VideoWriter, iter_frames, probe  # noqa: E402
-from lipdub.speech.features import SILENCE_DB, speech_loudness  # noqa: E402
+import lipdub
+from bench._clips import talking_head
+from bench._landmarks import Detector, frames
+from bench._landmarks import source_landmarks as _source_landmarks
+from bench.common import (
+    CACHE,
+    CLIPS,
+    MEDIA,
+    QUICK,
+    best_lag,
+    lag_r,
+    naturalness,
+    pearson,
+    speaking,
+)
+from lipdub.faces.geometry import mouth_opening
+from lipdub.media.audio import decode_audio, read_video_audio, to_mono
+from lipdub.media.video import VideoWriter, iter_frames, probe
+from lipdub.speech.features import speech_loudness
 
 SR = 16000
 OUT = CACHE / "quality"
-MAX_LAG = 10
-
-# (video, new audio): every video gets a different real speech clip at least as long as it.
-CLIPS = [
-    ("videoretalking__face_2.mp4", "videoretalking__audio_1.wav"),
-    ("videoretalking__face_3.mp4", "sadtalker__RD_Radio31_000.wav"),
-    ("videoretalking__face_4.mp4", "sadtalker__deyu.wav"),
-    ("videoretalking__face_5.mp4", "sadtalker__chinese_news.wav"),
-    ("sadtalker__WDA_KatieHill_000.mp4", "sadtalker__japanese.wav"),
-    ("infinitetalk__ref_video.mp4", "musetalk__eng.wav"),
-    ("liveportrait__d20.mp4", "musetalk__sun.wav"),
-]
-QUICK = ["videoretalking__face_3.mp4", "videoretalking__face_5.mp4", "liveportrait__d20.mp4"]
 
 TARGETS = {
     "r_dub": "≥0.5",
@@ -106,58 +103,6 @@ def source_landmarks(video: Path) -> np.ndarray:
 
 
 # ---------------------------------------------------------------------------- measures
-
-
-def pearson(a: np.ndarray, b: np.ndarray) -> float:
-    m = np.isfinite(a) & np.isfinite(b)
-    if m.sum() < 3 or np.std(a[m]) < 1e-12 or np.std(b[m]) < 1e-12:
-        return float("nan")
-    return float(np.corrcoef(a[m], b[m])[0, 1])
-
-
-def lag_r(opening: np.ndarray, loud: np.ndarray, lag: int) -> float:
-    """r(open[k], loud[k - lag])."""
-    if lag >= 0:
-        return pearson(opening[lag:], loud[: loud.size - lag])
-    return pearson(opening[:lag], loud[-lag:])
-
-
-def best_lag(opening: np.ndarray, loud: np.ndarray) -> int:
-    """Lag L maximising r(open[k], loud[k - L]); positive L = the mouth is behind."""
-    best, arg = -2.0, 0
-    for lag in range(-MAX_LAG, MAX_LAG + 1):
-        r = lag_r(opening, loud, lag)
-        if np.isfinite(r) and r > best:
-            best, arg = r, lag
-    return arg
-
-
-def speaking(loud: np.ndarray) -> np.ndarray:
-    """Frames where the source speaks: above a threshold between the clip's own noise floor
-    and speech peaks (same rule as the engine's activity gate, re-implemented here)."""
-    live = loud > SILENCE_DB + 1
-    if live.sum() < 20:
-        return np.ones(loud.size, bool)
-    ref, floor = np.percentile(loud[live], 95), np.percentile(loud[live], 5)
-    thr = max(min(max(floor + 0.4 * (ref - floor), ref - 30.0), ref - 6.0), -72.0)
-    sp = live & (loud > thr)
-    return sp if sp.sum() >= 20 else np.ones(loud.size, bool)
-
-
-def naturalness(out: np.ndarray, src: np.ndarray, src_sp: np.ndarray) -> tuple[float, ...]:
-    d_src_all = np.abs(np.diff(src))
-    ok = np.isfinite(d_src_all)
-    sp = src_sp[1:] & src_sp[:-1] & ok
-    d_sp = d_src_all[sp] if sp.sum() > 5 else d_src_all[ok]
-    d_out = np.abs(np.diff(out))
-    d_out = d_out[np.isfinite(d_out)]
-    speed = d_out.mean() / max(d_sp.mean(), 1e-9)
-    src_open = src[src_sp & np.isfinite(src)]
-    rng = np.nanpercentile(out, 95) / max(np.percentile(src_open, 95), 1e-9)
-    p99 = np.percentile(d_src_all[ok], 99)
-    snap_src = max(float((d_src_all[ok] > p99).mean()), 1e-3)
-    snaps = float((d_out > p99).mean()) / snap_src
-    return float(speed), float(rng), snaps
 
 
 @dataclass

@@ -1,8 +1,8 @@
 """Rest posture of the dubbed mouth: opening over the quietest 30 % of the new audio's
 frames, next to the source's own closed-mouth percentiles.
 
-    .venv/bin/python bench/quality.py --no-speed   # writes bench/.cache/quality/*.curves.npz
-    .venv/bin/python bench/rest_posture.py
+    .venv/bin/python -m bench.quality --no-speed   # writes bench/.cache/quality/*.curves.npz
+    .venv/bin/python -m bench.rest_posture
 
 Reads the per-frame curves that bench/quality.py saved (landmarks re-detected on the
 output), so it measures the output, not the engine's targets.

@@ -1,6 +1,6 @@
 """How well identify's faces and time spans match where faces really are.
 
-    .venv/bin/python bench/spans.py
+    .venv/bin/python -m bench.spans
 
 1. Faces that enter and leave mid-shot, where the truth is known: a real talking head
    (videoretalking__face_2) cut into a still 720p background from frame ``a`` to frame
@@ -15,20 +15,16 @@
 
 from __future__ import annotations
 
-import sys
 import tempfile
 from pathlib import Path
 
 import av
 import dlib
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests.mediagen
-from tests.mediagen import enters_and_leaves  # noqa: E402
-
-import lipdub  # noqa: E402
-from _clips import MEDIA  # noqa: E402
-from lipdub.faces.tracker import iou, landmark_box  # noqa: E402
+import lipdub
+from bench._clips import MEDIA
+from lipdub.faces.tracker import iou, landmark_box
+from tests.mediagen import enters_and_leaves
 
 HEAD = MEDIA / "videoretalking__face_2.mp4"
 REAL = ["facerecognition__short_hamilton_clip.mp4", "vasp__combine001.mp4"]

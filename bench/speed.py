@@ -1,8 +1,8 @@
 """Speed of identify and sync against the codec floor, clip by clip.
 
-    .venv/bin/python bench/speed.py                  # every clip below
-    .venv/bin/python bench/speed.py 720p60 1080p10x3 # some of them
-    .venv/bin/python bench/speed.py --repeat 3 720p60  # best of 3 (a shared machine)
+    .venv/bin/python -m bench.speed                  # every clip below
+    .venv/bin/python -m bench.speed 720p60 1080p10x3 # some of them
+    .venv/bin/python -m bench.speed --repeat 3 720p60  # best of 3 (a shared machine)
 
 "floor" is the work any re-rendering tool must do: decode every frame with PyAV and
 encode every frame with libx264 veryfast CRF 18 (threads on). For each clip, floor,
@@ -22,15 +22,14 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _clips import MEDIA, speed_clip  # noqa: E402
-from lipdub.media.memory import ALLOCATOR_ENV  # noqa: E402
+from bench._clips import MEDIA, speed_clip
+from bench.common import run_child
+from lipdub.media.memory import ALLOCATOR_ENV
 
 # name: (height, seconds, faces)
 CLIPS = {
@@ -113,12 +112,8 @@ print(json.dumps({"wall": time.perf_counter() - t0, "cpu": cpu() - c0,
 def run(stage: str, video: Path, work: Path, faces: list[str]) -> dict[str, Any]:
     # The allocator settings the service gives its engine children (lipdub.media.memory).
     env = {**ALLOCATOR_ENV, **os.environ} if stage != "floor" else None
-    res = subprocess.run([sys.executable, "-c", CHILD, stage, str(video), str(work),
-                          json.dumps(faces)], capture_output=True, text=True, env=env)
-    if res.returncode != 0:
-        raise SystemExit(f"{stage} failed on {video.name}:\n{res.stderr[-3000:]}")
-    out: dict[str, Any] = json.loads(res.stdout.strip().splitlines()[-1])
-    return out
+    return run_child(CHILD, [stage, str(video), str(work), json.dumps(faces)], env,
+                     what=f"{stage} on {video.name}")
 
 
 def best(stage: str, video: Path, work: Path, faces: list[str],

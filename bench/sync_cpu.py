@@ -1,8 +1,8 @@
 """CPU seconds (user + sys, all threads) and wall time of one sync, for A/B runs of two
 engines back to back on the same machine state:
 
-    .venv/bin/python bench/sync_cpu.py                       # this tree's engine
-    PYTHONPATH=/work/wt-before/src .venv/bin/python bench/sync_cpu.py   # another commit's
+    .venv/bin/python -m bench.sync_cpu                       # this tree's engine
+    PYTHONPATH=/work/wt-before/src .venv/bin/python -m bench.sync_cpu   # another commit's
 
 Clip: bench/_clips.talking_head(720) (15 s), face_001, musetalk__eng.wav, original muted;
 identify runs before the clock starts.
@@ -11,14 +11,12 @@ identify runs before the clock starts.
 from __future__ import annotations
 
 import resource
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import lipdub  # noqa: E402
-from _clips import MEDIA, talking_head  # noqa: E402
+import lipdub
+from bench._clips import MEDIA, talking_head
 
 
 def main() -> None:

@@ -1,7 +1,7 @@
 """Where identify's and sync's CPU goes: per thread, and per step of sync's main thread.
 
-    .venv/bin/python bench/sync_profile.py              # 720p 60 s, one face
-    .venv/bin/python bench/sync_profile.py 1080 60
+    .venv/bin/python -m bench.sync_profile              # 720p 60 s, one face
+    .venv/bin/python -m bench.sync_profile 1080 60
 
 The clip is bench/_clips.speed_clip (the one bench/speed.py uses); identify runs first
 (models loaded before), then one sync, in this process, under the service's allocator
@@ -28,16 +28,15 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _clips import MEDIA, speed_clip  # noqa: E402
-from lipdub.media.memory import tune_allocator  # noqa: E402
+from bench._clips import MEDIA, speed_clip
+from lipdub.media.memory import tune_allocator
 
 tune_allocator()
 
-import lipdub  # noqa: E402
-from lipdub.faces import models  # noqa: E402
-from lipdub.media import yuv  # noqa: E402
-from lipdub.render import compose, engine  # noqa: E402
+import lipdub  # noqa: E402 (after tune_allocator)
+from lipdub.faces import models  # noqa: E402 (after tune_allocator)
+from lipdub.media import yuv  # noqa: E402 (after tune_allocator)
+from lipdub.render import compose, engine  # noqa: E402 (after tune_allocator)
 
 CPU: dict[str, float] = collections.defaultdict(float)
 CALLS: collections.Counter[str] = collections.Counter()

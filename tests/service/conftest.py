@@ -10,6 +10,7 @@ import pytest
 from sqlalchemy import create_engine, text
 
 from lipdub.config import Settings
+from lipdub.service.callbacks.payloads import WIRE
 from lipdub.service.context import Context
 from lipdub.service.store import Store
 
@@ -88,7 +89,7 @@ def _pg_schema() -> Iterator[str]:
 
 @pytest.fixture()
 def store(db_url: str) -> Iterator[Store]:
-    s = Store.open(db_url)
+    s = Store.open(db_url, callbacks=WIRE)
     yield s
     s.close()
 

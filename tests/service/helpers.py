@@ -12,15 +12,20 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 
-REPO = Path(__file__).resolve().parents[2]
-MEDIA = Path(os.environ.get("LIPDUB_TEST_MEDIA", REPO.parent / "shared" / "media"))
+from tests.conftest import MEDIA as MEDIA  # re-exported: the service tests import both from here
+from tests.conftest import REPO as REPO
+
+# The contract's task endpoint, which nearly every service test calls.
+GEN = "/api/v1/audio/generations"
 PG_URL = os.environ.get("LIPDUB_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 
 
@@ -327,3 +332,21 @@ class TrickleServer:
 def percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
+
+
+def server_fixture(
+    name: str, env: dict[str, str] | None = None, workers: int = 1
+) -> Callable[..., Iterator[Server]]:
+    """A module's ``server`` fixture: one `lipdub serve` for the whole module, on a data
+    directory of its own, with ``env`` added to its environment::
+
+        server = server_fixture("limits", workers=0, env={"LIPDUB_RATE_LIMIT_PER_S": "20"})
+    """
+
+    @pytest.fixture(scope="module")
+    def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+        s = Server(tmp_path_factory.mktemp(name), env=env, workers=workers).start()
+        yield s
+        s.kill()
+
+    return server

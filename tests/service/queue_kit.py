@@ -13,11 +13,19 @@ from typing import Any
 from sqlalchemy import select
 
 from lipdub.config import Settings
-from lipdub.service import tables as t
 from lipdub.service.context import Context
-from lipdub.service.engine import JobFailed
-from lipdub.service.payloads import IDENTIFY
+from lipdub.service.models import IDENTIFY
 from lipdub.service.store import Store, Submission, UnknownAccount, new_task_id
+from lipdub.service.store import tables as t
+from lipdub.service.worker import JobFailed
+from lipdub.service.worker.protocol import (
+    FoundFace,
+    IdentifyJob,
+    IdentifyOutput,
+    Job,
+    Output,
+    SyncOutput,
+)
 
 
 def make_ctx(data_dir: Path, db_url: str, **overrides: Any) -> Context:
@@ -69,27 +77,26 @@ class QuickEngine:
     def __init__(self, before_return: Callable[[], Any] | None = None) -> None:
         self.before_return = before_return
 
-    def run(
-        self, spec: dict[str, Any], progress: Callable[[float], None], cancel: threading.Event
-    ) -> dict[str, Any]:
+    def run(self, job: Job, progress: Callable[[float], None], cancel: threading.Event) -> Output:
         progress(0.5)
-        if spec["kind"] == "identify":
-            d = Path(spec["out_dir"])
+        out: Output
+        if isinstance(job, IdentifyJob):
+            d = Path(job.out_dir)
             d.mkdir(parents=True, exist_ok=True)
             (d / "session.json").write_text("{}")
             (d / "face_001.jpg").write_bytes(b"jpeg")
-            out: dict[str, Any] = {
-                "session_id": "s" + uuid.uuid4().hex[:12],
-                "session_dir": str(d),
-                "video": {"duration_ms": 2000},
-                "faces": [
-                    {"face_id": "face_001", "start_time": 0, "end_time": 2000,
-                     "segments": [[0, 2000]], "thumbnail": str(d / "face_001.jpg")}
+            out = IdentifyOutput(
+                session_id="s" + uuid.uuid4().hex[:12],
+                session_dir=str(d),
+                video={"duration_ms": 2000},
+                faces=[
+                    FoundFace(face_id="face_001", start_time=0, end_time=2000,
+                              segments=[[0, 2000]], thumbnail=str(d / "face_001.jpg"))
                 ],
-            }
+            )
         else:
-            Path(spec["out_path"]).write_bytes(b"mp4")
-            out = {"path": spec["out_path"], "duration_ms": 2000, "frame_count": 50}
+            Path(job.out_path).write_bytes(b"mp4")
+            out = SyncOutput(path=job.out_path, duration_ms=2000, frame_count=50)
         if self.before_return is not None:
             self.before_return()
         return out
@@ -98,9 +105,7 @@ class QuickEngine:
 class HangingEngine:
     """Reports progress once, then hangs until stopped (an engine stuck in native code)."""
 
-    def run(
-        self, spec: dict[str, Any], progress: Callable[[float], None], cancel: threading.Event
-    ) -> dict[str, Any]:
+    def run(self, job: Job, progress: Callable[[float], None], cancel: threading.Event) -> Output:
         progress(0.1)
         cancel.wait(60)
         raise JobFailed("cancelled", "The task was cancelled while running.")
@@ -109,9 +114,7 @@ class HangingEngine:
 class EndlessEngine:
     """Makes progress for ever (a render that never converges)."""
 
-    def run(
-        self, spec: dict[str, Any], progress: Callable[[float], None], cancel: threading.Event
-    ) -> dict[str, Any]:
+    def run(self, job: Job, progress: Callable[[float], None], cancel: threading.Event) -> Output:
         step = 0
         while not cancel.wait(0.1):
             step += 1

@@ -13,20 +13,14 @@ import httpx
 import numpy as np
 import pytest
 
-from .helpers import MEDIA, MediaServer, Receiver, Server, wait_task
+from .helpers import GEN, MEDIA, MediaServer, Receiver, Server, server_fixture, wait_task
 
-GEN = "/api/v1/audio/generations"
 VIDEO = "videoretalking__face_2.mp4"
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    s = Server(
-        tmp_path_factory.mktemp("api"),
-        env={"LIPDUB_MAX_VIDEO_BYTES": "1000000", "LIPDUB_MAX_AUDIO_BYTES": "3000000"},
-    ).start()
-    yield s
-    s.kill()
+server = server_fixture(
+    "api", env={"LIPDUB_MAX_VIDEO_BYTES": "1000000", "LIPDUB_MAX_AUDIO_BYTES": "3000000"}
+)
 
 
 @pytest.fixture(scope="module")

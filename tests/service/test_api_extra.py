@@ -16,20 +16,13 @@ import pytest
 
 from lipdub.media.audio import decode_audio, read_video_audio
 
-from .helpers import MEDIA, Receiver, Server, wait_task
+from .helpers import GEN, MEDIA, Receiver, Server, server_fixture, wait_task
 
-GEN = "/api/v1/audio/generations"
 SPEECH = MEDIA / "videoretalking__audio_1.wav"  # 5.0 s: longer than the 3 s clip
 LONG_VIDEO = MEDIA / "infinitetalk__ref_video.mp4"  # 15 s: its identify runs for a while
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    s = Server(
-        tmp_path_factory.mktemp("extra"), env={"LIPDUB_CALLBACK_TIME_SCALE": "0.01"}
-    ).start()
-    yield s
-    s.kill()
+server = server_fixture("extra", env={"LIPDUB_CALLBACK_TIME_SCALE": "0.01"})
 
 
 @pytest.fixture(scope="module")
@@ -192,13 +185,13 @@ def test_list_wait_and_usage(
 
 
 def engine_running(task_id: str) -> bool:
-    """Is a jobrunner child process working on this task? (its spec names the task)"""
+    """Is an engine child process working on this task? (its job names the task)"""
     for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
         try:
             args = cmdline.read_bytes()
         except OSError:
             continue  # the process ended meanwhile
-        if b"lipdub.service.jobrunner" in args and task_id.encode() in args:
+        if b"lipdub.service.worker.child" in args and task_id.encode() in args:
             return True
     return False
 

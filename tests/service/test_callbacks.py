@@ -11,11 +11,11 @@ from pathlib import Path
 from typing import Any
 
 from lipdub.config import Settings
+from lipdub.service.callbacks.payloads import callback_body_for_success
+from lipdub.service.callbacks.sender import CallbackDispatcher
 from lipdub.service.context import Context
-from lipdub.service.db import now_ms
-from lipdub.service.payloads import callback_body_for_success
 from lipdub.service.store import Store, Submission, new_task_id
-from lipdub.service.webhooks import CallbackDispatcher
+from lipdub.service.store.db import now_ms
 
 from .helpers import Receiver
 

@@ -12,7 +12,6 @@ import re
 import shutil
 import subprocess
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -21,7 +20,7 @@ import pytest
 from lipdub import AsyncClient, Client, verify_webhook
 from lipdub.client import ApiError, WebhookVerificationError
 
-from .helpers import MEDIA, REPO, Receiver, Server, free_port
+from .helpers import MEDIA, REPO, Receiver, Server, free_port, server_fixture
 
 SPEECH = MEDIA / "videoretalking__audio_1.wav"
 LONG_VIDEO = MEDIA / "infinitetalk__ref_video.mp4"
@@ -31,13 +30,7 @@ NODE = shutil.which("node")
 needs_node = pytest.mark.skipif(NODE is None, reason="node is not installed")
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    s = Server(
-        tmp_path_factory.mktemp("clients"), env={"LIPDUB_CALLBACK_TIME_SCALE": "0.01"}
-    ).start()
-    yield s
-    s.kill()
+server = server_fixture("clients", env={"LIPDUB_CALLBACK_TIME_SCALE": "0.01"})
 
 
 def snippet(lang: str) -> str:

@@ -22,7 +22,7 @@ from scipy.io import wavfile
 
 from tests.mediagen import no_faces, pan_zoom
 
-from .helpers import MEDIA, Server
+from .helpers import MEDIA, Server, server_fixture
 
 CHROMIUM = Path("/usr/bin/chromium")
 playwright_api = pytest.importorskip("playwright.sync_api")
@@ -45,11 +45,7 @@ def media(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     }
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    s = Server(tmp_path_factory.mktemp("console-data")).start()
-    yield s
-    s.kill()
+server = server_fixture("console-data")
 
 
 @pytest.fixture(scope="module")

@@ -19,9 +19,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from .helpers import MediaServer, Server, wait_task
+from .helpers import GEN, MediaServer, Server, wait_task
 
-GEN = "/api/v1/audio/generations"
 MB = 1024 * 1024
 
 

@@ -13,9 +13,8 @@ from typing import Any
 import av
 import httpx
 
-from .helpers import MEDIA, Hit, MediaServer, Receiver, Server, wait_task
+from .helpers import GEN, MEDIA, Hit, MediaServer, Receiver, Server, wait_task
 
-GEN = "/api/v1/audio/generations"
 VIDEO = "videoretalking__face_2.mp4"
 SPEECH = "videoretalking__audio_1.wav"
 

@@ -17,13 +17,13 @@ import httpx
 import pytest
 from sqlalchemy import create_engine, text
 
-from lipdub.service.payloads import IDENTIFY, SYNC
+from lipdub.service.models import IDENTIFY, SYNC
 from lipdub.service.store import Store
 from lipdub.service.worker import Worker
 
 from .conftest import through
 from .faults import FaultProxy
-from .helpers import PG_URL, MediaServer, Server
+from .helpers import GEN, PG_URL, MediaServer, Server
 from .queue_kit import (
     EndlessEngine,
     HangingEngine,
@@ -32,8 +32,6 @@ from .queue_kit import (
     make_ctx,
     queue_task,
 )
-
-GEN = "/api/v1/audio/generations"
 
 
 def test_completion_survives_a_database_outage(
@@ -273,7 +271,7 @@ def test_metrics_stay_cheap_with_many_finished_tasks(tmp_path: Path, pg_url: str
     queue_task(ctx)  # one pending
     from prometheus_client import generate_latest
 
-    from lipdub.service.metrics import make_registry
+    from lipdub.service.ops.metrics import make_registry
 
     registry = make_registry(ctx.store)
 

@@ -29,14 +29,13 @@ import pytest
 from PIL import Image
 from sqlalchemy import create_engine, select
 
-from lipdub.service import tables as t
-from lipdub.service.payloads import IDENTIFY, SYNC
+from lipdub.service.models import IDENTIFY, SYNC
+from lipdub.service.store import tables as t
 
 from .faults import S3Server
 from .fleet_kit import Fleet
-from .helpers import MediaServer, Receiver
+from .helpers import GEN, MediaServer, Receiver
 
-GEN = "/api/v1/audio/generations"
 VIDEO = "videoretalking__face_5.mp4"
 SPEECH = "videoretalking__audio_1.wav"
 LEASE_S = 4

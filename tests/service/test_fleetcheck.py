@@ -82,7 +82,7 @@ def test_db_commands_and_the_alembic_tool(tmp_path: Path) -> None:
     assert current == ["database:", "0003", "this", "lipdub:", "0003"]
     assert "0003 -> 0002" in lipdub("db", "downgrade", "0002").stdout
     alembic = Path(lipdub_cmd()[0]).with_name("alembic")
-    ini = REPO / "src" / "lipdub" / "service" / "alembic.ini"
+    ini = REPO / "src" / "lipdub" / "service" / "store" / "alembic.ini"
     up = subprocess.run([str(alembic), "-c", str(ini), "-x", f"url={url}", "upgrade", "head"],
                         capture_output=True, text=True)
     assert up.returncode == 0, up.stderr

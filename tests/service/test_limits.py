@@ -10,28 +10,23 @@ from concurrent.futures import Future, ThreadPoolExecutor
 import httpx
 import pytest
 
-from .helpers import MediaServer, Server, TrickleServer
+from .helpers import GEN, MediaServer, Server, TrickleServer, server_fixture
 
-GEN = "/api/v1/audio/generations"
 VIDEO = "videoretalking__face_2.mp4"
 WINDOW_S = 3.0
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    s = Server(
-        tmp_path_factory.mktemp("limits"),
-        workers=0,  # tasks stay pending: they count against the task limit
-        env={
-            "LIPDUB_RATE_LIMIT_PER_S": "20",
-            "LIPDUB_MAX_TASKS_PER_ACCOUNT": "2",
-            "LIPDUB_MAX_DOWNLOADS_PER_ACCOUNT": "2",
-            "LIPDUB_MAX_DOWNLOADS": "3",
-            "LIPDUB_FETCH_RATE_WINDOW_S": str(WINDOW_S),
-        },
-    ).start()
-    yield s
-    s.kill()
+server = server_fixture(
+    "limits",
+    workers=0,  # tasks stay pending: they count against the task limit
+    env={
+        "LIPDUB_RATE_LIMIT_PER_S": "20",
+        "LIPDUB_MAX_TASKS_PER_ACCOUNT": "2",
+        "LIPDUB_MAX_DOWNLOADS_PER_ACCOUNT": "2",
+        "LIPDUB_MAX_DOWNLOADS": "3",
+        "LIPDUB_FETCH_RATE_WINDOW_S": str(WINDOW_S),
+    },
+)
 
 
 @pytest.fixture()

@@ -11,9 +11,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from .helpers import MEDIA, MediaServer, Server, TrickleServer, percentile
+from .helpers import GEN, MEDIA, MediaServer, Server, TrickleServer, percentile
 
-GEN = "/api/v1/audio/generations"
 TRICKLES = 50
 ACCOUNTS = 10  # 5 downloads each: the per-account limit
 WINDOW_S = 14.0  # the minimum-rate window: long enough to measure while all 50 trickle

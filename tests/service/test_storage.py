@@ -93,7 +93,7 @@ def test_uploads_and_media_links_on_s3(s3_server: S3Server, tmp_path: Path, link
     from fastapi.testclient import TestClient
 
     from lipdub.config import Settings
-    from lipdub.service.app import create_app
+    from lipdub.service.api.app import create_app
 
     s3_server.apply_env()
     bucket = s3_server.bucket()
@@ -118,3 +118,13 @@ def test_uploads_and_media_links_on_s3(s3_server: S3Server, tmp_path: Path, link
     keys = [o["Key"] for o in s3_server.client().list_objects_v2(Bucket=bucket)["Contents"]]
     assert any(k.startswith("m/uploads/") for k in keys), keys
     assert not (tmp_path / "api" / "media").exists()  # nothing on the API's disk
+
+
+@pytest.mark.parametrize("key", ["a//b", "/etc/passwd", "../up", "a/./b", "a/../b", "a/", ""])
+def test_one_key_rule_for_every_backend(storage: Storage, key: str) -> None:
+    # The local directory used to accept "a//b" (it resolves to a/b) where S3 refused it:
+    # a key one backend takes, the other must take too.
+    with pytest.raises(ValueError):
+        storage.put_bytes(key, b"x")
+    with pytest.raises(ValueError):
+        storage.size(key)

@@ -8,8 +8,8 @@ import time
 
 import pytest
 
-from lipdub.service.db import now_ms
 from lipdub.service.store import InsufficientBalance, Store, Submission, new_task_id
+from lipdub.service.store.db import now_ms
 
 
 def sub(

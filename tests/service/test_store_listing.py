@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 import time
 
-from lipdub.service.db import now_ms
 from lipdub.service.store import Store
+from lipdub.service.store.db import now_ms
 
 from .test_store import sub
 

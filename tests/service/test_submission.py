@@ -7,11 +7,11 @@ import json
 
 import pytest
 
+from lipdub.service.api.schemas import SyncRequest
+from lipdub.service.api.submission import RequestError, prepare_sync
 from lipdub.service.context import Context
-from lipdub.service.db import now_ms
-from lipdub.service.schemas import SyncRequest
-from lipdub.service.submission import RequestError, prepare_sync
-from lipdub.service.tables import sessions
+from lipdub.service.store.db import now_ms
+from lipdub.service.store.tables import sessions
 
 from .helpers import MEDIA
 

@@ -10,13 +10,11 @@ from pathlib import Path
 
 import httpx
 
-from lipdub.service.db import now_ms
 from lipdub.service.store import Submission, new_task_id
+from lipdub.service.store.db import now_ms
 from lipdub.service.worker import Worker
 
-from .helpers import MediaServer, Receiver, Server, lipdub_cmd, wait_task
-
-GEN = "/api/v1/audio/generations"
+from .helpers import GEN, MediaServer, Receiver, Server, lipdub_cmd, wait_task
 
 
 def test_api_and_separate_worker_process_share_the_store(
@@ -69,7 +67,7 @@ def test_results_are_deleted_after_retention(ctx) -> None:  # type: ignore[no-un
     ctx.store.complete(tid, row["lease_owner"], result, now_ms() - 31 * 86400_000, None)
     assert Worker(ctx, slots=0).purge_expired() == 1
     assert not result_file.exists()
-    from lipdub.service.payloads import task_view
+    from lipdub.service.api.views import task_view
 
     view = task_view(ctx.store.get_task(tid), ctx.storage, ctx.retention_ms)
     assert view["expired"] is True and view["resultUrls"] == []
@@ -80,10 +78,10 @@ class SlowEngineForTests:
     """Test-only engine: waits until cancelled. Stands in for a long render where only
     the queue mechanics matter."""
 
-    def run(self, spec, progress, cancel):  # type: ignore[no-untyped-def]
+    def run(self, job, progress, cancel):  # type: ignore[no-untyped-def]
         progress(0.5)
         cancel.wait(30)
-        from lipdub.service.engine import JobFailed
+        from lipdub.service.worker import JobFailed
 
         raise JobFailed("cancelled", "The task was cancelled while running.")
 
@@ -110,7 +108,7 @@ def test_clean_shutdown_gives_the_task_back(ctx) -> None:  # type: ignore[no-unt
 def test_internal_error_fails_and_refunds_at_once(ctx) -> None:  # type: ignore[no-untyped-def]
     ctx.store.create_key("acme", 10_000)
     tid = new_task_id()
-    # A job without its storage keys: the worker cannot even build the engine's spec.
+    # A job without its storage keys: the worker cannot even build the engine's job.
     ctx.store.submit(Submission("acme", "kling-identify-face", {}, {}, 700, None, None, tid))
     w = Worker(ctx, SlowEngineForTests(), slots=1)
     row = ctx.store.claim(w.name, 60_000, 3)
@@ -119,3 +117,43 @@ def test_internal_error_fails_and_refunds_at_once(ctx) -> None:  # type: ignore[
     assert final["state"] == "failed" and final["fail_code"] == "internal_error"
     assert "resubmit" in final["fail_msg"]
     assert ctx.store.account_summary("acme")["balance_micros"] == 10_000
+
+
+def test_the_engine_protocol_round_trips() -> None:
+    """What the worker sends its engine child, and each line the child answers, decode to
+    what was encoded; a line some library printed is not a message."""
+    from lipdub.service.worker.protocol import (
+        FaceAudioJob,
+        Failed,
+        FoundFace,
+        IdentifyJob,
+        IdentifyOutput,
+        Progress,
+        Succeeded,
+        SyncJob,
+        SyncOutput,
+        decode,
+        decode_job,
+        encode,
+        encode_job,
+    )
+
+    identify = IdentifyJob(video="/s/in/video", out_dir="/s/out/session", log="/s/engine.log")
+    sync = SyncJob(
+        video="/s/in/video", session_dir="/s/in/session", original_volume=0.5,
+        out_path="/s/out/result.mp4", log="/s/engine.log",
+        faces=(FaceAudioJob("face_001", "/s/in/audio0", 0, 3000, 500, 1.0, "loop"),),
+    )
+    for job in (identify, sync):
+        assert decode_job(encode_job(job)) == job
+    found = IdentifyOutput("s1", "/s/out/session", {"duration_ms": 2000},
+                           [FoundFace("face_001", 0, 2000, [[0, 2000]], "/s/t.jpg")])
+    for msg, job in [
+        (Progress(0.25), identify),
+        (Succeeded(found), identify),
+        (Succeeded(SyncOutput("/s/out/result.mp4", 2000, 50)), sync),
+        (Failed("NoFacesError", "No face was found."), identify),
+    ]:
+        assert decode(encode(msg), job) == msg
+    assert decode("Loading model...", identify) is None
+    assert decode('{"unrelated": 1}', identify) is None

@@ -1,4 +1,9 @@
-"""What every part of the service is built from: settings, store, storage, URL policy."""
+"""What every part of the service is built from: settings, store, storage, URL policy.
+
+Layer: the composition root, below the API and the worker and above ``callbacks``,
+``ops``, ``store`` and ``storage`` (which it wires together: the store gets the callback
+wire format here).
+"""
 
 from __future__ import annotations
 
@@ -7,7 +12,8 @@ from pathlib import Path
 
 from lipdub.config import Settings
 from lipdub.media.fetch import UrlPolicy
-from lipdub.service.disk import DiskGuard
+from lipdub.service.callbacks.payloads import WIRE
+from lipdub.service.ops.disk import DiskGuard
 from lipdub.service.storage import Storage, open_storage
 from lipdub.service.store import Store
 
@@ -25,7 +31,9 @@ class Context:
 
     @classmethod
     def build(cls, settings: Settings, store: Store | None = None) -> Context:
-        store = store or Store.open(settings.effective_database_url)
+        store = store or Store.open(settings.effective_database_url, callbacks=WIRE)
+        if store.callbacks is None:  # a store a test (or a tool) opened bare
+            store.callbacks = WIRE
         storage = open_storage(
             settings.storage_url, settings.media_dir, settings.public_url, settings.secret_key()
         )

@@ -1,0 +1,88 @@
+"""Every error as an envelope: the service's own, validation failures (400, never
+FastAPI's 422), unknown routes, outages (503 with Retry-After, one log line per 10 s)
+and crashes (500 with a reference to find the traceback by)."""
+
+from __future__ import annotations
+
+import errno
+import logging
+import uuid
+
+import psycopg
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from sqlalchemy.exc import DBAPIError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from lipdub.service.api.envelope import envelope
+from lipdub.service.api.errors import HttpError, disk_low, validation_message
+from lipdub.service.context import Context
+from lipdub.service.ops.disk import DiskLow
+from lipdub.service.retry import ThrottledLog, is_transient
+from lipdub.service.storage import StorageUnavailable
+
+log = logging.getLogger("lipdub.api")
+
+
+def install(app: FastAPI, ctx: Context) -> None:
+    outage_log = ThrottledLog(log)  # an outage: a line per 10 s, not one per request
+
+    @app.exception_handler(HttpError)
+    async def _api_error(_r: Request, e: HttpError) -> JSONResponse:
+        return envelope(e.status, e.message, e.data, e.headers)
+
+    @app.exception_handler(DiskLow)
+    async def _disk_low(_r: Request, e: DiskLow) -> JSONResponse:
+        err = disk_low(e)
+        return envelope(err.status, err.message, None, err.headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(r: Request, e: RequestValidationError) -> JSONResponse:
+        ctype = r.headers.get("content-type", "")
+        errs = e.errors()
+        body_shape = errs and errs[0].get("type") in ("model_attributes_type", "dict_type")
+        if r.method == "POST" and body_shape and "json" not in ctype and "multipart" not in ctype:
+            return envelope(
+                400,
+                f"The body was sent as {ctype or 'no content type'!r}: send JSON with the "
+                "header 'Content-Type: application/json'.",
+            )
+        return envelope(400, validation_message(errs))
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(_r: Request, e: StarletteHTTPException) -> JSONResponse:
+        if e.status_code == 404:
+            return envelope(404, "No such endpoint: see /docs for the API.")
+        if e.status_code == 405:
+            return envelope(405, "Method not allowed on this endpoint: see /docs.")
+        return envelope(e.status_code, str(e.detail))
+
+    # Registered for these classes, not caught in _crash: a handler of Exception itself
+    # runs in Starlette's outermost middleware, which re-raises after answering (a
+    # traceback in the log per request during an outage).
+    @app.exception_handler(DBAPIError)
+    @app.exception_handler(psycopg.Error)
+    @app.exception_handler(StorageUnavailable)
+    async def _unavailable(r: Request, e: Exception) -> JSONResponse:
+        if not is_transient(e):
+            return await _crash(r, e)
+        # Database or storage unreachable for a moment: the client's retry will do,
+        # nothing is broken. One line per 10 s, no traceback.
+        what = "media storage" if isinstance(e, StorageUnavailable) else "database"
+        outage_log.warning("%s unreachable: %s", what, type(e).__name__)
+        return envelope(
+            503, f"The {what} is unreachable: retry in a few seconds.",
+            headers={"Retry-After": "5"},
+        )
+
+    @app.exception_handler(Exception)
+    async def _crash(_r: Request, e: Exception) -> JSONResponse:
+        if isinstance(e, OSError) and e.errno == errno.ENOSPC:
+            # The watermark is crossed between two of its checks: still no traceback.
+            return await _disk_low(_r, DiskLow(f"{ctx.disk.message()}: retry later."))
+        ref = uuid.uuid4().hex[:12]
+        log.exception("internal error %s", ref)
+        return envelope(
+            500, f"Internal error (reference {ref}): retry, and report the reference if it repeats."
+        )

@@ -1,0 +1,345 @@
+"""Service commands: ``serve``, ``worker``, ``keys create``, ``credits add``, ``account``.
+
+``register(app)`` adds them to the main Typer app in ``lipdub.cli``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import secrets
+import signal
+import threading
+from decimal import Decimal, InvalidOperation
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from lipdub.config import Settings
+
+console = Console()
+# soft_wrap: an error stays one line, however narrow the terminal (or none, under CI).
+err = Console(stderr=True, soft_wrap=True)
+# Money is stored as integer micro-dollars in a signed 64-bit column; one amount of at
+# most a billion dollars leaves room for any sane balance.
+MAX_USD = Decimal(1_000_000_000)
+
+DataDir = Annotated[
+    Path | None, typer.Option("--data-dir", help="Overrides LIPDUB_DATA_DIR.", show_default=False)
+]
+DbUrl = Annotated[
+    str | None,
+    typer.Option("--database-url", help="Overrides LIPDUB_DATABASE_URL.", show_default=False),
+]
+
+
+def _fail(message: str, code: int = 2) -> typer.Exit:
+    err.print(message, style="red", markup=False, highlight=False)
+    return typer.Exit(code)
+
+
+def _settings(**overrides: Any) -> Settings:
+    try:
+        return Settings.from_env(overrides)
+    except ValueError as e:
+        raise _fail(str(e)) from None
+
+
+def _micros(usd: str) -> int:
+    """A USD amount as integer micro-dollars; anything else is a one-line error."""
+    try:
+        value = Decimal(usd.strip())
+    except InvalidOperation:
+        raise _fail(f"{usd!r} is not an amount in USD: write e.g. 10 or 0.25.") from None
+    if not value.is_finite():
+        raise _fail(f"{usd!r} is not a finite amount in USD: write e.g. 10 or 0.25.")
+    if value < 0:
+        raise _fail(f"The amount {usd} is negative: give 0 or more USD.")
+    if value > MAX_USD:
+        raise _fail(f"The amount {usd} is above the {MAX_USD:,} USD limit: give a smaller one.")
+    micros = value * 1_000_000
+    if micros != micros.to_integral_value():
+        raise _fail(f"The amount {usd} has more than 6 decimals: money is kept in micro-dollars.")
+    return int(micros)
+
+
+def _when(ms: int | None) -> str:
+    """Epoch milliseconds as a readable UTC time (the store keeps ms)."""
+    if ms is None:
+        return ""
+    import datetime as dt
+
+    return dt.datetime.fromtimestamp(ms / 1000, dt.UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def _warn_split(settings: Settings, role: str) -> None:
+    from lipdub.service.cli.firstrun import split_warnings
+
+    for line in split_warnings(settings):
+        err.print(f"WARNING ({role}): {line}", style="bold yellow", markup=False, highlight=False)
+
+
+def _store(settings: Settings) -> Any:
+    from lipdub.service.store import Store
+
+    return Store.open(settings.effective_database_url)
+
+
+def _checked(build: Any) -> Any:
+    """Start-up that refuses with one line (exit 2) when the fleet does not match."""
+    from lipdub.service.ops.fleetcheck import FleetMismatch
+    from lipdub.service.store.db import NewerDatabase
+
+    try:
+        return build()
+    except (FleetMismatch, NewerDatabase) as e:
+        raise _fail(f"fleet check failed: {e}") from None
+    except ValueError as e:  # a malformed LIPDUB_STORAGE_URL and the like
+        raise _fail(str(e)) from None
+
+
+def _fleet_context(settings: Settings, check: Any) -> Any:
+    from lipdub.service.context import Context
+
+    ctx = Context.build(settings)
+    if settings.fleet_check:
+        check(ctx)
+    return ctx
+
+
+def register(app: typer.Typer) -> None:
+    keys = typer.Typer(help="API keys.", no_args_is_help=True)
+    credits = typer.Typer(help="Account credits.", no_args_is_help=True)
+    account = typer.Typer(help="Accounts.", no_args_is_help=True)
+    app.add_typer(keys, name="keys")
+    app.add_typer(credits, name="credits")
+    app.add_typer(account, name="account")
+    from lipdub.service.cli import db as dbcli
+
+    dbcli.register(app, _settings, _fail)
+
+    @app.command()
+    def serve(
+        host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
+        port: Annotated[int, typer.Option(help="TCP port.")] = 8000,
+        data_dir: DataDir = None,
+        database_url: DbUrl = None,
+        public_url: Annotated[
+            str | None, typer.Option(help="Base of URLs handed out; default http://HOST:PORT.")
+        ] = None,
+        workers: Annotated[
+            int | None, typer.Option(help="In-process task workers (0: API only).")
+        ] = None,
+        dev_key: Annotated[
+            bool,
+            typer.Option(
+                "--dev-key",
+                help="First start of a development install (make run): if the store has no "
+                "key, create one with $5 and print it with a curl walk-through.",
+            ),
+        ] = False,
+    ) -> None:
+        """Run the HTTP API with in-process workers (the embedded default)."""
+        import os
+
+        import uvicorn
+
+        from lipdub.service.api.app import create_app
+
+        default_public = f"http://{host}:{port}"
+        if "LIPDUB_PUBLIC_URL" in os.environ and public_url is None:
+            default_public = None  # type: ignore[assignment]
+        settings = _settings(
+            data_dir=data_dir,
+            database_url=database_url,
+            public_url=public_url or default_public,
+            workers=workers,
+        )
+        app_ = _checked(lambda: create_app(settings))  # before logging: a refusal is 1 line
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+        if settings.workers == 0:
+            _warn_split(settings, "serve --workers 0")
+        from lipdub.service.cli.firstrun import banner, dev_key_if_first_start
+
+        key = dev_key_if_first_start(app_.state.ctx.store) if dev_key else None
+        url = f"http://{host}:{port}"
+        print(banner(url, key, settings.data_dir.resolve()) if dev_key else
+              f"lipdub listening on {url}  (API docs: {url}/docs)", flush=True)
+        uvicorn.run(app_, host=host, port=port, access_log=False, log_level="warning")
+
+    @app.command()
+    def worker(
+        data_dir: DataDir = None,
+        database_url: DbUrl = None,
+        workers: Annotated[int | None, typer.Option(help="Concurrent tasks.")] = None,
+    ) -> None:
+        """Run task workers and callback delivery alone, on the API's database and storage."""
+        from lipdub.service.ops.fleetcheck import verify
+        from lipdub.service.worker import Worker
+
+        settings = _settings(data_dir=data_dir, database_url=database_url, workers=workers)
+        # A refusal is one line (what to fix); the warnings are for a worker that may run.
+        ctx = _checked(lambda: _fleet_context(settings, verify))
+        _warn_split(settings, "lipdub worker")
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+        w = Worker(ctx, slots=max(settings.workers, 1))
+        stop = threading.Event()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, lambda *_: stop.set())
+        w.start()
+        console.print(f"worker {w.name}: {w.slots} slot(s); Ctrl-C stops")
+        stop.wait()
+        w.stop()
+
+    @keys.command("create")
+    def keys_create(
+        account_name: Annotated[str, typer.Argument(metavar="ACCOUNT")],
+        credits_usd: Annotated[
+            str, typer.Option("--credits", help="Initial credits in USD (new accounts).")
+        ] = "0",
+        add_key: Annotated[
+            bool,
+            typer.Option("--add-key", help="The account exists: give it one more key."),
+        ] = False,
+        data_dir: DataDir = None,
+        database_url: DbUrl = None,
+    ) -> None:
+        """Create an account and its API key; the key is printed once, last line."""
+        from lipdub.service.store import AccountExists
+
+        micros = _micros(credits_usd)
+        if add_key and micros:
+            raise _fail(
+                f"--add-key adds a key, not money: run 'lipdub credits add {account_name} "
+                f"{credits_usd}' for the credits."
+            )
+        store = _store(_settings(data_dir=data_dir, database_url=database_url))
+        try:
+            key = store.create_key(account_name, micros, add_key=add_key)
+        except AccountExists:
+            raise _fail(
+                f"Account {account_name!r} exists: add a key with 'lipdub keys create "
+                f"{account_name} --add-key', credits with 'lipdub credits add'.",
+                1,
+            ) from None
+        console.print(
+            f"Created a key for account {account_name!r}; store it now, it is not shown again:"
+        )
+        print(key)
+
+    @keys.command("list")
+    def keys_list(
+        account_name: Annotated[
+            str | None, typer.Argument(metavar="[ACCOUNT]", help="Only this account's keys.")
+        ] = None,
+        data_dir: DataDir = None,
+        database_url: DbUrl = None,
+    ) -> None:
+        """Every key's prefix, account and state (the keys themselves are not stored)."""
+        store = _store(_settings(data_dir=data_dir, database_url=database_url))
+        table = Table("prefix", "account", "created", "revoked")
+        for k in store.list_keys(account_name):
+            table.add_row(k["prefix"], k["account"], _when(k["created_ms"]), _when(k["revoked_ms"]))
+        console.print(table)
+
+    @keys.command("revoke")
+    def keys_revoke(
+        key: Annotated[str, typer.Argument(metavar="KEY_OR_PREFIX")],
+        data_dir: DataDir = None,
+        database_url: DbUrl = None,
+    ) -> None:
+        """Revoke a key, given whole or by the prefix 'keys list' shows; it answers 401 at once."""
+        store = _store(_settings(data_dir=data_dir, database_url=database_url))
+        found = store.revoke_key(key.strip())
+        if not found:
+            raise _fail(f"No key matches {key!r}: see 'lipdub keys list'.", 1)
+        if len(found) > 1:
+            raise _fail(f"{len(found)} keys start with {key!r}: give the whole key.", 1)
+        k = found[0]
+        state = "was already revoked" if k["revoked_ms"] is not None else "is revoked"
+        console.print(f"Key {k['prefix']} of account {k['account']!r} {state}.")
+
+    @credits.command("add")
+    def credits_add(
+        account_name: Annotated[str, typer.Argument(metavar="ACCOUNT")],
+        usd: Annotated[str, typer.Argument(metavar="USD")],
+        data_dir: DataDir = None,
+        database_url: DbUrl = None,
+    ) -> None:
+        """Add credits (USD) to an account."""
+        from lipdub.service.store import UnknownAccount
+
+        micros = _micros(usd)
+        store = _store(_settings(data_dir=data_dir, database_url=database_url))
+        try:
+            balance = store.add_credits(account_name, micros)
+        except UnknownAccount:
+            raise _fail(
+                f"No account {account_name!r}: create it with 'lipdub keys create {account_name}'.",
+                1,
+            ) from None
+        console.print(f"{account_name}: balance ${balance / 1e6:.6f}")
+
+    @account.command("show")
+    def account_show(
+        account_name: Annotated[str, typer.Argument(metavar="ACCOUNT")],
+        as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+        data_dir: DataDir = None,
+        database_url: DbUrl = None,
+    ) -> None:
+        """Balance, reserved money and the recent ledger of an account."""
+        from lipdub.service.store import UnknownAccount
+
+        store = _store(_settings(data_dir=data_dir, database_url=database_url))
+        try:
+            summary = store.account_summary(account_name)
+        except UnknownAccount:
+            raise _fail(
+                f"No account {account_name!r}: create it with 'lipdub keys create {account_name}'.",
+                1,
+            ) from None
+        if as_json:
+            print(json.dumps(summary))
+            return
+        console.print(
+            f"[bold]{account_name}[/bold]: balance ${summary['balance_micros'] / 1e6:.6f}, "
+            f"reserved ${summary['reserved_micros'] / 1e6:.6f}, signed callbacks: "
+            f"{'on' if summary['webhook_signing'] else 'off'}"
+        )
+        table = Table("when", "kind", "amount $", "balance $", "task")
+        for e in summary["ledger"]:
+            table.add_row(
+                _when(e["created_ms"]),
+                e["kind"],
+                f"{e['amount_micros'] / 1e6:.6f}",
+                f"{e['balance_after'] / 1e6:.6f}",
+                e["task_id"] or "",
+            )
+        console.print(table)
+
+    @account.command("webhook-secret")
+    def account_webhook_secret(
+        account_name: Annotated[str, typer.Argument(metavar="ACCOUNT")],
+        disable: Annotated[bool, typer.Option("--disable", help="Send unsigned again.")] = False,
+        data_dir: DataDir = None,
+        database_url: DbUrl = None,
+    ) -> None:
+        """Sign the account's callbacks (Standard Webhooks); prints the secret, last line."""
+        import base64
+
+        from lipdub.service.store import UnknownAccount
+
+        store = _store(_settings(data_dir=data_dir, database_url=database_url))
+        secret = None if disable else "whsec_" + base64.b64encode(secrets.token_bytes(24)).decode()
+        try:
+            store.set_webhook_secret(account_name, secret)
+        except UnknownAccount:
+            raise _fail(f"No account {account_name!r}: see 'lipdub keys list'.", 1) from None
+        if secret is None:
+            console.print(f"{account_name}: callbacks are unsigned.")
+        else:
+            console.print(f"{account_name}: callbacks are signed with:")
+            print(secret)
