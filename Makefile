@@ -44,7 +44,7 @@ BENCH_VOICES := festival flite festvox-kdlpc16k festvox-italp16k festvox-itapc16
 bench-deps: install-dev
 	@command -v flite >/dev/null && test -d /usr/share/festival/voices/czech/czech_ph || { \
 		apt-get update -qq && apt-get install -y -qq $(BENCH_VOICES) >/dev/null; }
-	$(BIN)/pip install -q scikit-learn
+	$(BIN)/pip install -q scikit-learn pocketsphinx==5.1.1  # 5.x wheels ship the en-us model
 	test -x .venv-mp/bin/python || $(PY) -m venv .venv-mp
 	.venv-mp/bin/pip install -q mediapipe==0.10.14
 

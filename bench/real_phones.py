@@ -2,7 +2,7 @@
 often as real speakers' own lips do?
 
     make bench-deps                                   # .venv-mp (MediaPipe), pocketsphinx
-    .venv/bin/python bench/real_phones.py
+    .venv/bin/python -m bench.real_phones
 
 Real speech has no exact phone times, so they come from a recogniser: pocketsphinx's
 English acoustic model in phone-loop mode (its wheel ships the model), CMU phones mapped
@@ -24,20 +24,16 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
+from tools.othertts import to_ipa
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))
-import articulation as A  # noqa: E402
-from _clips import CACHE, MEDIA  # noqa: E402
-from motion import SourceTrack, mp_points, shape  # noqa: E402
-from othertts import to_ipa  # noqa: E402
-
-from lipdub.media.audio import decode_audio, read_video_audio, to_mono  # noqa: E402
+from bench import articulation as A
+from bench.common import CACHE, MEDIA
+from bench.motion import SourceTrack, mp_points, shape
+from lipdub.media.audio import decode_audio, read_video_audio, to_mono
 
 SR = 16000
 OUT = CACHE / "real_phones"
