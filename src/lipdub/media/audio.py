@@ -194,9 +194,12 @@ def decode_audio(
     max_duration_ms: float | None = None,
     max_bytes: int | None = None,
 ) -> np.ndarray:
-    """Decode ``path`` to float32 ``(n, channels)`` at ``sr``; MediaError/LimitError if unusable."""
+    """Decode ``path`` to float32 ``(n, channels)`` at ``sr``; MediaError/LimitError if
+    unusable. A DC offset (a constant carried by a cheap interface or a bad export) is
+    removed: mixed into the output it would shift the whole track and eat headroom."""
     out = _decode(Path(path), sr, channels, max_duration_ms, max_bytes, require_audio=True)
     assert out is not None
+    out -= out.mean(axis=0, dtype=np.float64).astype(np.float32)
     return out
 
 
