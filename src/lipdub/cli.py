@@ -59,7 +59,9 @@ def _check_length(video: Path) -> None:
 
 
 def _fail(e: Exception) -> None:
-    err.print(f"[red]error:[/red] {e}", highlight=False, soft_wrap=True)
+    detail = getattr(e, "detail", "")  # NoFacesError: what was searched and found
+    err.print(f"[red]error:[/red] {e}{f' ({detail})' if detail else ''}", highlight=False,
+              soft_wrap=True)
     raise typer.Exit(2)
 
 
@@ -114,6 +116,7 @@ def identify(
                  "thumbnail": str(session.thumbnail_path(f))}
                 for f in session.faces
             ],
+            "unusable": [u.to_json() for u in session.unusable],
         }))
         return
     v = session.video
@@ -125,6 +128,8 @@ def identify(
         table.add_row(f.face_id, f"{f.start_ms}-{f.end_ms} ms", segs,
                       str(session.thumbnail_path(f)))
     out.print(table)
+    for u in session.unusable:
+        out.print(f"  [yellow]not usable:[/yellow] {u.describe()}", highlight=False)
     out.print(f"session saved in {target}")
     if contact_sheet is not None:
         out.print(f"contact sheet: {contact_sheet}")

@@ -81,6 +81,31 @@ class Face:
         }
 
 
+@dataclass(frozen=True)
+class Unusable:
+    """A face identify found but leaves out, and why: ``reason`` is "too small" (its
+    median box side ``size_px`` is under the minimum) or "too brief" (seen for less
+    than the mouth model needs); ``start_ms``-``end_ms``: where it was seen."""
+
+    reason: str
+    start_ms: int
+    end_ms: int
+    size_px: int
+
+    def describe(self) -> str:
+        return (f"a face {self.reason} ({self.size_px} px wide, "
+                f"{self.start_ms / 1000:.2f}-{self.end_ms / 1000:.2f} s)")
+
+    def to_json(self) -> dict[str, object]:
+        return {"reason": self.reason, "start_time": self.start_ms,
+                "end_time": self.end_ms, "size_px": self.size_px}
+
+    @classmethod
+    def from_json(cls, d: dict[str, object]) -> Unusable:
+        return cls(str(d["reason"]), int(d["start_time"]),  # type: ignore[call-overload]
+                   int(d["end_time"]), int(d["size_px"]))  # type: ignore[call-overload]
+
+
 @dataclass(repr=False)
 class Session:
     """Everything identify learned about a video, enough for the renderer to work."""
@@ -91,6 +116,8 @@ class Session:
     # Presentation time of every frame, ms from the first frame (handles variable frame rate).
     frame_times_ms: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float64))
     directory: Path | None = None
+    # Faces found but left out (too small, too brief), with their spans.
+    unusable: list[Unusable] = field(default_factory=list)
 
     @staticmethod
     def new_id() -> str:
@@ -127,6 +154,7 @@ class Session:
             "session_id": self.session_id,
             "video": self.video.to_json(),
             "faces": [f.to_json() for f in self.faces],
+            "unusable": [u.to_json() for u in self.unusable],
         }
 
     def save(self, directory: str | Path) -> Path:
@@ -191,4 +219,5 @@ class Session:
             faces=faces,
             frame_times_ms=arrays.get("_frame_times", np.zeros(0, np.float64)),
             directory=d,
+            unusable=[Unusable.from_json(u) for u in meta.get("unusable", [])],
         )
