@@ -41,9 +41,19 @@ class FaceTrack:
     boxes: np.ndarray  # (N, 4) float32 x0, y0, x1, y1
     landmarks: np.ndarray  # (N, 68, 2) float32, smoothed
     pose: np.ndarray  # (N, 3) float32 yaw, pitch, roll in degrees
+    # (N,) bool: something covers the mouth there (faces/occlusion.py); never rendered.
+    covered: np.ndarray | None = None
 
     def __len__(self) -> int:
         return int(self.frames.shape[0])
+
+    def mouth_frames(self, n_frames: int) -> np.ndarray:
+        """The frames (below ``n_frames``) where the mouth can be re-rendered: tracked
+        and not covered."""
+        keep = self.frames < n_frames
+        if self.covered is not None and len(self.covered) == len(self.frames):
+            keep &= ~self.covered
+        return self.frames[keep]
 
     def index_of(self, frame: int) -> int | None:
         """Row of ``frame`` in this track, or None when the face is not visible there."""
@@ -68,6 +78,8 @@ class Face:
     # Lower-face crops identify kept for the renderer's bank (None: the renderer decodes
     # the video for them, as for sessions made before crops were kept).
     crops: FaceCrops | None = None
+    # Where something covers the mouth (ms spans): left untouched by sync.
+    mouth_covered: list[tuple[int, int]] = field(default_factory=list)
 
     def to_json(self) -> dict[str, object]:
         return {
@@ -78,6 +90,7 @@ class Face:
             "thumbnail": self.thumbnail,
             "prominence": round(float(self.prominence), 4),
             "frames_tracked": len(self.track),
+            "mouth_covered": [[int(a), int(b)] for a, b in self.mouth_covered],
         }
 
 
@@ -168,6 +181,8 @@ class Session:
             arrays[f"{f.face_id}.boxes"] = t.boxes.astype(np.float32)
             arrays[f"{f.face_id}.landmarks"] = t.landmarks.astype(np.float32)
             arrays[f"{f.face_id}.pose"] = t.pose.astype(np.float32)
+            if t.covered is not None:
+                arrays[f"{f.face_id}.covered"] = t.covered.astype(bool)
             arrays[f"{f.face_id}.embedding"] = f.embedding.astype(np.float32)
         np.savez_compressed(d / TRACKS_FILE, **arrays)  # type: ignore[arg-type]
         crops = {f.face_id: f.crops for f in self.faces if f.crops is not None}
@@ -199,6 +214,7 @@ class Session:
                 boxes=arrays[f"{fid}.boxes"],
                 landmarks=arrays[f"{fid}.landmarks"],
                 pose=arrays[f"{fid}.pose"],
+                covered=arrays.get(f"{fid}.covered"),
             )
             faces.append(
                 Face(
@@ -211,6 +227,7 @@ class Session:
                     embedding=arrays[f"{fid}.embedding"],
                     prominence=float(fj.get("prominence", 0.0)),
                     crops=FaceCrops.from_arrays(crop_arrays, fid),
+                    mouth_covered=[(int(a), int(b)) for a, b in fj.get("mouth_covered", [])],
                 )
             )
         return cls(
