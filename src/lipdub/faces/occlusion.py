@@ -86,18 +86,33 @@ class MouthCover:
         v = np.array([-u[1], u[0]])
         corners = np.array([c + iod * (x * u + y * v) for x, y in
                             ((_X0, _Y0), (_X1, _Y0), (_X0, _Y1), (_X1, _Y1))])
-        x0, y0 = np.floor(corners.min(axis=0)).astype(int)
-        x1, y1 = np.ceil(corners.max(axis=0)).astype(int) + 1
-        box = (max(int(x0), 0), max(int(y0), 0), min(int(x1), w), min(int(y1), h))
-        if box[2] - box[0] < 4 or box[3] - box[1] < 4:
+        x0, y0 = np.floor(corners.min(axis=0)).astype(int) // 2 * 2
+        x1, y1 = np.ceil(corners.max(axis=0)).astype(int) // 2 * 2 + 2
+        x0, y0, x1, y1 = max(int(x0), 0), max(int(y0), 0), min(int(x1), w), min(int(y1), h)
+        if x1 - x0 < 8 or y1 - y0 < 8:
             return
-        rgb, b = window_rgb(frame, box)
-        # Patch pixel (px, py) -> window pixel: origin at the patch corner (_X0, _Y0).
+        # The window reduced first (to 1.5x the patch's resolution), then converted and
+        # turned: a few thousand pixels a frame, not the window's hundred thousand.
+        k = min(1.0, 1.5 * PATCH_W / (iod * (_X1 - _X0)))
+        size = (max(int((x1 - x0) * k), 2), max(int((y1 - y0) * k), 2))
+        planes = frame.planes()
+        if planes is not None:
+            ys, us, vs = planes
+            ycc = cv2.merge([cv2.resize(p, size, interpolation=cv2.INTER_AREA) for p in (
+                ys[y0:y1, x0:x1], vs[y0 // 2:y1 // 2, x0 // 2:x1 // 2],
+                us[y0 // 2:y1 // 2, x0 // 2:x1 // 2])])
+            small = cv2.cvtColor(ycc, cv2.COLOR_YCrCb2RGB)
+        else:  # a raw frame (not from the decoder's plain stream)
+            rgb, (x0, y0, _, _) = window_rgb(frame, (x0, y0, x1, y1))
+            small = cv2.resize(rgb, size, interpolation=cv2.INTER_AREA)
+        sk = np.array([size[0] / (x1 - x0), size[1] / (y1 - y0)])
+        # Patch pixel (px, py) -> reduced-window pixel, from the patch corner (_X0, _Y0).
         sx, sy = iod * (_X1 - _X0) / PATCH_W, iod * (_Y1 - _Y0) / PATCH_H
-        o = c + iod * (_X0 * u + _Y0 * v) - np.array(b[:2], np.float64)
-        m = np.array([[u[0] * sx, v[0] * sy, o[0]], [u[1] * sx, v[1] * sy, o[1]]])
-        patch = cv2.warpAffine(rgb, m, (PATCH_W, PATCH_H),
-                               flags=cv2.INTER_AREA | cv2.WARP_INVERSE_MAP,
+        o = (c + iod * (_X0 * u + _Y0 * v) - np.array([x0, y0], np.float64)) * sk
+        m = np.array([[u[0] * sx * sk[0], v[0] * sy * sk[0], o[0]],
+                      [u[1] * sx * sk[1], v[1] * sy * sk[1], o[1]]])
+        patch = cv2.warpAffine(small, m, (PATCH_W, PATCH_H),
+                               flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
                                borderMode=cv2.BORDER_REPLICATE)
         self._seen[(track_id, frame.index)] = _Seen(_features(patch), canonical(lm))
 

@@ -127,6 +127,14 @@ class Frame:
                                  self._rotation)
         return self._rgb
 
+    def planes(self) -> list[np.ndarray] | None:
+        """The Y, U and V planes (views, no copy) of an upright 8-bit 4:2:0 frame (every
+        frame the decoder hands on); None for a raw one of another kind."""
+        f = self._frame
+        if f.format.name != "yuv420p" or self._rotation:
+            return None
+        return _planes(f)
+
     @property
     def gray(self) -> np.ndarray:
         """Luma: the Y plane itself for 8-bit YUV sources (no conversion), else converted."""
