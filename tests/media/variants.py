@@ -7,6 +7,7 @@ the pixel formats, ranges, colour tags and pixel shapes phones and cameras write
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from fractions import Fraction
 from pathlib import Path
 
@@ -14,40 +15,34 @@ import av
 import numpy as np
 
 
-def trimmed(src: Path, out: Path, cut_s: float) -> Path:
-    """``src`` cut at ``cut_s`` seconds by stream copy, as trimming tools do (ffmpeg
-    ``-ss cut -c copy``): every packet is kept, timestamps move by ``cut_s``, and the
-    muxer writes an edit list that starts the presentation at the cut."""
+def _remux(src: Path, out: Path, shift_s: Callable[[str], float]) -> Path:
+    """``src``'s picture and sound copied packet by packet into ``out``, each stream's
+    timestamps moved by ``shift_s(kind)`` seconds."""
     with av.open(str(src)) as inp, av.open(str(out), "w") as dst:
         streams = {s.index: dst.add_stream_from_template(s) for s in inp.streams
                    if s.type in ("video", "audio")}
         for p in inp.demux():
             if p.dts is None or p.stream.index not in streams:
                 continue
-            shift = int(round(cut_s / p.time_base))
-            p.pts -= shift
-            p.dts -= shift
+            shift = int(round(shift_s(p.stream.type) / p.time_base))
+            p.pts += shift
+            p.dts += shift
             p.stream = streams[p.stream.index]
             dst.mux(p)
     return out
+
+
+def trimmed(src: Path, out: Path, cut_s: float) -> Path:
+    """``src`` cut at ``cut_s`` seconds by stream copy, as trimming tools do (ffmpeg
+    ``-ss cut -c copy``): every packet is kept, timestamps move by ``cut_s``, and the
+    muxer writes an edit list that starts the presentation at the cut."""
+    return _remux(src, out, lambda _kind: -cut_s)
 
 
 def video_late(src: Path, out: Path, delay_s: float) -> Path:
     """``src`` with its picture track starting ``delay_s`` after its sound (stream copy):
     a player shows the first frame at ``delay_s`` with the sound that plays there."""
-    with av.open(str(src)) as inp, av.open(str(out), "w") as dst:
-        streams = {s.index: dst.add_stream_from_template(s) for s in inp.streams
-                   if s.type in ("video", "audio")}
-        for p in inp.demux():
-            if p.dts is None or p.stream.index not in streams:
-                continue
-            if p.stream.type == "video":
-                shift = int(round(delay_s / p.time_base))
-                p.pts += shift
-                p.dts += shift
-            p.stream = streams[p.stream.index]
-            dst.mux(p)
-    return out
+    return _remux(src, out, lambda kind: delay_s if kind == "video" else 0.0)
 
 
 def reencoded(src: Path, out: Path, *, seconds: float = 2.0, codec: str = "libx264",
