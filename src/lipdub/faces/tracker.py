@@ -71,10 +71,11 @@ class TrackerSettings:
     # Faces smaller than the whole-frame search sees: proposed every ``small_every_s``
     # seconds (and at cuts) by a Haar cascade at ``proposal_px`` a face, then checked by
     # HOG around each proposal, enlarged up to ``roi_max_upscale`` (a 40 px face: 2.5x).
-    # The cascade costs 40-65 ms a 720p frame, 110-160 ms a 1080p one (bench/speed.py
-    # on 2 busy cores), against 10 ms for the whole-frame HOG search: so it runs every
-    # 2 s, not with every search (new shots are searched at once).
-    small_every_s: float = 2.0
+    # The cascade costs 40-65 ms a 720p frame, 110-160 ms a 1080p one (on 2 busy
+    # cores), against 10 ms for the whole-frame HOG search: so it runs every 3 s, not
+    # with every search (each new shot is searched at once), with the faces already
+    # tracked blanked out (a talking head's face is a third of the frame).
+    small_every_s: float = 3.0
     proposal_px: int = 24
     roi_max_upscale: float = 3.0
     max_misses: int = 2  # detections in a row that may miss a track before it ends
@@ -235,8 +236,9 @@ class FaceTracker:
             # Between two whole-frame searches, so the two do not queue in one thread.
             if (self.small_search and frame.index % self.small_every
                     == self.s.detect_every // 2):
+                known = [landmark_box(tr.landmarks[-1]) for tr in self.active]
                 self._add(_Job(frame, frame.index + self.search_lag, None,
-                               self._search_pool.submit(self._small_faces, gray, [])))
+                               self._search_pool.submit(self._small_faces, gray, known)))
         oldest = min([j.at.index for j in self._jobs] + [frame.index + 1])
         self._held = self._held_from(oldest - self.look_back)
         return self._seen(earlier, frame, self.active)
@@ -372,7 +374,13 @@ class FaceTracker:
         fires on textures). ``known``: boxes found already (not proposed again)."""
         s = min(1.0, self.s.proposal_px / self.s.min_face_px)
         small = (cv2.resize(gray, None, fx=s, fy=s, interpolation=cv2.INTER_AREA)
-                 if s < 1 else gray)
+                 if s < 1 else gray.copy())
+        # Where a known face is, no other face is: flat there, the cascade's first stage
+        # rejects every window at once (a talking head's face is a third of the frame).
+        for x0, y0, x1, y1 in known:
+            g = 0.1 * (x1 - x0)
+            small[max(int((y0 - g) * s), 0):max(int((y1 + g) * s), 0),
+                  max(int((x0 - g) * s), 0):max(int((x1 + g) * s), 0)] = 128
         biggest = int(self.search_min_px * 1.5 * s)
         with models.haar_cascade() as cascade:
             found = cascade.detectMultiScale(small, scaleFactor=1.2, minNeighbors=3,
