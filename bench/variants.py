@@ -61,12 +61,18 @@ def levels(src: Path, out: Path) -> tuple[float, float]:
     with av.open(str(src)) as a, av.open(str(out)) as b:
         xs = [luma8(f) for f in a.decode(a.streams.video[0])]
         ys = [luma8(f) for f in b.decode(b.streams.video[0])]
+    # An output at video levels from a full-range source is compared as the picture it
+    # shows: its codes mapped back to full range.
+    stretch = tags(src)[4] == 2 and tags(out)[4] != 2
     errs = []
     for x, y in zip(xs, ys, strict=False):
         h, w = min(x.shape[0], y.shape[0]), min(x.shape[1], y.shape[1])
         away = np.ones((h, w), bool)
         away[h // 4:, w // 6: 5 * w // 6] = False  # the lower face and around it
-        errs.append(y[:h, :w][away].astype(np.float64) - x[:h, :w][away])
+        yy = y[:h, :w][away].astype(np.float64)
+        if stretch:
+            yy = (yy - 16) * 255 / 219
+        errs.append(yy - x[:h, :w][away])
     e = np.concatenate(errs)
     return float(e.mean()), float(10 * np.log10(255**2 / np.mean(e**2)))
 

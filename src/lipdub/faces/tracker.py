@@ -174,6 +174,7 @@ class FaceTracker:
         self.small_search = self.search_min_px > settings.min_face_px
         self.smallest_px = float(min(self.search_min_px, settings.min_face_px))
         self.small_every = max(settings.detect_every, int(round(settings.small_every_s * fps)))
+        self._last_small = 0  # the frame the last search for small faces ran on
         self.predictor = models.landmark_predictor()
         self.encoder = models.face_encoder()
         self.active: list[Track] = []
@@ -225,6 +226,7 @@ class FaceTracker:
             boxes = self._hog(gray)
             if self.small_search:
                 boxes += self._small_faces(gray, boxes)
+                self._last_small = frame.index
             earlier += self._discover(boxes, [frame])
         else:
             if frame.index % self.s.confirm_every == 0 and self.active:
@@ -235,9 +237,12 @@ class FaceTracker:
             if frame.index % self.s.detect_every == 0:
                 self._add(_Job(frame, frame.index + self.search_lag, None,
                                self._search_pool.submit(self._hog, gray)))
-            # Between two whole-frame searches, so the two do not queue in one thread.
-            if (self.small_search and frame.index % self.small_every
-                    == self.s.detect_every // 2):
+            # Between two whole-frame searches (so the two do not queue in one thread),
+            # small_every after the last one (a new shot's included).
+            if (self.small_search and frame.index % self.s.detect_every
+                    == self.s.detect_every // 2
+                    and frame.index - self._last_small >= self.small_every):
+                self._last_small = frame.index
                 known = [landmark_box(tr.landmarks[-1]) for tr in self.active]
                 self._add(_Job(frame, frame.index + self.search_lag, None,
                                self._search_pool.submit(self._small_faces, gray, known)))
