@@ -3,7 +3,7 @@ PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: run test install install-dev system-deps node-deps lint clean
+.PHONY: run test install install-dev system-deps node-deps lint clean bench-deps
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -31,6 +31,22 @@ system-deps:
 
 install-dev: $(VENV)/.installed-dev system-deps node-deps
 
+# Benchmarks only (never make test): Festival and flite voices for the viseme model's
+# held-out synthesizers (tools/othertts.py; kal and slt are left out on purpose: they are
+# kept for independent checks), scikit-learn to train the model, and MediaPipe's face
+# mesh, bench/motion.py's independent landmark instrument, in a venv of its own
+# (.venv-mp): it brings its own OpenCV and protobuf. 0.10.14 is pinned because it is the
+# last release whose wheel ships the face-mesh model; later ones download it at run time.
+BENCH_VOICES := festival flite festvox-kdlpc16k festvox-italp16k festvox-itapc16k \
+	festvox-czech-dita festvox-czech-machac festvox-czech-ph festvox-suopuhe-lj \
+	festvox-suopuhe-mv festvox-ca-ona-hts festvox-ru
+bench-deps: install-dev
+	@command -v flite >/dev/null && test -d /usr/share/festival/voices/czech/czech_ph || { \
+		apt-get update -qq && apt-get install -y -qq $(BENCH_VOICES) >/dev/null; }
+	$(BIN)/pip install -q scikit-learn
+	test -x .venv-mp/bin/python || $(PY) -m venv .venv-mp
+	.venv-mp/bin/pip install -q mediapipe==0.10.14
+
 # Express, for the test that runs the contract's own Node/Express callback receiver
 # unchanged (the JavaScript client itself has no dependencies). Local to the venv.
 NODE_DEPS := $(VENV)/node/node_modules/express/package.json
@@ -54,4 +70,4 @@ test: install-dev lint
 	$(BIN)/pytest -q
 
 clean:
-	rm -rf $(VENV) .lipdub .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .venv-mp .lipdub .pytest_cache .mypy_cache .ruff_cache

@@ -178,7 +178,21 @@ VOICES: dict[str, list[str]] = {
            "cmn-latn-pinyin+m1", "cmn-latn-pinyin+f4", "cmn-latn-pinyin+m5",
            "cmn-latn-pinyin+f1"],
 }
-LANGS = list(TEXTS)
+TEXTS["it"] = [
+    "Il bambino beve molto latte la mattina.", "Mamma porta una borsa blu al mercato.",
+    "Paolo mangia pane e burro con la zuppa.", "Vorrei un piatto di pasta fresca, per favore.",
+    "Il papà compra sei mele e un bel melone.", "Bruno vede la luna sopra il porto.",
+]
+# Voices of other synthesizers (tools/othertts.py), English or Italian text: speech whose
+# phone times are exact but whose sound is not espeak's. Which of them the viseme model
+# heard in training is up to the model (tools/train_visemes.py --synths); kal and slt are
+# never used (they belong to independent checks).
+OTHER_VOICES: dict[str, tuple[str, str, str]] = {
+    "flite-awb": ("flite", "awb", "en"), "flite-rms": ("flite", "rms", "en"),
+    "fest-ked": ("festival", "ked_diphone", "en"), "fest-it": ("festival", "lp_diphone", "it"),
+}
+LANGS = ["en", "de", "es", "zh"]
+ALL_LANGS = LANGS + list(OTHER_VOICES)
 QUICK_LANGS = ["en", "zh"]
 
 TARGETS = {
@@ -249,6 +263,8 @@ def synth_for(lang: str, idx: int, duration: float) -> tuple[Path, list, str]:
     phones [(start, end, ipa)], voice. Cached."""
     from phonetimed import synth
 
+    if lang in OTHER_VOICES:
+        return _other_synth_for(lang, idx, duration)
     voice = VOICES[lang][idx % len(VOICES[lang])]
     d = OUT / "speech"
     stem = f"{lang}_{idx}_{duration:.2f}"
@@ -273,19 +289,70 @@ def synth_for(lang: str, idx: int, duration: float) -> tuple[Path, list, str]:
         if target * 0.97 <= length <= target:
             break
         rate = float(np.clip(rate * length / target, 110, 260))
-    if audio.size / sr > target:  # crop at the last phoneme that ends in time
-        end = max((e for s, e, _ in phones if e <= target), default=target)
-        phones = [p for p in phones if p[1] <= end]
-        n = int(end * sr)
-        fade = min(n, int(0.03 * sr))
-        audio = audio[:n].copy()
-        audio[n - fade :] *= np.linspace(1, 0, fade, dtype=np.float32)
-    d.mkdir(parents=True, exist_ok=True)
+    audio, phones = _crop(audio, sr, phones, target)  # at the last phoneme that ends in time
+    return _save_speech(wav, meta, audio, sr, phones, voice, text, rate)
+
+
+def _crop(audio: np.ndarray, sr: int, phones: list, target: float) -> tuple[np.ndarray, list]:
+    """Cut at the last phoneme that ends by ``target`` s, with a 30 ms fade."""
+    if audio.size / sr <= target:
+        return audio, phones
+    end = max((e for s, e, _ in phones if e <= target), default=target)
+    phones = [p for p in phones if p[1] <= end]
+    n = int(end * sr)
+    fade = min(n, int(0.03 * sr))
+    audio = audio[:n].copy()
+    audio[n - fade :] *= np.linspace(1, 0, fade, dtype=np.float32)
+    return audio, phones
+
+
+def _save_speech(wav: Path, meta: Path, audio: np.ndarray, sr: int, phones: list,
+                 voice: str, text: str, rate: float) -> tuple[Path, list, str]:
+    wav.parent.mkdir(parents=True, exist_ok=True)
     wavfile.write(str(wav), sr, (np.clip(audio, -1, 1) * 32767).astype(np.int16))
     phones = [(round(float(s), 4), round(float(e), 4), lab) for s, e, lab in phones]
     meta.write_text(json.dumps({"voice": voice, "text": text, "rate": rate,
                                 "sr": sr, "phones": phones}, ensure_ascii=False))
     return wav, phones, voice
+
+
+def _other_synth_for(key: str, idx: int, duration: float) -> tuple[Path, list, str]:
+    """``synth_for`` with Festival or flite: the speaking rate is set by stretching the
+    durations until the speech fills the clip less ``SHORTER_S``."""
+    from othertts import festival_batch, flite_synth
+
+    synth, voice, lang = OTHER_VOICES[key]
+    d = OUT / "speech"
+    stem = f"{key}_{idx}_{duration:.2f}"
+    wav, meta = d / f"{stem}.wav", d / f"{stem}.json"
+    if wav.is_file() and meta.is_file():
+        m = json.loads(meta.read_text())
+        return wav, [tuple(p) for p in m["phones"]], m["voice"]
+
+    def say(text: str, stretch: float) -> tuple[np.ndarray, int, list]:
+        if synth == "flite":
+            return flite_synth(text, voice, stretch=stretch)
+        return festival_batch([text], voice, stretch=stretch)[0]
+
+    target = duration - SHORTER_S
+    texts = TEXTS[lang]
+    sents: list[str] = []
+    k = idx * 2
+    audio, sr, phones = np.zeros(0, np.float32), 16000, []
+    while audio.size / sr < target * 1.05 or not sents:
+        sents.append(texts[k % len(texts)])
+        k += 1
+        audio, sr, phones = say(" ".join(sents), 1.0)
+    text = " ".join(sents)
+    stretch = 1.0
+    for _ in range(3):
+        length = audio.size / sr
+        if target * 0.97 <= length <= target:
+            break
+        stretch = float(np.clip(stretch * target / length, 0.6, 1.6))
+        audio, sr, phones = say(text, stretch)
+    audio, phones = _crop(audio, sr, phones, target)
+    return _save_speech(wav, meta, audio, sr, phones, f"{synth}:{voice}", text, stretch)
 
 
 # ---------------------------------------------------------------------------- alignment
@@ -793,12 +860,19 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="3 clips x 2 languages (en, zh)")
     ap.add_argument("--clips", help="comma-separated substrings of clip names")
-    ap.add_argument("--langs", help=f"comma-separated, of {','.join(LANGS)}")
+    ap.add_argument("--langs", help=f"comma-separated, of {','.join(ALL_LANGS)} "
+                    "(the last ones: other synthesizers' voices)")
     ap.add_argument("--no-vasp", action="store_true", help="skip the vasp glitch case")
     ap.add_argument("--reuse", action="store_true", help="measure existing outputs again")
     ap.add_argument("--json", type=Path, help="write the results here")
     ap.add_argument("--tag", default="", help="cache outputs under this tag (another engine)")
+    ap.add_argument("--viseme-weights", type=Path,
+                    help="dub with this viseme model (e.g. one trained without a synthesizer)")
     args = ap.parse_args()
+    if args.viseme_weights:
+        from lipdub.speech.visemes import use_weights
+
+        use_weights(str(args.viseme_weights))
     global TAG
     TAG = f".{args.tag}" if args.tag else ""
 
@@ -811,9 +885,9 @@ def main() -> None:
         clips = [c for c in clips if any(k in c[1] for k in keys)]
     if args.langs:
         langs = [x.strip() for x in args.langs.split(",") if x.strip()]
-        unknown = set(langs) - set(LANGS)
+        unknown = set(langs) - set(ALL_LANGS)
         if unknown:
-            ap.error(f"unknown languages {sorted(unknown)}; have {LANGS}")
+            ap.error(f"unknown languages {sorted(unknown)}; have {ALL_LANGS}")
     OUT.mkdir(parents=True, exist_ok=True)
     version = engine_version()
     print(f"engine: {version}")

@@ -31,8 +31,9 @@ import numpy as np
 
 from lipdub.faces.geometry import mouth_opening
 from lipdub.media.audio import decode_audio, read_video_audio, to_mono
+from lipdub.speech.calibration import Calibration  # noqa: E402
 from lipdub.speech.features import speech_loudness
-from lipdub.speech.mouth import Calibration, build_profile, mouth_targets
+from lipdub.speech.mouth import build_profile, mouth_targets
 
 SR = 16000
 CLIPS = [
@@ -213,9 +214,9 @@ def main() -> None:
         prof = build_profile(lm[seen], fps, src_m, SR, frames=seen, calibrate=calibrate)
         real = mouth_opening(lm)
         loud_old = speech_loudness(src_m, SR, fps, n)
-        from lipdub.speech.mouth import _activity  # bench-only peek at the speech mask
+        from lipdub.speech.cues import activity  # bench-only peek at the speech mask
 
-        src_speaking = _activity(loud_old) > 0.5
+        src_speaking = activity(loud_old) > 0.5
         if src_speaking.sum() < 20:
             src_speaking = np.ones(n, bool)
 

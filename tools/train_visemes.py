@@ -29,11 +29,11 @@ from scipy.signal import butter, fftconvolve, lfilter, sosfilt
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from lipdub.speech import visemes as V  # noqa: E402
-from phonetimed import synth  # noqa: E402
+from phonetimed import synth as synth_espeak  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "src" / "lipdub" / "speech" / "viseme_mlp.npz"
-HELD_OUT = ("de", "es", "vi")
+HELD_OUT = ("de", "es", "vi")  # espeak-ng languages kept out of training
 
 # Language: (espeak voice, letters for pseudo-words (consonants, vowels), sentences).
 LANGS: dict[str, tuple[str, str, str, list[str]]] = {
@@ -100,7 +100,14 @@ LANGS: dict[str, tuple[str, str, str, list[str]]] = {
     ]),
     "ru": ("ru", "", "", [
         "Мама мыла раму.", "Папа купил большую булку.", "Вова пошёл в школу утром.",
-        "Мы будем пить чай с молоком.",
+        "Мы будем пить чай с молоком.", "Бабушка варит вкусный борщ.",
+        "Поезд опоздал на пять минут.", "Утром мы пойдём в парк гулять.",
+        "Мой брат любит синюю машину.",
+    ]),
+    "ca": ("ca", "bcdfglmnprstvx", "aeiouàèéòó", [
+        "El meu pare beu vi blanc.", "La mare compra pomes al mercat.",
+        "Bon dia, com estàs avui?", "Vull un got d'aigua, si us plau.",
+        "El nen juga a pilota amb el seu amic.", "Plou molt a la muntanya.",
     ]),
 }
 PINYIN = " ".join([
@@ -240,62 +247,157 @@ def _augment(x: np.ndarray, sr: int, rng: np.random.Generator) -> np.ndarray:
     return y.astype(np.float32)
 
 
-def corpus(n_utts: int, seed: int, langs: list[str]) -> tuple[np.ndarray, np.ndarray]:
+SYNTHS = ("espeak", "festival", "flite")
+# Shares of the utterances per synthesizer when all three are used. Festival brings six
+# languages and three kinds of synthesis (diphone, cluster units, HTS); flite two
+# English voices, so it gets the smallest share and the most voice variation.
+SHARES = {"espeak": 0.45, "festival": 0.35, "flite": 0.2}
+_FESTIVAL_BATCH = 24  # utterances per Festival process (its start-up is ~0.3 s)
+
+
+def _festival_text(rng: np.random.Generator, lang: str) -> str:
+    return _text(rng, "en" if lang == "en" else lang)
+
+
+def _speak(rng: np.random.Generator, synths: list[str], langs: list[str],
+           n: int) -> list[tuple[np.ndarray, int, list]]:
+    """``n`` phone-timed utterances from the chosen synthesizers (shares renormalised)."""
+    from othertts import FESTIVAL_VOICES, FLITE_VOICES, festival_batch, flite_synth
+
+    w = np.array([SHARES[s] for s in synths])
+    counts = np.floor(w / w.sum() * n).astype(int)
+    counts[0] += n - counts.sum()
+    out: list[tuple[np.ndarray, int, list]] = []
+    for synth, k in zip(synths, counts, strict=True):
+        if synth == "espeak":
+            for i in range(k):
+                lang = langs[i % len(langs)]
+                voice = LANGS[lang][0] + VARIANTS[int(rng.integers(len(VARIANTS)))]
+                text = _text(rng, lang)
+                try:
+                    out.append(synth_espeak(text, voice, rate=int(rng.integers(110, 230)),
+                                            pitch=int(rng.integers(15, 85)),
+                                            pitch_range=int(rng.integers(10, 95))))
+                except ValueError:
+                    out.append(synth_espeak(text, LANGS[lang][0]))
+        elif synth == "flite":
+            for _ in range(k):
+                voice = FLITE_VOICES[int(rng.integers(len(FLITE_VOICES)))]
+                lang = "en" if rng.random() < 0.5 else "en-us"
+                f0 = float(rng.uniform(80, 190)) if rng.random() < 0.7 else None
+                out.append(flite_synth(_text(rng, lang), voice,
+                                       stretch=float(rng.uniform(0.75, 1.45)), f0_mean=f0))
+        else:
+            voices = list(FESTIVAL_VOICES)
+            per = np.full(len(voices), k // len(voices))
+            per[: k - per.sum()] += 1
+            for voice, m in zip(voices, per, strict=True):
+                lang = FESTIVAL_VOICES[voice][0]
+                for a in range(0, int(m), _FESTIVAL_BATCH):
+                    texts = [_festival_text(rng, lang)
+                             for _ in range(min(_FESTIVAL_BATCH, int(m) - a))]
+                    out.extend(festival_batch(texts, voice,
+                                              stretch=float(rng.uniform(0.8, 1.4))))
+    return out
+
+
+def corpus(n_utts: int, seed: int, langs: list[str], synths: list[str] | None = None,
+           stride: int = 1) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(features, labels, synthesizer index into ``SYNTHS``) for every ``stride``-th 10 ms
+    frame of ``n_utts`` augmented utterances. Neighbouring frames are near copies: every
+    second one carries the same information at half the memory and training time."""
     rng = np.random.default_rng(seed)
-    xs, ys = [], []
+    xs, ys, ss = [], [], []
     t0 = time.time()
-    for i in range(n_utts):
-        lang = langs[i % len(langs)]
-        voice = LANGS[lang][0] + VARIANTS[int(rng.integers(len(VARIANTS)))]
-        text = _text(rng, lang)
-        try:
-            audio, sr, phones = synth(text, voice, rate=int(rng.integers(110, 230)),
-                                      pitch=int(rng.integers(15, 85)),
-                                      pitch_range=int(rng.integers(10, 95)))
-        except ValueError:
-            audio, sr, phones = synth(text, LANGS[lang][0])
+    synths = synths or ["espeak"]
+    w = np.array([SHARES[s] for s in synths])
+    counts = np.floor(w / w.sum() * n_utts).astype(int)
+    counts[0] += n_utts - counts.sum()
+    utts = _speak(rng, synths, langs, n_utts)
+    which = np.repeat([SYNTHS.index(s) for s in synths], counts)
+    for i, (audio, sr, phones) in enumerate(utts):
         if audio.size < sr // 4 or not phones:
             continue
         lead = np.zeros(int(rng.uniform(0.05, 0.6) * sr), np.float32)
         audio = np.concatenate([lead, audio, np.zeros(int(0.3 * sr), np.float32)])
         shift = lead.size / sr
-        phones = [(a + shift, b + shift, p) for a, b, p in phones]
-        x16 = V.to_16k(_augment(audio, sr, rng), sr)
-        f = V.features(x16)
-        xs.append(f)
-        ys.append(frame_labels(phones, f.shape[0]))
+        # Vocal-tract length: reading the samples at a rate f off scales every formant
+        # (and the pitch) by f and the timing by 1/f, as a longer or shorter tract and a
+        # slower or faster talker would. It is the speaker variation a handful of
+        # synthetic voices lack.
+        f = float(rng.uniform(0.88, 1.12)) if rng.random() < 0.7 else 1.0
+        phones = [((a + shift) / f, (b + shift) / f, p) for a, b, p in phones]
+        x16 = V.to_16k(_augment(audio, sr, rng), int(round(sr * f)))
+        feats = V.features(x16)
+        xs.append(feats[::stride].astype(np.float16))
+        ys.append(frame_labels(phones, feats.shape[0])[::stride])
+        ss.append(np.full(ys[-1].size, which[i], np.int8))
         if (i + 1) % 200 == 0:
-            print(f"  {i + 1}/{n_utts} utterances, {time.time() - t0:.0f} s", flush=True)
-    return np.concatenate(xs), np.concatenate(ys)
+            print(f"  {i + 1}/{len(utts)} utterances, {time.time() - t0:.0f} s", flush=True)
+    return np.concatenate(xs), np.concatenate(ys), np.concatenate(ss)
+
+
+def _load_or_make(path: Path | None, n: int, seed: int, langs: list[str], stride: int,
+                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The corpus of every synthesizer, cached at ``path``: models that leave one
+    synthesizer out train on a subset of the same utterances."""
+    if path is not None and path.is_file():
+        with np.load(path) as z:
+            return z["x"], z["y"], z["s"]
+    x, y, s = corpus(n, seed, langs, list(SYNTHS), stride)
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        np.savez(path, x=x, y=y, s=s)
+    return x, y, s
 
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--utterances", type=int, default=3000)
-    ap.add_argument("--epochs", type=int, default=10)
+    ap.add_argument("--utterances", type=int, default=5000)
+    ap.add_argument("--epochs", type=int, default=12)
+    ap.add_argument("--hidden", default="256,128", help="hidden layer sizes")
     ap.add_argument("--out", type=Path, default=OUT)
+    ap.add_argument("--synths", default=",".join(SYNTHS),
+                    help="synthesizers to train on; leave one out to validate on it")
+    ap.add_argument("--cache", type=Path,
+                    help="keep the synthesised corpus here (float16, ~1 GB) and reuse it")
     args = ap.parse_args()
+    synths = [s for s in args.synths.split(",") if s]
+    if set(synths) - set(SYNTHS):
+        raise SystemExit(f"--synths: choose from {', '.join(SYNTHS)}")
     from sklearn.neural_network import MLPClassifier
 
     langs = [k for k in LANGS if k not in HELD_OUT]
-    print(f"synthesising {args.utterances} utterances in {len(langs)} languages")
-    x, y = corpus(args.utterances, 1, langs)
-    xv, yv = corpus(max(200, args.utterances // 10), 2, langs)
+    print(f"corpus: {args.utterances} utterances of {', '.join(SYNTHS)}, espeak in "
+          f"{len(langs)} languages; training on {', '.join(synths)}", flush=True)
+    cache_v = args.cache.with_suffix(".val.npz") if args.cache else None
+    x, y, s = _load_or_make(args.cache, args.utterances, 1, langs, 2)
+    xv, yv, sv = _load_or_make(cache_v, max(200, args.utterances // 10), 2, langs, 1)
+    keep = np.isin(s, [SYNTHS.index(k) for k in synths])
+    x, y = x[keep], y[keep]
+    keep_v = np.isin(sv, [SYNTHS.index(k) for k in synths])
+    xv, yv = xv[keep_v].astype(np.float32), yv[keep_v]
     print(f"{x.shape[0]} training frames; class shares",
-          np.round(np.bincount(y, minlength=len(V.CLASSES)) / y.size, 3))
+          np.round(np.bincount(y, minlength=len(V.CLASSES)) / y.size, 3), flush=True)
     mean = x.mean(0, dtype=np.float64).astype(np.float32)
     scale = (x.std(0, dtype=np.float64) + 1e-3).astype(np.float32)
-    # Neighbouring 10 ms frames are near copies: every second one carries the same
-    # information at half the training time.
-    x, y = x[::2], y[::2]
-    x = (x - mean) / scale
-    clf = MLPClassifier(hidden_layer_sizes=(256, 128), alpha=1e-4, batch_size=512,
+    # Lip contacts are brief (a /p/ closure is 5-10 frames of 10 ms) and rare (~10 % of
+    # frames), yet they are what a viewer checks first: their frames count twice, so the
+    # model does not learn that calling them "consonant" or "silence" is cheap.
+    rows = np.concatenate([np.arange(y.size),
+                           np.flatnonzero((y == V.BILABIAL) | (y == V.LABIODENTAL))])
+    hidden = tuple(int(h) for h in args.hidden.split(","))
+    clf = MLPClassifier(hidden_layer_sizes=hidden, alpha=1e-4, batch_size=512,
                         learning_rate_init=1e-3, random_state=0)
     classes = np.arange(len(V.CLASSES))
     rng = np.random.default_rng(0)
+    chunk = 200_000  # rows normalised to float32 at a time: the corpus stays float16
     for epoch in range(args.epochs):
-        order = rng.permutation(x.shape[0])
-        clf.partial_fit(x[order], y[order], classes=classes)
+        order = rows[rng.permutation(rows.size)]
+        for a in range(0, order.size, chunk):
+            idx = order[a : a + chunk]
+            xb = (x[idx].astype(np.float32) - mean) / scale
+            clf.partial_fit(xb, y[idx], classes=classes)
         model = V.VisemeModel(mean, scale,
                               [(w.astype(np.float32), b.astype(np.float32))
                                for w, b in zip(clf.coefs_, clf.intercepts_, strict=True)])

@@ -81,7 +81,7 @@ def lapvar_in_lips(rgb: np.ndarray, lm: np.ndarray) -> float:
 def test_vasp_middle_face_renders_clean_and_sharp(tmp_path: Path) -> None:
     """The case that smeared frames 62-64 (a sheared alignment): every output frame's
     middle panel stays close to the source away from the mouth, and the mouth is as
-    sharp as the source's."""
+    sharp as the source's (0.85-1.2x; the sharpening once overshot to 1.3-1.5x)."""
     video = media("vasp__combine001.mp4")
     session = lipdub.identify(video)
     middle = [f for f in session.faces
@@ -110,4 +110,5 @@ def test_vasp_middle_face_renders_clean_and_sharp(tmp_path: Path) -> None:
         assert d.mean(axis=2)[ring].mean() < 12.0, f"frame {i} lower face changed"
         if i >= 30:
             ratios.append(lapvar_in_lips(dst[i], lm) / max(lapvar_in_lips(src[i], lm), 1e-6))
-    assert np.median(ratios) >= 0.85
+    # As sharp as the source's, not sharper: crisp lips on a soft face read as a seam.
+    assert 0.85 <= np.median(ratios) <= 1.2, f"lip sharpness {np.median(ratios):.2f}x"

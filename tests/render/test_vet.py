@@ -13,20 +13,16 @@ import pytest
 
 import lipdub
 from lipdub.faces.geometry import interocular
-from lipdub.render.bank import STABLE
-from lipdub.render.vet import (
-    check_patch,
-    lapvar,
-    match_sharpness,
+from lipdub.render.bank import STABLE, similarity_to_canonical
+from lipdub.render.entries import lapvar, score_entries, vet_entries
+from lipdub.render.patch_check import check_patch, roi_box
+from lipdub.render.sharpness import match_sharpness
+from lipdub.render.targets import (
     plausible_target,
     plausible_targets,
     plausible_transform,
     render_targets,
-    roi_box,
-    score_entries,
-    similarity_to_canonical,
     transform_distortion,
-    vet_entries,
 )
 from tests.conftest import media
 

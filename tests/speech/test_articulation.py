@@ -14,8 +14,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from lipdub.speech.cues import articulation_cues
 from lipdub.speech.features import frame_features, speech_loudness
-from lipdub.speech.mouth import _cues, closure_frames, mouth_targets
+from lipdub.speech.mouth import closure_frames, mouth_targets
 from lipdub.speech.visemes import BILABIAL, CLASSES, frame_visemes, viseme_posteriors
 from tests.speech.test_mouth import FPS, SPEECH, SR, load, typical_profile, with_pauses
 
@@ -96,7 +97,7 @@ def test_real_recordings_close_at_a_speech_like_rate(lang: str) -> None:
     n = int(x.size / SR * FPS)
     vis = frame_visemes(x, SR, FPS, n)
     ff = frame_features(x, SR, FPS, n)
-    c = _cues(ff, vis)
+    c = articulation_cues(ff, vis)
     closed = closure_frames(vis, c.gate, ff.loudness)
     speech_s = float((c.act > 0.5).sum()) / FPS
     runs = int(np.sum(np.diff(np.r_[0, closed.astype(int)]) == 1))

@@ -14,11 +14,11 @@ import pytest
 from lipdub.errors import InputError
 from lipdub.faces.geometry import mouth_opening, mouth_width
 from lipdub.media.audio import decode_audio, to_mono
+from lipdub.speech.cues import articulation_cues
 from lipdub.speech.features import frame_features, speech_loudness
 from lipdub.speech.mouth import (
     MouthTargets,
     SpeakerProfile,
-    _cues,
     build_profile,
     closed_level,
     closing_step,
@@ -202,7 +202,7 @@ def source_with_mouth(kind: str) -> tuple[np.ndarray, np.ndarray]:
     generic mapping does not use that way, or ignores the audio completely."""
     x = load(SPEECH["en"], 8.0)
     n = int(8.0 * FPS)
-    c = _cues(frame_features(x, SR, FPS, n))
+    c = articulation_cues(frame_features(x, SR, FPS, n))
     rng = np.random.default_rng(7)
     if kind == "follows":
         # This person opens on fricatives and rounded vowels, nearly shut otherwise.

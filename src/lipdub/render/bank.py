@@ -19,6 +19,7 @@ from lipdub.faces.geometry import interocular, mouth_opening, mouth_width
 
 # Points that stay put when the jaw opens: upper jaw line, nose bridge and base, eye corners.
 STABLE = np.array([0, 1, 2, 14, 15, 16, 27, 28, 29, 30, 31, 33, 35, 36, 39, 42, 45])
+LOWER_FACE = np.r_[2:15, 31:36]  # jaw from cheek to cheek and the nose base
 # The canonical face: inter-ocular distance in pixels is capped here (entries at 1080p
 # would otherwise take ~1 MB each); below the cap the face's own resolution is kept.
 MAX_CANONICAL_IOD = 110.0

@@ -14,7 +14,8 @@ import cv2
 import numpy as np
 
 from lipdub.render.bank import Bank
-from lipdub.render.vet import disc, sharpen_amount
+from lipdub.render.patch_check import disc
+from lipdub.render.sharpness import sharpen_amount
 
 # Jaw points that bound the mask at the sides and below (cheek to cheek under the chin).
 _JAW = np.arange(3, 14)
@@ -39,10 +40,12 @@ class ColourState:
 # ratio.
 _CLOSE_TOLERANCE = 0.02
 _SHARP_EVERY = 4
-# Matched over the whole blended region, mostly skin; the lips, the finest texture in it,
-# lose more to a bilinear warp than skin does (bench/articulation.py: lips 0.81-0.92 of
-# the source at 1.0), so the region is brought a little above the source.
-_SHARP_TARGET = 1.2
+# Matched on the lips themselves (the source's and the entry's, where each lands), as
+# sharp as the source's: matching the whole region (mostly skin) at 1.2x to make up for
+# the lips' larger loss left the lips 1.3-1.5x the source's on independent checks, crisp
+# lips on a soft face that read as a seam (issue 20).
+_SHARP_TARGET = 1.0
+_OUTER_LIP = np.arange(48, 60)
 _WIDTH_TOLERANCE = 0.04
 
 # The mask is smooth by design, so it is built at half resolution: erosion and blur there
@@ -114,6 +117,55 @@ def open_further(patch: np.ndarray, lm: np.ndarray, extra_px: float,
         a = cv2.GaussianBlur(gap.astype(np.float32), (0, 0), 1.2)[..., None]
         out = (out * (1 - a) + fill * a).astype(np.uint8)
     return out
+
+
+# The frame's chin may sit this far (in eye distances) below the entry's before the entry
+# is stretched down to it: a few pixels are the jaw's own play, hidden by the feather.
+_CHIN_TOLERANCE = 0.03
+
+
+def keep_chin(patch: np.ndarray, lm: np.ndarray, drop_px: float) -> tuple[np.ndarray,
+                                                                          np.ndarray]:
+    """Stretch the skin between the entry's lower lip and its chin down by ``drop_px``, so
+    its chin lands on the frame's own (which is lower: the person's jaw was open there).
+
+    Pasting a nearly closed mouth, jaw and all, over a frame whose jaw hangs open (a wide
+    smile, a laugh) left the frame's chin showing under the entry's: a swollen, doubled
+    chin and a seam along the jaw (issue 20). The lips keep the shape the speech wants;
+    the jaw line stays where the person's is. The stretch is full under the mouth and
+    fades toward the cheeks, as the jaw hinges; everything below the chin moves with it.
+    Returns the patch and its moved landmarks.
+    """
+    lm = np.asarray(lm, np.float32)
+    if drop_px < 0.5:
+        return patch, lm
+    h, w = patch.shape[:2]
+    y_lip = float(lm[57, 1])  # the lower lip's outer edge: nothing above it moves
+    chin = float(lm[8, 1])
+    span = max(chin - y_lip, 1.0)
+    x_l, x_r = float(lm[48, 0]), float(lm[54, 0])
+    cx, half = (x_l + x_r) / 2, max((x_r - x_l) / 2, 1.0)
+    x0, x1 = max(int(np.floor(cx - 3.0 * half)), 0), min(int(np.ceil(cx + 3.0 * half)) + 1, w)
+    y0 = max(int(np.floor(y_lip)), 0)
+    if x1 <= x0 or y0 >= h:
+        return patch, lm
+    xs = np.arange(x0, x1, dtype=np.float32)
+    ys = np.arange(y0, h, dtype=np.float32)
+    wx = np.clip((2.6 * half - np.abs(xs - cx)) / (1.2 * half), 0.0, 1.0)
+    # Destination row y samples source row y - d(y): d grows from 0 at the lip to the
+    # whole drop at the (moved) chin, and stays there below.
+    d = drop_px * np.clip((ys - y_lip) / (span + drop_px), 0.0, 1.0)
+    map_x = np.broadcast_to(xs[None, :], (ys.size, xs.size)).astype(np.float32)
+    map_y = (ys[:, None] - d[:, None] * wx[None, :]).astype(np.float32)
+    out = patch.copy()
+    out[y0:, x0:x1] = cv2.remap(patch, map_x, map_y, cv2.INTER_LINEAR,
+                                borderMode=cv2.BORDER_REPLICATE)
+    new_lm = lm.copy()
+    for j in range(2, 15):  # the jaw contour moves with the skin under it
+        if lm[j, 1] > y_lip:
+            fx = float(np.clip((2.6 * half - abs(lm[j, 0] - cx)) / (1.2 * half), 0.0, 1.0))
+            new_lm[j, 1] += drop_px * fx * min((lm[j, 1] - y_lip) / span, 1.0)
+    return out, new_lm
 
 
 # Landmarks that ride on the lower lip and the jaw when the mouth closes or opens.
@@ -225,6 +277,18 @@ class Compositor:
         pix = self.bank.patches[k][m.astype(bool)]
         return pix.mean(axis=0).astype(np.float64) if len(pix) else np.array([60.0, 30, 30])
 
+    def _lip_mask(self, to_roi: np.ndarray, shapes: tuple[np.ndarray, ...],
+                  roi: tuple[int, int]) -> np.ndarray:
+        """1 inside the outer lips of each of ``shapes`` (canonical landmarks) as they
+        land in the region, grown by a tenth of the eye distance (lip edges are where the
+        resampling shows)."""
+        m = np.zeros((roi[1], roi[0]), np.float32)
+        for lm in shapes:
+            pts = lm[_OUTER_LIP] @ to_roi[:, :2].T + to_roi[:, 2]
+            cv2.fillPoly(m, [np.round(pts).astype(np.int32)], 1.0)
+        r = max(1, int(round(0.1 * self.iod * float(np.linalg.norm(to_roi[:, 0])))))
+        return np.asarray(cv2.dilate(m, disc(r)), np.float32)
+
     def render(self, frame: np.ndarray, target_lm: np.ndarray, entry: int, alpha: float,
                want_open: float, want_width: float | None = None,
                to_canonical: np.ndarray | None = None,
@@ -268,6 +332,10 @@ class Compositor:
         limit = 0.12 * self.iod
         shift = shift * min(1.0, limit / max(float(np.linalg.norm(shift)), 1e-6))
         e_lm = e_lm + shift.astype(np.float32)  # where the entry lands (for the mask)
+        drop = float(t_canon[8, 1] - e_lm[8, 1])
+        if drop > _CHIN_TOLERANCE * self.iod:
+            patch, moved = keep_chin(patch, e_lm - shift.astype(np.float32), drop)
+            e_lm = moved + shift.astype(np.float32)
         mask, (bx0, by0, bx1, by1) = lower_face_mask(t_canon, e_lm, canon.size, self.feather)
         # Region of interest in the frame: the mask's bounding box, warped.
         corners = np.array([[bx0, by0], [bx1, by0], [bx0, by1], [bx1, by1]], np.float64)
@@ -311,7 +379,8 @@ class Compositor:
         # The amount depends on the face's texture and the warp's scale, which change
         # slowly: it is solved every few frames, not every frame.
         if self._sharp_age % _SHARP_EVERY == 0:
-            self._sharp_amount = sharpen_amount(warped, region, wm / max(alpha, 1e-6),
+            lips = self._lip_mask(m, (t_canon, e_lm), roi) * (wm > 0.5 * alpha)
+            self._sharp_amount = sharpen_amount(warped, region, lips,
                                                 target_ratio=_SHARP_TARGET)
         self._sharp_age += 1
         a = self._sharp_amount

@@ -34,18 +34,14 @@ from lipdub.media.video import (
 from lipdub.media.yuv import YuvPicture, editable
 from lipdub.render.bank import Bank, BankBuilder
 from lipdub.render.compose import Compositor
+from lipdub.render.entries import score_entries, subset_bank, vet_entries
+from lipdub.render.patch_check import SmallLab, check_patch, roi_box
 from lipdub.render.select import select_entries
-from lipdub.render.vet import (
+from lipdub.render.targets import (
     MAX_LANDMARK_JUMP,
     RenderTargets,
-    SmallLab,
-    check_patch,
     landmark_jumps,
     render_targets,
-    roi_box,
-    score_entries,
-    subset_bank,
-    vet_entries,
 )
 
 log = logging.getLogger(__name__)

@@ -138,10 +138,29 @@ class VisemeModel:
         np.savez_compressed(path, **arrays)  # type: ignore[arg-type]
 
 
+_weights_path: str | None = None
+
+
+def use_weights(path: str | None) -> None:
+    """Load the viseme model from ``path`` from now on (``None``: the shipped weights).
+    For benchmarks and training runs that compare models; the product uses the shipped
+    ones."""
+    global _weights_path
+    _weights_path = path
+    load_model.cache_clear()
+
+
 @lru_cache(maxsize=1)
 def load_model() -> VisemeModel:
+    if _weights_path is not None:
+        return _read_model(_weights_path)
     ref = resources.files("lipdub.speech").joinpath("viseme_mlp.npz")
-    with resources.as_file(ref) as p, np.load(p) as z:
+    with resources.as_file(ref) as p:
+        return _read_model(str(p))
+
+
+def _read_model(path: str) -> VisemeModel:
+    with np.load(path) as z:
         if tuple(z["classes"].tolist()) != CLASSES or tuple(z["context"].tolist()) != CONTEXT:
             raise RuntimeError("viseme_mlp.npz does not match this version of lipdub")
         layers = []

@@ -1,0 +1,110 @@
+"""Mouth trajectories: closures a real mouth could make (issue 20).
+
+The targets for phoneme-timed speech (espeak-ng, languages the viseme model never heard)
+hold every closure for at least 70 ms, never go open -> shut -> open in one frame, and
+move into and out of closures no faster than the ramp allows, at 25 and at 50 fps.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from lipdub.speech.mouth import closed_level, closing_step, mouth_targets
+from lipdub.speech.trajectory import (
+    articulate,
+    hold_closures,
+    min_closure_frames,
+    smooth_through,
+)
+from tests.speech.test_mouth import typical_profile
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "tools"))
+from phonetimed import synth  # noqa: E402
+
+TEXT = {
+    "de": ("de+m3", "Mama bringt Butter und Obst. Papa baut im Mai ein blaues Boot."),
+    "es": ("es+f2", "Mi mamá bebe un poco de agua. Pablo compra pan bueno por la mañana."),
+}
+
+
+def runs(mask: np.ndarray) -> list[tuple[int, int]]:
+    edges = np.flatnonzero(np.diff(np.r_[0, mask.astype(np.int8), 0]))
+    return list(zip(edges[::2].tolist(), edges[1::2].tolist(), strict=True))
+
+
+@pytest.mark.parametrize("fps", [25.0, 50.0])
+@pytest.mark.parametrize("lang", sorted(TEXT))
+def test_closures_are_held_and_never_flicker(lang: str, fps: float) -> None:
+    voice, text = TEXT[lang]
+    audio, sr, _ = synth(text, voice)
+    audio = np.concatenate([np.zeros(sr // 2, np.float32), audio,
+                            np.zeros(sr // 2, np.float32)])
+    prof = typical_profile()
+    n = int(audio.size / sr * fps)
+    t = mouth_targets(audio, sr, fps, n, prof)
+    held = t.closure > 0.5
+    spans = runs(held)
+    assert len(spans) >= 6, "the sentences are full of /p b m/"
+    inner = [(a, b) for a, b in spans if a > 0 and b < n]
+    assert all(b - a >= min_closure_frames(fps) for a, b in inner)
+    # No open -> shut -> open within one frame: a frame under half the speaking median
+    # never has open frames (above the median) on both sides.
+    median = float(prof.open_q[50])
+    shut = t.open < 0.5 * median
+    for a, b in runs(shut):
+        if b - a == 1 and a > 0 and b < n:
+            assert not (t.open[a - 1] >= median and t.open[b] >= median), f"flicker at {a}"
+    # Ramps per second, not per frame: at 50 fps half the step of 25 fps.
+    step = closing_step(prof) * 25.0 / fps
+    assert np.abs(np.diff(t.open)).max() <= step + 1e-5
+    assert np.all(t.open[held] <= closed_level(prof) + 1e-6)
+
+
+def test_a_short_stop_is_held_on_its_quieter_side() -> None:
+    closed = np.zeros(12, bool)
+    closed[5] = True
+    loud = np.full(12, -20.0)
+    loud[6] = -35.0  # the stop's silence continues after the frame the model marked
+    held = hold_closures(closed, loud, 2)
+    assert held.tolist() == [False] * 5 + [True, True] + [False] * 5
+    loud[6], loud[4] = -20.0, -35.0
+    assert hold_closures(closed, loud, 2)[4:6].all()
+    assert hold_closures(closed, loud, 1).sum() == 1
+    edge = np.zeros(4, bool)
+    edge[0] = True
+    assert hold_closures(edge, np.zeros(4), 3).tolist() == [True, True, True, False]
+
+
+def test_smooth_through_solves_the_normal_equations() -> None:
+    rng = np.random.default_rng(0)
+    n = 40
+    target = rng.normal(size=n)
+    weight = rng.uniform(0.5, 50.0, size=n)
+    s = 3.7
+    d2 = np.diff(np.eye(n), 2, axis=0)
+    dense = np.linalg.solve(np.diag(weight) + s * d2.T @ d2, weight * target)
+    np.testing.assert_allclose(smooth_through(target, weight, s), dense, rtol=1e-9, atol=1e-9)
+
+
+def test_closures_only_lower_and_pauses_keep_their_rest() -> None:
+    n = 30
+    x = np.full(n, 0.2)
+    x[:8] = 0.05  # a pause at rest
+    closed = np.zeros(n, bool)
+    closed[[9, 20]] = True
+    speech = np.r_[np.zeros(8), np.ones(n - 8)]
+    y, held = articulate(x, closed, np.zeros(n, bool), np.zeros(n), speech, fps=25.0,
+                         closed_level=0.01, labio_level=0.03, step=0.08)
+    assert np.all(y <= x + 1e-12)
+    assert held.sum() == 4
+    assert np.all(y[held] == 0.01)
+    # The pause is untouched but for the ramp into the first closure (frames 7-8).
+    np.testing.assert_array_equal(y[:6], x[:6])
+    # Three frames and more from both closures the speech's own curve (nearly) stands.
+    np.testing.assert_allclose(y[14:17], x[14:17], atol=0.01)
+    # Next to a closure the mouth is part way down, not snapped open.
+    assert 0.01 < y[22] < 0.2
