@@ -9,7 +9,8 @@ encode every frame with libx264 veryfast CRF 18 (threads on). For each clip, flo
 identify and sync run back to back, each in a fresh process (peak RSS is its own; each
 imports its modules, and identify loads its models, before the clock starts, as the floor
 imports PyAV: the sync's import time is printed apart); sync loads the session identify
-saved, as the service does. Printed: wall, CPU (user+sys, all threads), peak
+saved, as the service does. Printed: wall, CPU (user+sys, all threads; identify's too: on a
+shared machine it moves less than wall time), peak
 RSS, wall over the clip's duration (RTF, "x dur"), sync / floor in wall and CPU, and
 sync's own stage times. Clips are real talking heads (bench/_clips.speed_clip), cached.
 With ``--repeat N`` the three run N times, interleaved, and each prints its fastest run:
@@ -132,7 +133,8 @@ def main(argv: list[str]) -> None:
         ap.error(f"unknown clip(s): {' '.join(sorted(unknown))}")
     names = args.clips or list(CLIPS)
     head = (f"{'clip':10s} {'dur':>4s} | {'floor s':>7s} {'cpu':>6s} | {'ident s':>7s} "
-            f"{'x dur':>5s} {'MB':>5s} | {'sync s':>7s} {'cpu':>6s} {'RTF':>5s} {'MB':>5s} | "
+            f"{'x dur':>5s} {'cpu':>5s} {'MB':>5s} | {'sync s':>7s} {'cpu':>6s} {'RTF':>5s} "
+            f"{'MB':>5s} | "
             f"{'wall/fl':>7s} {'cpu/fl':>6s} | sync stages s (prep bank select render+enc)")
     print(head)
     print("-" * len(head))
@@ -159,7 +161,8 @@ def main(argv: list[str]) -> None:
         iw, sw, sc = (float(idf["wall"]), float(sy["wall"]),
                       float(sy["cpu"]))
         print(f"{name:10s} {seconds:4d} | {fw:7.1f} {fc:6.1f} | {iw:7.1f} {iw / seconds:5.2f} "
-              f"{float(idf['rss_mb']):5.0f} | {sw:7.1f} {sc:6.1f} {sw / seconds:5.2f} "
+              f"{float(idf['cpu']):5.1f} {float(idf['rss_mb']):5.0f} | {sw:7.1f} {sc:6.1f} "
+              f"{sw / seconds:5.2f} "
               f"{float(sy['rss_mb']):5.0f} | {sw / fw:7.2f} {sc / fc:6.2f} | {stages}",
               flush=True)
         imports.append(f"{name} {float(sy.get('import_s', 0.0)):.2f} s")

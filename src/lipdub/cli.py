@@ -41,8 +41,27 @@ def _progress(label: str, enabled: bool) -> Iterator[Callable[[float], None]]:
         yield lambda f: bar.update(task, completed=f)
 
 
+def _check_length(video: Path) -> None:
+    """Refuse a clip shorter than the API accepts (LIPDUB_MIN_VIDEO_MS, 1 s by default),
+    with the API's words: the two entry points agree on what they take."""
+    from lipdub.config import Settings
+    from lipdub.errors import InputError
+    from lipdub.media.probe import probe
+
+    try:
+        least = Settings.from_env().min_video_ms
+    except ValueError:  # a service setting the CLI does not use is wrong: the default
+        least = Settings().min_video_ms
+    info = probe(video)
+    if info.frame_count <= 1 or info.duration_ms < least:
+        raise InputError(f"{video.name} lasts {info.duration_ms} ms: give a video of at "
+                         f"least {least / 1000:g} s.")
+
+
 def _fail(e: Exception) -> None:
-    err.print(f"[red]error:[/red] {e}", highlight=False, soft_wrap=True)
+    detail = getattr(e, "detail", "")  # NoFacesError: what was searched and found
+    err.print(f"[red]error:[/red] {e}{f' ({detail})' if detail else ''}", highlight=False,
+              soft_wrap=True)
     raise typer.Exit(2)
 
 
@@ -74,6 +93,7 @@ def identify(
                        tracker=replace(base.tracker, min_face_px=min_face_px))
 
     try:
+        _check_length(video)
         sid = Session.new_id()
         target = out_dir or Path(".lipdub") / "sessions" / sid
         with _progress("identifying faces", enabled=not as_json and sys.stderr.isatty()) as cb:
@@ -96,6 +116,7 @@ def identify(
                  "thumbnail": str(session.thumbnail_path(f))}
                 for f in session.faces
             ],
+            "unusable": [u.to_json() for u in session.unusable],
         }))
         return
     v = session.video
@@ -107,6 +128,8 @@ def identify(
         table.add_row(f.face_id, f"{f.start_ms}-{f.end_ms} ms", segs,
                       str(session.thumbnail_path(f)))
     out.print(table)
+    for u in session.unusable:
+        out.print(f"  [yellow]not usable:[/yellow] {u.describe()}", highlight=False)
     out.print(f"session saved in {target}")
     if contact_sheet is not None:
         out.print(f"contact sheet: {contact_sheet}")
@@ -202,6 +225,7 @@ def sync(
         specs, original = _face_specs(extra, audio)
         if not specs:
             raise typer.BadParameter("give AUDIO, or one --face FACE_ID=AUDIO_FILE per face")
+        _check_length(video)
         bar = not as_json and sys.stderr.isatty()
         with _progress("lip-syncing", enabled=bar) as cb:
             session = (Session.load(session_dir) if session_dir is not None

@@ -22,8 +22,12 @@ class MediaError(InputError):
 class NoFacesError(InputError):
     """Face identification found nobody to lip-sync."""
 
-    def __init__(self, message: str = "Face detection failed: no faces found") -> None:
+    def __init__(self, message: str = "Face detection failed: no faces found",
+                 detail: str = "") -> None:
         super().__init__(message)
+        # What was searched for and what was found but cannot be lip-synced (the
+        # smallest face size searched, faces too small or seen too briefly, with spans).
+        self.detail = detail
 
 
 class LimitError(InputError):

@@ -16,7 +16,7 @@ import lipdub
 from lipdub.faces import models
 from lipdub.faces.session import Session
 from tests.conftest import media
-from tests.mediagen import enters_and_leaves, no_faces, pan_zoom, write_video
+from tests.mediagen import crop_video, enters_and_leaves, no_faces, pan_zoom, write_video
 
 SINGLE = [
     "videoretalking__face_2.mp4",
@@ -312,3 +312,15 @@ def test_min_visible_time_is_a_setting(tmp_path: Path) -> None:
     assert [f["face_id"] for f in faces] == ["face_001"]
     assert len(session_of(name, tmp_path).faces) >= 2  # the default keeps them
     assert IdentifySettings().min_visible_ms == 400
+
+
+def test_cli_refuses_a_clip_shorter_than_the_api_does(tmp_path: Path) -> None:
+    """A 0.3 s clip: the API refuses it (1 s minimum), and so does the CLI, saying why."""
+    short = crop_video(media("videoretalking__face_5.mp4"), tmp_path / "short.mp4", 0.3)
+    for args in (["identify", str(short)],
+                 ["sync", str(short), str(media("videoretalking__audio_1.wav")),
+                  "-o", str(tmp_path / "out.mp4")]):
+        r = _cli(*args)
+        assert r.returncode == 2
+        assert "at least 1 s" in r.stderr and "ms" in r.stderr
+        assert not (tmp_path / "out.mp4").exists()

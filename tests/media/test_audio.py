@@ -311,3 +311,14 @@ def test_a_failed_render_stops_its_writers_audio_thread(tmp_path: Path) -> None:
         raise RuntimeError("render failed")
     assert time.perf_counter() - t0 < 4.0
     assert not any(t.name == "lipdub-audio" and t.is_alive() for t in threading.enumerate())
+
+
+def test_new_speech_loses_its_dc_offset(tmp_path: Path) -> None:
+    """Speech recorded with a constant offset: the decoded track is centred on zero (the
+    offset would otherwise be mixed into the whole output), the speech itself kept."""
+    sr = 16000
+    speech = tone(sr, 1.0, amp=0.3)
+    path = encode(tmp_path / "dc.wav", "pcm_s16le", sr, speech + 0.2, layout="mono")
+    out = decode_audio(path, sr, 1)
+    assert abs(float(out.mean())) < 1e-4
+    np.testing.assert_allclose(out[:, 0], speech, atol=2e-3)

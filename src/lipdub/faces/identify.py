@@ -17,8 +17,9 @@ import numpy as np
 from lipdub.errors import NoFacesError
 from lipdub.faces.cluster import group_tracks
 from lipdub.faces.crops import CropCollector
+from lipdub.faces.occlusion import MouthCover, covered_spans
 from lipdub.faces.pose import head_pose
-from lipdub.faces.session import Face, FaceTrack, Session
+from lipdub.faces.session import Face, FaceTrack, Session, Unusable
 from lipdub.faces.smoothing import OneEuro
 from lipdub.faces.tracker import FaceTracker, Seen, Track, TrackerSettings, landmark_box
 from lipdub.media.pools import serial_libraries
@@ -72,10 +73,12 @@ def _identify(video: str | Path, out_dir: str | Path | None, s: IdentifySettings
             progress(min(n / total, 1.0) * 0.95)
 
     crops = CropCollector(expected_frames=info.frame_count) if s.keep_crops else None
+    cover = MouthCover()
 
     def keep(seen: list[Seen]) -> None:
-        if crops is not None:
-            for f, track_id, lm in seen:
+        for f, track_id, lm in seen:
+            cover.offer(f, track_id, lm)
+            if crops is not None:
                 crops.offer(f, track_id, lm)
 
     try:
@@ -91,14 +94,21 @@ def _identify(video: str | Path, out_dir: str | Path | None, s: IdentifySettings
     if len(frame_times) != info.frame_count:
         # The decoder is the truth (a truncated tail, or packets without pictures).
         info = replace(info, frame_count=len(frame_times))
-    faces = _people(tracks, frame_times, info.width, info.height, info.fps, s, crops)
+    unusable: list[Unusable] = []
+    faces = _people(tracks, frame_times, info.width, info.height, info.fps, s, crops,
+                    unusable, cover)
+    cover.close()
     if not faces:
-        raise NoFacesError()
+        searched = (f"searched for faces down to {tracker.smallest_px:.0f} px wide in this "
+                    f"{info.width}x{info.height} video")
+        found = "; ".join(u.describe() for u in unusable[:4])
+        raise NoFacesError(detail=searched + (f"; found only {found}" if found else ""))
     session = Session(
         session_id=session_id or Session.new_id(),
         video=info,
         faces=[f for f, _ in faces],
         frame_times_ms=frame_times,
+        unusable=unusable,
     )
     if out_dir is not None:
         out = Path(out_dir)
@@ -114,7 +124,9 @@ def _identify(video: str | Path, out_dir: str | Path | None, s: IdentifySettings
 def _people(
     tracks: list[Track], times: np.ndarray, width: int, height: int, fps: float,
     s: IdentifySettings, crops: CropCollector | None = None,
+    unusable: list[Unusable] | None = None, cover: MouthCover | None = None,
 ) -> list[tuple[Face, np.ndarray | None]]:
+    """The people among ``tracks``, ranked; those left out are added to ``unusable``."""
     groups = group_tracks(tracks, s.same_person)
     frame_ms = 1000.0 / fps
     people = []
@@ -127,6 +139,11 @@ def _people(
         sides = np.minimum(boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1])
         too_small = float(np.median(sides)) < s.tracker.min_face_px
         if visible_ms < s.min_visible_ms or len(frames) < s.min_person_frames or too_small:
+            if unusable is not None:
+                seen = _segments(frames, times, frame_ms, s.bridge_gap_ms)
+                unusable.append(Unusable("too small" if too_small else "too brief",
+                                         seen[0][0], seen[-1][1],
+                                         int(round(float(np.median(sides))))))
             continue
         pose = _poses(lms, width, height)
         area = float(np.mean((boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])))
@@ -137,17 +154,21 @@ def _people(
         embs = [e for t in members for e in t.embeddings]
         emb = np.mean(embs, axis=0) if embs else np.zeros(128, np.float32)
         best = max(members, key=lambda t: t.thumb_score)
+        covered = (cover.covered([t.track_id for t in members], frames) if cover is not None
+                   else np.zeros(len(frames), bool))
         face = Face(
             face_id="",
             start_ms=longest[0],
             end_ms=longest[1],
             segments=segments,
             thumbnail="",
-            track=FaceTrack(frames=frames, boxes=boxes, landmarks=lms, pose=pose),
+            track=FaceTrack(frames=frames, boxes=boxes, landmarks=lms, pose=pose,
+                            covered=covered),
             embedding=emb.astype(np.float32),
             prominence=prominence,
             crops=None if crops is None else crops.for_person(
                 [t.track_id for t in members], frames, lms),
+            mouth_covered=covered_spans(frames, covered, times, frame_ms),
         )
         people.append((face, best.thumb))
     # Stable order: prominence, then first appearance (ties are rare but must not flip).

@@ -61,6 +61,30 @@ def hog_detector() -> Iterator[Any]:
             _idle_detectors.append(det)
 
 
+_idle_cascades: list[Any] = []
+
+
+@contextmanager
+def haar_cascade() -> Iterator[Any]:
+    """OpenCV's frontal-face Haar cascade (shipped with OpenCV), for the calling thread
+    alone until the block ends (a cascade keeps scratch buffers too). It proposes the
+    faces too small for the HOG search of a whole frame; HOG checks each proposal."""
+    with _idle_lock:
+        c = _idle_cascades.pop() if _idle_cascades else None
+    if c is None:
+        import cv2
+
+        path = cv2.data.haarcascades + "haarcascade_frontalface_alt2.xml"  # type: ignore[attr-defined]
+        c = cv2.CascadeClassifier(path)
+        if c.empty():
+            raise LipdubError("OpenCV's Haar face cascade is missing: reinstall opencv.")
+    try:
+        yield c
+    finally:
+        with _idle_lock:
+            _idle_cascades.append(c)
+
+
 def preload() -> None:
     """Load every model now, as a service does before its first task."""
     landmark_predictor()

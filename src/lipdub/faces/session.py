@@ -41,9 +41,19 @@ class FaceTrack:
     boxes: np.ndarray  # (N, 4) float32 x0, y0, x1, y1
     landmarks: np.ndarray  # (N, 68, 2) float32, smoothed
     pose: np.ndarray  # (N, 3) float32 yaw, pitch, roll in degrees
+    # (N,) bool: something covers the mouth there (faces/occlusion.py); never rendered.
+    covered: np.ndarray | None = None
 
     def __len__(self) -> int:
         return int(self.frames.shape[0])
+
+    def mouth_frames(self, n_frames: int) -> np.ndarray:
+        """The frames (below ``n_frames``) where the mouth can be re-rendered: tracked
+        and not covered."""
+        keep = self.frames < n_frames
+        if self.covered is not None and len(self.covered) == len(self.frames):
+            keep &= ~self.covered
+        return self.frames[keep]
 
     def index_of(self, frame: int) -> int | None:
         """Row of ``frame`` in this track, or None when the face is not visible there."""
@@ -68,6 +78,8 @@ class Face:
     # Lower-face crops identify kept for the renderer's bank (None: the renderer decodes
     # the video for them, as for sessions made before crops were kept).
     crops: FaceCrops | None = None
+    # Where something covers the mouth (ms spans): left untouched by sync.
+    mouth_covered: list[tuple[int, int]] = field(default_factory=list)
 
     def to_json(self) -> dict[str, object]:
         return {
@@ -78,7 +90,33 @@ class Face:
             "thumbnail": self.thumbnail,
             "prominence": round(float(self.prominence), 4),
             "frames_tracked": len(self.track),
+            "mouth_covered": [[int(a), int(b)] for a, b in self.mouth_covered],
         }
+
+
+@dataclass(frozen=True)
+class Unusable:
+    """A face identify found but leaves out, and why: ``reason`` is "too small" (its
+    median box side ``size_px`` is under the minimum) or "too brief" (seen for less
+    than the mouth model needs); ``start_ms``-``end_ms``: where it was seen."""
+
+    reason: str
+    start_ms: int
+    end_ms: int
+    size_px: int
+
+    def describe(self) -> str:
+        return (f"a face {self.reason} ({self.size_px} px wide, "
+                f"{self.start_ms / 1000:.2f}-{self.end_ms / 1000:.2f} s)")
+
+    def to_json(self) -> dict[str, object]:
+        return {"reason": self.reason, "start_time": self.start_ms,
+                "end_time": self.end_ms, "size_px": self.size_px}
+
+    @classmethod
+    def from_json(cls, d: dict[str, object]) -> Unusable:
+        return cls(str(d["reason"]), int(d["start_time"]),  # type: ignore[call-overload]
+                   int(d["end_time"]), int(d["size_px"]))  # type: ignore[call-overload]
 
 
 @dataclass(repr=False)
@@ -91,6 +129,8 @@ class Session:
     # Presentation time of every frame, ms from the first frame (handles variable frame rate).
     frame_times_ms: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float64))
     directory: Path | None = None
+    # Faces found but left out (too small, too brief), with their spans.
+    unusable: list[Unusable] = field(default_factory=list)
 
     @staticmethod
     def new_id() -> str:
@@ -127,6 +167,7 @@ class Session:
             "session_id": self.session_id,
             "video": self.video.to_json(),
             "faces": [f.to_json() for f in self.faces],
+            "unusable": [u.to_json() for u in self.unusable],
         }
 
     def save(self, directory: str | Path) -> Path:
@@ -140,6 +181,8 @@ class Session:
             arrays[f"{f.face_id}.boxes"] = t.boxes.astype(np.float32)
             arrays[f"{f.face_id}.landmarks"] = t.landmarks.astype(np.float32)
             arrays[f"{f.face_id}.pose"] = t.pose.astype(np.float32)
+            if t.covered is not None:
+                arrays[f"{f.face_id}.covered"] = t.covered.astype(bool)
             arrays[f"{f.face_id}.embedding"] = f.embedding.astype(np.float32)
         np.savez_compressed(d / TRACKS_FILE, **arrays)  # type: ignore[arg-type]
         crops = {f.face_id: f.crops for f in self.faces if f.crops is not None}
@@ -171,6 +214,7 @@ class Session:
                 boxes=arrays[f"{fid}.boxes"],
                 landmarks=arrays[f"{fid}.landmarks"],
                 pose=arrays[f"{fid}.pose"],
+                covered=arrays.get(f"{fid}.covered"),
             )
             faces.append(
                 Face(
@@ -183,6 +227,7 @@ class Session:
                     embedding=arrays[f"{fid}.embedding"],
                     prominence=float(fj.get("prominence", 0.0)),
                     crops=FaceCrops.from_arrays(crop_arrays, fid),
+                    mouth_covered=[(int(a), int(b)) for a, b in fj.get("mouth_covered", [])],
                 )
             )
         return cls(
@@ -191,4 +236,5 @@ class Session:
             faces=faces,
             frame_times_ms=arrays.get("_frame_times", np.zeros(0, np.float64)),
             directory=d,
+            unusable=[Unusable.from_json(u) for u in meta.get("unusable", [])],
         )

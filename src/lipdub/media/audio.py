@@ -78,6 +78,7 @@ def _decode(
     max_duration_ms: float | None,
     max_bytes: int | None,
     require_audio: bool,
+    align_to_video: bool = False,
 ) -> np.ndarray | None:
     _channels(channels)
     if sr <= 0:
@@ -104,6 +105,11 @@ def _decode(
                 return None
             raise MediaError(f"{path.name} has no audio stream: upload a file with sound in it.")
         stream = container.streams.audio[0]
+        video_start_s: float | None = None
+        if align_to_video and container.streams.video:
+            vs = container.streams.video[0]
+            if vs.start_time is not None and vs.time_base is not None:
+                video_start_s = float(vs.start_time * vs.time_base)
         # Refuse before decoding when the container states an over-long duration; the
         # running count below still catches files that lie or state nothing.
         if max_duration_ms is not None:
@@ -131,6 +137,7 @@ def _decode(
         est_ms = min(stated_ms, max_duration_ms if max_duration_ms is not None else 600_000.0)
         buf = np.empty((max(sr, int(est_ms * sr / 1000) + sr // 2), n_ch), np.float32)
         total = 0
+        first_s: float | None = None  # the first decoded sample's presentation time
 
         def take(out: av.AudioFrame) -> None:
             nonlocal buf, total
@@ -145,6 +152,8 @@ def _decode(
 
         try:
             for frame in container.decode(stream):
+                if first_s is None and frame.pts is not None and frame.time_base:
+                    first_s = float(frame.pts * frame.time_base)
                 frame.pts = None  # let the resampler count samples; bad pts must not gap
                 for out in resampler.resample(frame):
                     take(out)
@@ -159,6 +168,17 @@ def _decode(
             ) from e
     if total == 0:
         raise MediaError(f"{path.name} has an audio stream but no decodable audio in it.")
+    if align_to_video and first_s is not None and video_start_s is not None:
+        # The clip's timeline starts at its first presented frame (media/probe.py): sound
+        # before it is cut, a late start is preceded by silence, as a player plays them.
+        shift = int(round((first_s - video_start_s) * sr))
+        if shift < 0:
+            cut = min(-shift, total)
+            buf = buf[cut:total]
+            total -= cut
+        elif shift > 0:
+            buf = np.concatenate([np.zeros((shift, n_ch), np.float32), buf[:total]])
+            total += shift
     if max_samples is not None and total > max_samples + sr // 20:
         raise over_limit()
     # A view when the estimate held (less than a second spare is not worth a copy).
@@ -174,9 +194,12 @@ def decode_audio(
     max_duration_ms: float | None = None,
     max_bytes: int | None = None,
 ) -> np.ndarray:
-    """Decode ``path`` to float32 ``(n, channels)`` at ``sr``; MediaError/LimitError if unusable."""
+    """Decode ``path`` to float32 ``(n, channels)`` at ``sr``; MediaError/LimitError if
+    unusable. A DC offset (a constant carried by a cheap interface or a bad export) is
+    removed: mixed into the output it would shift the whole track and eat headroom."""
     out = _decode(Path(path), sr, channels, max_duration_ms, max_bytes, require_audio=True)
     assert out is not None
+    out -= out.mean(axis=0, dtype=np.float64).astype(np.float32)
     return out
 
 
@@ -188,8 +211,11 @@ def read_video_audio(
     max_duration_ms: float | None = None,
     max_bytes: int | None = None,
 ) -> np.ndarray | None:
-    """The audio track of a video as float32 ``(n, channels)``, or None when it has none."""
-    return _decode(Path(video_path), sr, channels, max_duration_ms, max_bytes, require_audio=False)
+    """The audio track of a video as float32 ``(n, channels)``, or None when it has none;
+    sample 0 is the sound at the video's first presented frame (a start offset between
+    the tracks, as trimmed and some camera files have, is honoured)."""
+    return _decode(Path(video_path), sr, channels, max_duration_ms, max_bytes,
+                   require_audio=False, align_to_video=True)
 
 
 def to_mono(samples: np.ndarray) -> np.ndarray:

@@ -3,10 +3,19 @@
 from __future__ import annotations
 
 import contextlib
+import os
 from collections.abc import Iterator
 
 import cv2
 from threadpoolctl import threadpool_limits
+
+
+def usable_cores() -> int:
+    """Cores this process may run on (CPU affinity, as a container pins it), at least 1."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):  # not Linux
+        return max(1, os.cpu_count() or 1)
 
 
 @contextlib.contextmanager
@@ -26,4 +35,4 @@ def serial_libraries() -> Iterator[None]:
         cv2.setNumThreads(threads)
 
 
-__all__ = ["serial_libraries"]
+__all__ = ["serial_libraries", "usable_cores"]

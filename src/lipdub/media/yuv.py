@@ -8,7 +8,8 @@ pixels the edit changed are replaced: everything else stays the decoder's exact 
 The conversion is OpenCV's BT.601 limited-range I420 <-> RGB, the same both ways (and
 within a level or two of libswscale's); a pixel the edit did not change is not written
 back at all, and a changed 2x2 block gets the chroma of its mean colour. The bank and the
-render see the same colours because both use it.
+render see the same colours because both use it. A full-range (JPEG-level) picture is
+scaled to video levels for the conversion and back, so its extremes are not clipped.
 """
 
 from __future__ import annotations
@@ -21,10 +22,24 @@ Box = tuple[int, int, int, int]  # x0, y0, x1, y1 (exclusive), in picture pixels
 
 
 def editable(frame: av.VideoFrame, rotation: int) -> bool:
-    """Can this frame be edited in place of its planes? 8-bit 4:2:0 at video levels,
-    upright, with even sides; anything else takes the full-RGB path."""
-    return (frame.format.name == "yuv420p" and frame.color_range in (0, 1) and rotation == 0
+    """Can this frame be edited in place of its planes? 8-bit 4:2:0, upright, with even
+    sides (every frame the decoder hands on: media/decode.py); anything else takes the
+    full-RGB path."""
+    return (frame.format.name == "yuv420p" and rotation == 0
             and frame.width % 2 == 0 and frame.height % 2 == 0)
+
+
+# Full range <-> video levels: luma 0..255 <-> 16..235, chroma 0..255 <-> 16..240 (128
+# stays 128), as alpha * x + beta.
+_Y_TO_VIDEO = (219 / 255, 16.0)
+_C_TO_VIDEO = (224 / 255, 128 - 128 * 224 / 255)
+_Y_TO_FULL = (255 / 219, -16 * 255 / 219)
+_C_TO_FULL = (255 / 224, 128 - 128 * 255 / 224)
+
+
+def _levels(x: np.ndarray, ab: tuple[float, float]) -> np.ndarray:
+    y = np.rint(x.astype(np.float32) * ab[0] + ab[1])
+    return np.clip(y, 0, 255, out=y).astype(np.uint8)
 
 
 def _plane(frame: av.VideoFrame, i: int, h: int, w: int) -> np.ndarray:
@@ -58,6 +73,7 @@ class YuvPicture:
     def __init__(self, frame: av.VideoFrame) -> None:
         self.width, self.height = frame.width, frame.height
         self._frame = frame
+        self._full = frame.color_range == 2
         self._changed = False
         self._planes = self._views(frame)
 
@@ -83,6 +99,9 @@ class YuvPicture:
         q = h * w // 4
         flat[h * w : h * w + q].reshape(h // 2, w // 2)[:] = u[y0 // 2 : y1 // 2, x0 // 2 : x1 // 2]
         flat[h * w + q :].reshape(h // 2, w // 2)[:] = v[y0 // 2 : y1 // 2, x0 // 2 : x1 // 2]
+        if self._full:
+            flat[: h * w] = _levels(flat[: h * w], _Y_TO_VIDEO).ravel()
+            flat[h * w :] = _levels(flat[h * w :], _C_TO_VIDEO).ravel()
         return np.asarray(cv2.cvtColor(flat.reshape(h * 3 // 2, w), cv2.COLOR_YUV2RGB_I420))
 
     def _writable(self) -> list[np.ndarray]:
@@ -118,12 +137,16 @@ class YuvPicture:
         y, u, v = self._writable()
         x0, y0, x1, y1 = wx0 + rx0, wy0 + ry0, wx0 + rx1, wy0 + ry1
         luma = np.asarray(cv2.cvtColor(new, cv2.COLOR_RGB2YUV_I420))[:h]
+        if self._full:
+            luma = _levels(luma, _Y_TO_FULL)
         cv2.copyTo(luma, diff, y[y0:y1, x0:x1])  # in place, where diff > 0
         # OpenCV's I420 conversion takes each chroma sample from the top-left pixel of its
         # 2x2 block; a blend's soft edge needs the block's mean (chroma is linear in RGB:
         # the mean colour's chroma is the mean chroma).
         mean = cv2.resize(new, (w // 2, h // 2), interpolation=cv2.INTER_AREA)
         cu, cv = cv2.split(cv2.transform(mean, _RGB2UV))
+        if self._full:
+            cu, cv = _levels(cu, _C_TO_FULL), _levels(cv, _C_TO_FULL)
         cdiff = cv2.resize(diff, (w // 2, h // 2), interpolation=cv2.INTER_AREA)
         cv2.copyTo(cu, cdiff, u[y0 // 2 : y1 // 2, x0 // 2 : x1 // 2])
         cv2.copyTo(cv, cdiff, v[y0 // 2 : y1 // 2, x0 // 2 : x1 // 2])

@@ -241,7 +241,8 @@ class ClassicEngine:
                                           time_base=time_base, audio=audio,
                                           sample_rate=sample_rate, crf=self.crf,
                                           preset=self.preset,
-                                          x264_params=self.x264_params)) as writer:
+                                          x264_params=self.x264_params,
+                                          source=video)) as writer:
             for fr in iter_frames(video):
                 work = []
                 for job, comp, plan in plans:

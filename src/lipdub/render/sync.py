@@ -263,7 +263,7 @@ def _job(face: Face, timeline: np.ndarray, analysis: SpeechAnalysis, profile: Sp
                             analysis=analysis)
     inside = (times >= insert_ms) & (times < end_ms)
     visible = np.zeros(n, bool)
-    visible[tr.frames[tr.frames < n]] = True
+    visible[tr.mouth_frames(n)] = True  # a covered mouth is left as it is
     alpha = _ramped(inside & visible, RAMP_FRAMES)
     return FaceJob(face=face, target_open=targets.open.astype(np.float64),
                    target_width=targets.width.astype(np.float64), alpha=alpha,
