@@ -1,6 +1,6 @@
 """Sources of the kinds users upload, through identify and sync: timing, geometry, colour.
 
-    .venv/bin/python bench/variants.py
+    .venv/bin/python -m bench.variants
 
 Variants of videoretalking__face_2 made with PyAV (tests/media/variants.py): trimmed by
 stream copy at 1.3 s (an edit list), re-encoded nearly losslessly as 10-bit 4:2:0, 4:4:4,
@@ -14,7 +14,6 @@ shift ("bias", levels) and the PSNR (dB), which includes x264's own loss.
 
 from __future__ import annotations
 
-import sys
 import tempfile
 from fractions import Fraction
 from pathlib import Path
@@ -22,13 +21,10 @@ from pathlib import Path
 import av
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests.media.variants
-from tests.media.variants import luma8, reencoded, trimmed  # noqa: E402
-
-import lipdub  # noqa: E402
-from _clips import MEDIA  # noqa: E402
-from lipdub.media.video import iter_frames, probe  # noqa: E402
+import lipdub
+from bench.common import MEDIA
+from lipdub.media.video import iter_frames, probe
+from tests.media.variants import luma8, reencoded, trimmed
 
 HEAD = MEDIA / "videoretalking__face_2.mp4"
 SPEECH = MEDIA / "videoretalking__audio_1.wav"
