@@ -128,7 +128,10 @@ def main(argv: list[str]) -> int:
         result = run_identify(job) if isinstance(job, IdentifyJob) else run_sync(job)
         _emit(Succeeded(result))
     except LipdubError as e:
-        _emit(Failed(type(e).__name__, str(e)))
+        # The contract's words first (clients match on them), then what was searched for
+        # and what was found but cannot be lip-synced, when identify says so.
+        detail = getattr(e, "detail", "")
+        _emit(Failed(type(e).__name__, f"{e} ({detail})" if detail else str(e)))
     except Exception as e:
         if isinstance(e, OSError) and e.errno == errno.ENOSPC:
             _emit(Failed("DiskFull", DISK_FULL))
