@@ -337,6 +337,22 @@ def corpus(n_utts: int, seed: int, langs: list[str], synths: list[str] | None = 
     return np.concatenate(xs), np.concatenate(ys), np.concatenate(ss)
 
 
+OVERSAMPLED = (V.BILABIAL, V.LABIODENTAL)
+OVERSAMPLE = 2.0
+
+
+def _prior_corrected(clf) -> list[tuple[np.ndarray, np.ndarray]]:  # type: ignore[no-untyped-def]
+    """The network's layers with the oversampling taken back out of its output: counting
+    lip-contact frames twice doubles their prior odds, so log 2 comes off their output
+    bias (exact for a softmax). The contacts still shape what the hidden layers learn,
+    while the posteriors stay calibrated: uncorrected, real Mandarin speech got 4.5
+    closures a second instead of about 3."""
+    layers = [(w.astype(np.float32), b.astype(np.float32).copy())
+              for w, b in zip(clf.coefs_, clf.intercepts_, strict=True)]
+    layers[-1][1][list(OVERSAMPLED)] -= np.float32(np.log(OVERSAMPLE))
+    return layers
+
+
 def _load_or_make(path: Path | None, n: int, seed: int, langs: list[str], stride: int,
                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The corpus of every synthesizer, cached at ``path``: models that leave one
@@ -383,9 +399,9 @@ def main() -> None:
     scale = (x.std(0, dtype=np.float64) + 1e-3).astype(np.float32)
     # Lip contacts are brief (a /p/ closure is 5-10 frames of 10 ms) and rare (~10 % of
     # frames), yet they are what a viewer checks first: their frames count twice, so the
-    # model does not learn that calling them "consonant" or "silence" is cheap.
-    rows = np.concatenate([np.arange(y.size),
-                           np.flatnonzero((y == V.BILABIAL) | (y == V.LABIODENTAL))])
+    # model does not learn that calling them "consonant" or "silence" is cheap (the bias
+    # this puts on the output is taken back out: _prior_corrected).
+    rows = np.concatenate([np.arange(y.size), np.flatnonzero(np.isin(y, OVERSAMPLED))])
     hidden = tuple(int(h) for h in args.hidden.split(","))
     clf = MLPClassifier(hidden_layer_sizes=hidden, alpha=1e-4, batch_size=512,
                         learning_rate_init=1e-3, random_state=0)
@@ -398,9 +414,7 @@ def main() -> None:
             idx = order[a : a + chunk]
             xb = (x[idx].astype(np.float32) - mean) / scale
             clf.partial_fit(xb, y[idx], classes=classes)
-        model = V.VisemeModel(mean, scale,
-                              [(w.astype(np.float32), b.astype(np.float32))
-                               for w, b in zip(clf.coefs_, clf.intercepts_, strict=True)])
+        model = V.VisemeModel(mean, scale, _prior_corrected(clf))
         acc = float((model.posteriors(xv).argmax(1) == yv).mean())
         print(f"epoch {epoch + 1}: loss {clf.loss_:.4f}, held-back accuracy {acc:.3f}",
               flush=True)
