@@ -56,7 +56,11 @@ def test_bilabials_close_and_rounding_narrows(lang: str) -> None:
     closed = [t.open[frames_of_phone(a, b, n)].min() < half_median for a, b, _ in bil]
     assert np.mean(closed) >= 0.85, f"{sum(closed)}/{len(closed)} bilabials closed"
     vowels_open = [p for p in phones if p[2][0] in ("a", "ɐ", "ɑ")]
-    assert all(t.open[frames_of_phone(a, b, n)].max() > half_median for a, b, _ in vowels_open)
+    # Every open vowel opens the mouth; one squeezed into a single frame between two
+    # closures ("mamá" said fast) opens part of the way, as a real jaw does in 40 ms.
+    for a, b, _ in vowels_open:
+        peak = t.open[frames_of_phone(a, b, n)].max()
+        assert peak > (half_median if b - a >= 0.06 else 0.6 * half_median), (a, b, peak)
     spread = np.concatenate([frames_of_phone(a, b, n) for a, b, p in phones
                              if p[0] in _SPREAD] or [np.zeros(0, int)])
     rounded = np.concatenate([frames_of_phone(a, b, n) for a, b, p in phones

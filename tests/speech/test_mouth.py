@@ -104,7 +104,9 @@ def check_speech(audio: np.ndarray, prof: SpeakerProfile) -> None:
     # The loudest frames are open, well above rest.
     loud = speech_loudness(audio, SR, FPS, n)
     top = np.argsort(loud)[-n // 8 :]
-    assert t.open[top].mean() > prof.rest_open + 0.45 * span
+    # (0.35 of the range: the trajectory shaves peaks a mouth could reach only with a
+    # jerk, and draws the frames around each closure part of the way down.)
+    assert t.open[top].mean() > prof.rest_open + 0.35 * span
     assert np.corrcoef(t.open, loud)[0, 1] > 0.5
     # In step with the sound: best lag (positive = mouth behind) is -1 or 0 frames.
     lags = range(-4, 5)

@@ -58,8 +58,8 @@ def test_closures_are_held_and_never_flicker(lang: str, fps: float) -> None:
     for a, b in runs(shut):
         if b - a == 1 and a > 0 and b < n:
             assert not (t.open[a - 1] >= median and t.open[b] >= median), f"flicker at {a}"
-    # Ramps per second, not per frame: at 50 fps half the step of 25 fps.
-    step = closing_step(prof) * 25.0 / fps
+    # Ramps per second, not per frame: at 50 fps half the step of the profile's 25 fps.
+    step = closing_step(prof) * prof.fps / fps
     assert np.abs(np.diff(t.open)).max() <= step + 1e-5
     assert np.all(t.open[held] <= closed_level(prof) + 1e-6)
 

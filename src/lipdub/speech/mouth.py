@@ -62,6 +62,7 @@ _LEAD_FRAMES = 0.5
 # at rest) lower the speed over a whole clip by 15-35% on the bench dubs, so 1.15 lands
 # whole-clip speed near 1 while speech itself stays within 1.2 of the person's.
 _SPEED_TARGET = 1.15
+_MAX_SMOOTHING = 1.0
 
 
 @dataclass
@@ -194,7 +195,7 @@ def _shape_curve(
         d = np.abs(np.diff(y))
         return float(d[m].mean()) if m.sum() >= 3 else float(d.mean())
 
-    lo, hi = 0.0, 1.0
+    lo, hi = 0.0, _MAX_SMOOTHING
     best = render(0.5)
     for _ in range(10):
         mid = 0.5 * (lo + hi)
@@ -272,7 +273,7 @@ def mouth_targets(
     person's range and speed, with articulation imposed inside the speed tuning: lips
     pressed together for every bilabial however short, held at least 70 ms, its
     neighbours drawn part of the way (``trajectory.articulate``; ramps of at most
-    ``closing_step`` per 40 ms); nearly closed on /f v/; width spread on /i e/ and
+    ``closing_step`` per source frame); nearly closed on /f v/; width spread on /i e/ and
     narrowed on rounded sounds, starting before them. ``closure`` marks the frames held
     shut.
     """
@@ -302,7 +303,7 @@ def mouth_targets(
             np.clip(curve, lo, hi), closed, labio, ff.loudness, c.act, fps=fps,
             closed_level=closed_level(profile),
             labio_level=min(float(q[10]), 0.45 * float(q[50])),
-            step=closing_step(profile) * 25.0 / max(fps, 1.0))
+            step=closing_step(profile) * profile.fps / max(fps, 1.0))
         return y, held
 
     opening = _shape_curve(

@@ -192,10 +192,13 @@ def closed_level(profile: SpeakerProfile) -> float:
 
 
 def closing_step(profile: SpeakerProfile) -> float:
-    """The largest per-frame change (at 25 fps) into and out of a closure: lips close and
-    part over two or three frames in real speech (from a wide vowel to shut in ~100 ms),
-    faster than the person's average movements that bound the rest of the curve."""
-    return max(profile.max_step, 0.35 * float(profile.open_q[95] - profile.open_q[5]))
+    """The largest change per frame (of the profile's ``fps``) into and out of a closure:
+    the person's own fastest real movement. A closure approached faster than that (the
+    earlier 0.35 of the range per frame) was a jump larger than anything the person does
+    on each side of every /p b m/: on an independent track, 3-4x the person's share of
+    such jumps. A floor keeps a closure reachable from a wide vowel in a few frames when
+    the measured track is unusually slow."""
+    return max(profile.max_step, 0.15 * float(profile.open_q[95] - profile.open_q[5]))
 
 
 def width_range(profile: SpeakerProfile) -> tuple[float, float]:

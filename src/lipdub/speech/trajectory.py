@@ -9,13 +9,15 @@ the person's own. A real bilabial closure is approached, held and released:
 
 1. **Held long enough to be seen.** A closure lasts at least ``MIN_CLOSURE_S`` (about
    two frames at 25 fps; lips stay together 50-100 ms even in fast speech). A stop
-   shorter than that is held over the neighbouring frame nearest to shut as well.
-2. **Approached and released smoothly.** How far each frame is pulled down toward a
-   closure is the smoothest field (least squared acceleration) that reaches the closed
-   level on the closure's frames and is zero elsewhere: a penalised least-squares
-   problem with a five-band matrix, solved in O(n). The frames around a closure come
-   down part of the way (what a phonetician calls coarticulation) instead of a vowel
-   snapping shut, and away from closures the curve is the speech's own.
+   shorter than that is held over its quieter neighbouring frame as well (the stop's
+   own silence or murmur). Lip-teeth contacts are held at their own level the same way.
+2. **Approached and released smoothly.** The curve is the smoothest one (least squared
+   acceleration) that stays near the speech's targets and passes through every closure,
+   never above the targets: a penalised least-squares problem with a five-band matrix,
+   solved in O(n). The frames around a closure come down part of the way (what a
+   phonetician calls coarticulation) instead of a vowel snapping shut, and a peak the
+   mouth could reach only with a jerk is shaved (issue 20's per-frame jumps). A vowel
+   squeezed between two closures still opens part of the way (``_KEEP``).
 3. **Never faster than the person.** Ramps into and out of closures are limited per
    frame, in the person's own units and in seconds, not frames, so 50 fps video moves
    as fast per second as 25 fps video does.
@@ -25,21 +27,26 @@ from __future__ import annotations
 
 import numpy as np
 from scipy.linalg import solveh_banded
+from scipy.ndimage import maximum_filter1d
 
 # Bilabial closures in running speech hold the lips together for 50-100 ms (the stop's
 # silence or the nasal's murmur); below ~70 ms a viewer sees a flicker, not a closure.
 MIN_CLOSURE_S = 0.07
-# Stiffness of the acceleration penalty, as the time over which a closure's pull on its
-# neighbours fades. 45 ms: at 25 fps the frame on each side of a closure comes down part
-# of the way, two frames out barely move.
+# Stiffness of the acceleration penalty, as the curve's smoothing length (and the time
+# over which a closure's pull on its neighbours fades). 45 ms: at 25 fps the frame on
+# each side of a closure comes down part of the way, two frames out little. On an
+# independent track (bench/motion.py, 3 clips) 35 ms left the mouth 1.5x as jumpy and
+# 1.5x as fast as the person's; 45 ms brought both near 1 but takes a tenth to a fifth
+# off the loudest vowels of real speech.
 SMOOTHING_S = 0.045
 # How firmly closure (and lip-teeth) frames are held at their level against the
 # smoothness: high, so they land within a few percent of the person's closed shape.
 _HOLD_WEIGHT = 60.0
-# A frame between closures keeps at least this share of its own opening above the closed
+# A frame next to a closure keeps at least this share of its own opening above the closed
 # level: a vowel squeezed between two stops ("mama") is short, and a real jaw still opens
-# for it part of the way; the smooth curve alone would all but close it.
-_KEEP = 0.6
+# for it part of the way (the smooth curve alone all but closed it). Only there: as a
+# floor everywhere it undid the shaving of jerky peaks (bench/motion.py: 2x the jumps).
+_KEEP = 0.4
 
 
 def min_closure_frames(fps: float) -> int:
@@ -120,18 +127,20 @@ def articulate(opening: np.ndarray, closed: np.ndarray, labio: np.ndarray,
     x = np.asarray(opening, np.float64)
     held = hold_closures(closed, np.asarray(loudness, np.float64), min_closure_frames(fps))
     labio = np.asarray(labio, bool) & ~held
-    # Only closures pull their neighbours: a lip-teeth contact leaves the jaw nearly where
-    # it was, so its frames are lowered alone (with the ramps below), as before. What is
-    # smoothed is the pull (how far each frame moves), not the curve: away from closures
-    # the speech's own curve stays as it was.
-    pull = np.zeros_like(x)
-    pull[held] = closed_level - x[held]
-    weight = np.where(held, _HOLD_WEIGHT, 1.0)
+    # The smoothest curve (least squared acceleration) that stays near the speech's
+    # targets and passes through every closure, never above the targets: a peak the
+    # mouth could only reach with a jerk is shaved, a closure's neighbours come down part
+    # of the way. Lip-teeth contacts are held the same way at their own level (left out,
+    # each was a one-frame dip: an open -> shut -> open flicker on an independent track).
+    target = x.copy()
+    target[labio] = np.minimum(target[labio], labio_level)
+    target[held] = closed_level
+    weight = np.where(held | labio, _HOLD_WEIGHT, 1.0)
     stiffness = (SMOOTHING_S * fps) ** 4
-    # A closure only ever lowers its neighbours (a vowel is not opened wider by it).
-    y = x + np.minimum(smooth_through(pull, weight, stiffness), 0.0)
+    y = np.minimum(smooth_through(target, weight, stiffness), x)
     y = np.maximum(y, np.minimum(closed_level, x))  # no overshoot below a closed mouth
-    y = np.maximum(y, closed_level + _KEEP * (x - closed_level))
+    near = maximum_filter1d(held.astype(np.uint8), 5).astype(bool) & ~held
+    y = np.where(near, np.maximum(y, closed_level + _KEEP * (x - closed_level)), y)
     y = np.where(np.asarray(speech) > 0.5, y, x)
     y[held] = closed_level
     y[labio] = np.minimum(y[labio], labio_level)
