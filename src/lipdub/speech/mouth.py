@@ -47,7 +47,7 @@ from lipdub.speech.profile import (
     width_range,
 )
 from lipdub.speech.trajectory import articulate
-from lipdub.speech.visemes import ROUND, SIL, SPREAD, FrameVisemes, frame_visemes
+from lipdub.speech.visemes import MID, OPEN, ROUND, SIL, SPREAD, FrameVisemes, frame_visemes
 
 __all__ = [
     "MouthTargets", "SpeakerProfile", "SpeechAnalysis", "analyse_speech", "build_profile",
@@ -303,7 +303,8 @@ def mouth_targets(
             np.clip(curve, lo, hi), closed, labio, ff.loudness, c.act, fps=fps,
             closed_level=closed_level(profile),
             labio_level=min(float(q[10]), 0.45 * float(q[50])),
-            step=closing_step(profile) * profile.fps / max(fps, 1.0))
+            step=closing_step(profile) * profile.fps / max(fps, 1.0),
+            nucleus=vis.post[:, OPEN] + 0.5 * vis.post[:, MID])
         return y, held
 
     opening = _shape_curve(

@@ -47,6 +47,10 @@ _HOLD_WEIGHT = 60.0
 # for it part of the way (the smooth curve alone all but closed it). Only there: as a
 # floor everywhere it undid the shaving of jerky peaks (bench/motion.py: 2x the jumps).
 _KEEP = 0.4
+# Extra weight of a vowel nucleus against the smoothing (at posterior 1): an open vowel
+# is the target the jaw moves for, not a jerk to shave (without it 7 % of open vowels
+# were rendered closed on bench/articulation.py, 2 % before the trajectory).
+_NUCLEUS_WEIGHT = 8.0
 
 
 def min_closure_frames(fps: float) -> int:
@@ -115,14 +119,16 @@ def lower_limit(x: np.ndarray, step: float) -> np.ndarray:
 
 def articulate(opening: np.ndarray, closed: np.ndarray, labio: np.ndarray,
                loudness: np.ndarray, speech: np.ndarray, *, fps: float,
-               closed_level: float, labio_level: float,
-               step: float) -> tuple[np.ndarray, np.ndarray]:
+               closed_level: float, labio_level: float, step: float,
+               nucleus: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """(opening with closures and lip-teeth contacts imposed, the closure frames held).
 
     ``closed`` and ``labio`` are the frames the speech needs the lips together / at the
     teeth, ``loudness`` the speech's level per frame (dB), ``speech`` its activity (0..1:
     only speech frames are drawn toward a contact, a pause keeps its rest); ``step`` the
-    largest per-frame change into and out of them.
+    largest per-frame change into and out of them. ``nucleus`` (0..1, e.g. the open-vowel
+    posterior) marks the frames whose opening is itself an articulatory target: the
+    smoothing holds them near their level instead of shaving them like a transient.
     """
     x = np.asarray(opening, np.float64)
     held = hold_closures(closed, np.asarray(loudness, np.float64), min_closure_frames(fps))
@@ -136,6 +142,8 @@ def articulate(opening: np.ndarray, closed: np.ndarray, labio: np.ndarray,
     target[labio] = np.minimum(target[labio], labio_level)
     target[held] = closed_level
     weight = np.where(held | labio, _HOLD_WEIGHT, 1.0)
+    if nucleus is not None:
+        weight = weight + np.where(held | labio, 0.0, _NUCLEUS_WEIGHT * np.asarray(nucleus))
     stiffness = (SMOOTHING_S * fps) ** 4
     y = np.minimum(smooth_through(target, weight, stiffness), x)
     y = np.maximum(y, np.minimum(closed_level, x))  # no overshoot below a closed mouth
