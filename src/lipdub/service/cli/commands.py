@@ -101,6 +101,39 @@ def _checked(build: Any) -> Any:
         raise _fail(str(e)) from None
 
 
+def _listen(host: str, port: int) -> Any:
+    """The server's listening socket, bound before anything says it listens: a port in
+    use (or a host that is not this machine's) is one line and exit 2, not a "listening"
+    line followed by uvicorn's bind error."""
+    import socket
+
+    try:
+        family, kind, proto, _, addr = socket.getaddrinfo(
+            host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        )[0]
+    except (socket.gaierror, UnicodeError) as e:
+        raise _fail(f"Cannot listen on {host!r}: {e}; give an address or name of this "
+                    "machine with --host.") from None
+    sock = socket.socket(family, kind, proto)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind(addr)
+    except OSError as e:
+        sock.close()
+        import errno
+
+        if e.errno == errno.EADDRINUSE:
+            raise _fail(
+                f"Port {port} on {host} is already in use (another lipdub serve?): stop that "
+                f"server, or choose another port: lipdub serve --port {port + 1} (make run "
+                f"PORT={port + 1})."
+            ) from None
+        raise _fail(f"Cannot listen on {host}:{port} ({e.strerror or e}): choose another "
+                    "--host or --port.") from None
+    sock.set_inheritable(True)
+    return sock
+
+
 def _fleet_context(settings: Settings, check: Any) -> Any:
     from lipdub.service.context import Context
 
@@ -158,6 +191,7 @@ def register(app: typer.Typer) -> None:
             public_url=public_url or default_public,
             workers=workers,
         )
+        sock = _listen(host, port)  # a busy port is refused before anything else is said
         app_ = _checked(lambda: create_app(settings))  # before logging: a refusal is 1 line
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
         if settings.workers == 0:
@@ -168,7 +202,9 @@ def register(app: typer.Typer) -> None:
         url = f"http://{host}:{port}"
         print(banner(url, key, settings.data_dir.resolve()) if dev_key else
               f"lipdub listening on {url}  (API docs: {url}/docs)", flush=True)
-        uvicorn.run(app_, host=host, port=port, access_log=False, log_level="warning")
+        config = uvicorn.Config(app_, host=host, port=port, access_log=False,
+                                log_level="warning")
+        uvicorn.Server(config).run(sockets=[sock])
 
     @app.command()
     def worker(

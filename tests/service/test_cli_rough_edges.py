@@ -1,0 +1,72 @@
+"""Issue 23, item 6: the command line's first-run rough edges, run as a user would."""
+
+from __future__ import annotations
+
+import os
+import re
+import socket
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from .helpers import Server, lipdub_cmd
+
+COMMANDS = [
+    ("identify",), ("sync",), ("serve",), ("worker",), ("keys", "create"), ("keys", "list"),
+    ("credits", "add"), ("account", "show"),
+]
+
+
+def run(*args: str, env: dict[str, str] | None = None, timeout: float = 60
+        ) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*lipdub_cmd(), *args], capture_output=True, text=True,
+                          timeout=timeout, env={**os.environ, "COLUMNS": "100", **(env or {})})
+
+
+def rows(help_text: str) -> list[str]:
+    """The lines of the help's panels (arguments and options), not its free text."""
+    return [line for line in help_text.splitlines() if line.startswith("│")]
+
+
+@pytest.mark.parametrize("command", COMMANDS, ids=" ".join)
+def test_flags_show_no_type(command: tuple[str, ...]) -> None:
+    out = run(*command, "--help")
+    assert out.returncode == 0, out.stderr
+    assert "<bool>" not in out.stdout, out.stdout
+    help_row = next(r for r in rows(out.stdout) if "--help" in r)
+    assert "<" not in help_row, help_row
+
+
+def test_sync_help_lists_every_option_as_an_option() -> None:
+    out = run("sync", "--help")
+    assert out.returncode == 0, out.stderr
+    table = rows(out.stdout)
+    names = ["VIDEO", "AUDIO", "--out", "--session", "--preview", "--json", "--face",
+             "--start-ms", "--end-ms", "--insert-ms", "--volume", "--sync-mode",
+             "--original-volume", "--help"]
+    for name in names:
+        assert any(re.search(rf"(^|\s){re.escape(name)}\s", r) for r in table), (name, out.stdout)
+    assert "Usage: lipdub sync [OPTIONS] {VIDEO} [AUDIO]" in out.stdout
+    assert "cut_off|loop|bounce|silence|remap" in out.stdout
+    assert "Per face" in out.stdout  # the options that follow AUDIO or a --face
+
+
+def test_serve_on_a_busy_port_fails_before_saying_it_listens(tmp_path: Path) -> None:
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        s = Server(tmp_path / "busy")
+        out = subprocess.run(
+            [*lipdub_cmd(), "serve", "--host", "127.0.0.1", "--port", str(port), "--dev-key"],
+            env=s.env, capture_output=True, text=True, timeout=60,
+        )
+    assert out.returncode == 2, (out.stdout, out.stderr)
+    assert "listening" not in out.stdout + out.stderr
+    assert "First start" not in out.stdout  # no dev key printed for a server that never ran
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 1, out.stderr
+    assert f"Port {port} on 127.0.0.1 is already in use" in lines[0]
+    assert f"--port {port + 1}" in lines[0] and f"make run PORT={port + 1}" in lines[0]
+    assert "Errno" not in lines[0] and "Traceback" not in out.stderr
