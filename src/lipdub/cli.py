@@ -73,7 +73,10 @@ def _check_length(video: Path) -> None:
     except ValueError:  # a service setting the CLI does not use is wrong: the default
         least = Settings().min_video_ms
     info = probe(video)
-    if info.frame_count <= 1 or info.duration_ms < least:
+    if info.frame_count <= 1:  # what the API says of an image sent as video_url
+        raise InputError(f"{video.name} is a still image (one frame), not a video: give an "
+                         f"mp4 or mov of at least {least / 1000:g} s.")
+    if info.duration_ms < least:
         raise InputError(f"{video.name} lasts {info.duration_ms} ms: give a video of at "
                          f"least {least / 1000:g} s.")
 

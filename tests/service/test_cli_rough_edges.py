@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from .helpers import Server, lipdub_cmd
+from .helpers import MEDIA, Server, lipdub_cmd
 
 COMMANDS = [
     ("identify",), ("sync",), ("serve",), ("worker",), ("keys", "create"), ("keys", "list"),
@@ -70,3 +70,25 @@ def test_serve_on_a_busy_port_fails_before_saying_it_listens(tmp_path: Path) -> 
     assert f"Port {port} on 127.0.0.1 is already in use" in lines[0]
     assert f"--port {port + 1}" in lines[0] and f"make run PORT={port + 1}" in lines[0]
     assert "Errno" not in lines[0] and "Traceback" not in out.stderr
+
+
+def test_identify_on_a_still_image_says_it_is_an_image() -> None:
+    for image in ("facerecognition__obama.jpg", "facerecognition__lin-manuel-miranda.png"):
+        out = run("identify", str(MEDIA / image))
+        assert out.returncode == 2, out.stdout
+        assert f"{image} is a still image (one frame), not a video" in out.stderr, out.stderr
+        assert "no face" not in out.stderr.lower()
+
+
+@pytest.mark.parametrize("content", [b"", b"this is plain text, not audio at all\n" * 50],
+                         ids=["empty", "junk"])
+def test_cli_errors_speak_of_files_not_uploads(tmp_path: Path, content: bytes) -> None:
+    audio = tmp_path / "speech.mp3"
+    audio.write_bytes(content)
+    out = run("sync", str(MEDIA / "videoretalking__face_2.mp4"), str(audio),
+              "-o", str(tmp_path / "o.mp4"), timeout=300)
+    assert out.returncode == 2, out.stdout
+    line = out.stderr.strip()
+    assert line.startswith("error: speech.mp3 is") and len(line.splitlines()) == 1, line
+    assert "upload" not in line.lower(), line
+    assert not re.search(r"\(\w*(Error|Exception)\)", line), line  # no exception class names
