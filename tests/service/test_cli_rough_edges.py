@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import os
 import re
+import signal
 import socket
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
 
-from .helpers import MEDIA, Server, lipdub_cmd
+from .helpers import MEDIA, REPO, Server, free_port, lipdub_cmd
 
 COMMANDS = [
     ("identify",), ("sync",), ("serve",), ("worker",), ("keys", "create"), ("keys", "list"),
@@ -92,3 +94,39 @@ def test_cli_errors_speak_of_files_not_uploads(tmp_path: Path, content: bytes) -
     assert line.startswith("error: speech.mp3 is") and len(line.splitlines()) == 1, line
     assert "upload" not in line.lower(), line
     assert not re.search(r"\(\w*(Error|Exception)\)", line), line  # no exception class names
+
+
+def first_start(tmp_path: Path, **env: str) -> str:
+    """The banner of `serve --dev-key` (make run) on an empty data directory."""
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("LIPDUB_")}
+    tmp_path.mkdir(parents=True)
+    log = tmp_path / "serve.log"
+    port = free_port()
+    proc = subprocess.Popen(
+        [*lipdub_cmd(), "serve", "--port", str(port), "--dev-key"], cwd=tmp_path,
+        env={**clean, "LIPDUB_DATA_DIR": str(tmp_path / "data"), **env},
+        stdout=log.open("wb"), stderr=subprocess.STDOUT,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while "esac" not in log.read_text() and "lipdub keys list" not in log.read_text():
+            assert proc.poll() is None and time.monotonic() < deadline, log.read_text()
+            time.sleep(0.1)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(20)
+    return log.read_text()
+
+
+def test_first_run_says_how_to_allow_local_callbacks(tmp_path: Path) -> None:
+    text = first_start(tmp_path / "default")
+    assert "LIPDUB_ALLOW_PRIVATE_URLS=127.0.0.1/32" in text, text
+    assert "First start" in text  # the same banner, with its key and walk-through
+    allowed = first_start(tmp_path / "allowed", LIPDUB_ALLOW_PRIVATE_URLS="127.0.0.1/32")
+    assert "LIPDUB_ALLOW_PRIVATE_URLS" not in allowed, allowed
+
+
+def test_readme_says_how_to_pick_another_port() -> None:
+    readme = (REPO / "README.md").read_text()
+    assert "make run PORT=" in readme
+    assert "LIPDUB_ALLOW_PRIVATE_URLS=127.0.0.1/32" in readme

@@ -200,7 +200,8 @@ def register(app: typer.Typer) -> None:
 
         key = dev_key_if_first_start(app_.state.ctx.store) if dev_key else None
         url = f"http://{host}:{port}"
-        print(banner(url, key, settings.data_dir.resolve()) if dev_key else
+        private_allowed = settings.allows_all_private or bool(settings.allowed_private_networks)
+        print(banner(url, key, settings.data_dir.resolve(), private_allowed) if dev_key else
               f"lipdub listening on {url}  (API docs: {url}/docs)", flush=True)
         config = uvicorn.Config(app_, host=host, port=port, access_log=False,
                                 log_level="warning")
