@@ -163,3 +163,10 @@ def test_openapi_says_so(server: Server) -> None:
         assert schemas[name].get("additionalProperties") is False, name
     bad = doc["paths"][GEN]["post"]["responses"]["400"]["description"]
     assert "unknown or misspelt field" in bad
+
+
+def test_many_unknown_fields_make_one_sentence(api: httpx.Client, video_url: str) -> None:
+    body: dict[str, Any] = {"model": "kling-identify-face", "video_url": video_url}
+    body.update({f"junk_{i:02d}": i for i in range(12)})
+    data = refused(api, body, "'junk_00'", "and 7 more:")
+    assert len(data["unknown_fields"]) == 12
