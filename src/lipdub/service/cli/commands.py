@@ -105,31 +105,25 @@ def _listen(host: str, port: int) -> Any:
     """The server's listening socket, bound before anything says it listens: a port in
     use (or a host that is not this machine's) is one line and exit 2, not a "listening"
     line followed by uvicorn's bind error."""
+    import errno
     import socket
 
-    try:
-        family, kind, proto, _, addr = socket.getaddrinfo(
-            host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
-        )[0]
-    except (socket.gaierror, UnicodeError) as e:
-        raise _fail(f"Cannot listen on {host!r}: {e}; give an address or name of this "
-                    "machine with --host.") from None
-    sock = socket.socket(family, kind, proto)
+    # As uvicorn would bind it: IPv6 for an address with ':', IPv4 otherwise.
+    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
-        sock.bind(addr)
-    except OSError as e:
+        sock.bind((host, port))
+    except (OSError, UnicodeError, OverflowError) as e:
         sock.close()
-        import errno
-
-        if e.errno == errno.EADDRINUSE:
+        if isinstance(e, OSError) and e.errno == errno.EADDRINUSE:
             raise _fail(
                 f"Port {port} on {host} is already in use (another lipdub serve?): stop that "
                 f"server, or choose another port: lipdub serve --port {port + 1} (make run "
                 f"PORT={port + 1})."
             ) from None
-        raise _fail(f"Cannot listen on {host}:{port} ({e.strerror or e}): choose another "
-                    "--host or --port.") from None
+        why = (e.strerror if isinstance(e, OSError) and e.strerror else str(e)).rstrip(".")
+        raise _fail(f"Cannot listen on {host}:{port} ({why}): give an address of this "
+                    "machine with --host and a port from 1 to 65535 with --port.") from None
     sock.set_inheritable(True)
     return sock
 
