@@ -6,13 +6,20 @@
 //   const { taskId } = await c.identify('clip.mp4')          // local files are uploaded
 //   const { faceData } = await c.wait(taskId)
 //   const t = await c.lipSync(faceData.session_id, [{ face_id: 'face_001', sound_file: 'speech.wav' }])
-//   console.log((await c.wait(t.taskId)).resultUrls[0])
+//   await c.download(await c.wait(t.taskId), 'dubbed.mp4')   // saved; returns the path
+//
+// wait() throws TaskFailed (failCode, failMsg) for a failed task; a local path that does
+// not exist throws FileNotFoundError (code 'ENOENT') before any request.
 //
 // verifyWebhook / webhookMiddleware check Standard Webhooks signatures of callbacks.
 
 import { createHmac, timingSafeEqual } from 'node:crypto'
-import { readFile, stat } from 'node:fs/promises'
-import { basename } from 'node:path'
+import { createWriteStream } from 'node:fs'
+import { readFile, rename, rm, stat } from 'node:fs/promises'
+import { basename, dirname, join } from 'node:path'
+import { Readable } from 'node:stream'
+import { pipeline } from 'node:stream/promises'
+import { fileURLToPath } from 'node:url'
 
 const GEN = '/api/v1/audio/generations'
 const FINAL = new Set(['completed', 'failed'])
@@ -30,9 +37,47 @@ export class ApiError extends Error {
 
 export class WebhookVerificationError extends Error {}
 
-async function isLocalFile (source) {
-  if (/^(https?:|data:)/i.test(source) || source.length > 4096) return false
-  try { return (await stat(source)).isFile() } catch { return false }
+/** A task that ended failed: failCode, failMsg, taskId and the whole task. */
+export class TaskFailed extends Error {
+  constructor (task) {
+    super(`task ${task.taskId} failed (${task.failCode || 'no failCode'}): ${task.failMsg || 'no failMsg'}`)
+    this.name = 'TaskFailed'
+    this.task = task
+    this.taskId = task.taskId
+    this.failCode = task.failCode ?? null
+    this.failMsg = task.failMsg ?? null
+  }
+}
+
+/** A local path that names no file (thrown before any request). */
+export class FileNotFoundError extends Error {
+  constructor (path, what = 'does not exist') {
+    super(`${path} ${what}: give the path of a video or audio file`)
+    this.name = 'FileNotFoundError'
+    this.code = 'ENOENT'
+    this.path = path
+  }
+}
+
+const isBase64 = (s) => /^[A-Za-z0-9+/]+={0,2}$/.test(s) && s.length % 4 === 0
+const expandHome = (p) => (p.startsWith('~/') && process.env.HOME ? join(process.env.HOME, p.slice(2)) : p)
+
+/** The local file `source` names, or null for a URL, data: URI or Base64; throws
+ *  FileNotFoundError for a path to nothing (Base64 has no '.', '\\' or '~', and starts
+ *  with '/' only by chance). */
+async function localPath (source) {
+  let s = String(source).trim()
+  if (/^(https?:|data:)/i.test(s) || s.length > 4096) return null
+  const fileUrl = /^file:\/\//i.test(s)
+  if (fileUrl) s = fileURLToPath(s)
+  s = expandHome(s)
+  let st = null
+  try { st = await stat(s) } catch {}
+  if (st && st.isFile()) return s
+  const pathlike = fileUrl || /^(\.\.?\/|~)/.test(s) || s.includes('.') || s.includes('\\') ||
+    (s.startsWith('/') && !isBase64(s))
+  if (!pathlike && !st) return null
+  throw new FileNotFoundError(s, st ? 'is a directory, not a file' : 'does not exist')
 }
 
 export class Client {
@@ -76,13 +121,15 @@ export class Client {
 
   /** Upload a local file; `.url` is usable as video_url or sound_file. */
   async upload (path) {
+    path = (await localPath(path)) ?? path
     const form = new FormData()
     form.append('file', new Blob([await readFile(path)]), basename(path))
     return this._call('POST', '/api/v1/files', { form, timeoutMs: 600000 })
   }
 
   async _source (source) {
-    return (await isLocalFile(source)) ? (await this.upload(source)).url : source
+    const path = await localPath(source)
+    return path !== null ? (await this.upload(path)).url : source
   }
 
   async identify (video, { callbackUrl, externalTaskId } = {}) {
@@ -107,13 +154,17 @@ export class Client {
     return this._call('GET', GEN, { query: { task_id: taskId, wait: w || undefined }, timeoutMs: (w + 30) * 1000 })
   }
 
-  /** Until completed or failed: server-side waits of up to 30 s, no busy polling. */
-  async wait (taskId, { timeoutS = 900 } = {}) {
+  /** The completed task (server-side waits of up to 30 s, no busy polling); throws
+   *  TaskFailed for a failed one (or returns it with { check: false }). */
+  async wait (taskId, { timeoutS = 900, check = true } = {}) {
     const deadline = Date.now() + timeoutS * 1000
     for (;;) {
       const left = (deadline - Date.now()) / 1000
       const task = await this.get(taskId, { wait: Math.max(0, Math.min(30, left)) })
-      if (FINAL.has(task.state)) return task
+      if (FINAL.has(task.state)) {
+        if (check && task.state === 'failed') throw new TaskFailed(task)
+        return task
+      }
       if (left <= 0) throw new Error(`task ${taskId} is still ${task.state} after ${timeoutS} s`)
     }
   }
@@ -129,6 +180,40 @@ export class Client {
 
   async usage ({ days = 30 } = {}) {
     return this._call('GET', '/api/v1/usage', { query: { days } })
+  }
+
+  /** Save a completed lip-sync task's result (or any media URL, such as a
+   *  face_reference) to `path`, a file or a directory (the URL's name kept); returns the
+   *  path written. Signed links: no API key is sent. Written beside `path` first, so a
+   *  broken download leaves no partial file. Throws TaskFailed for a failed task. */
+  async download (urlOrTask, path) {
+    let url = urlOrTask
+    if (typeof urlOrTask !== 'string') {
+      if (urlOrTask.state === 'failed') throw new TaskFailed(urlOrTask)
+      url = (urlOrTask.resultUrls || [])[0]
+      if (!url) throw new Error(`task ${urlOrTask.taskId} has no result to download (state ${urlOrTask.state}): wait for a completed lip-sync task`)
+    }
+    url = new URL(url, this.baseUrl + '/').toString()
+    let target = expandHome(String(path))
+    try {
+      if ((await stat(target)).isDirectory()) target = join(target, basename(new URL(url).pathname) || 'result.mp4')
+    } catch {}
+    const res = await fetch(url, { redirect: 'follow' })
+    if (!res.ok) {
+      const text = await res.text()
+      let env = null
+      try { env = JSON.parse(text) } catch {}
+      throw new ApiError(res.status, env?.msg || text.slice(0, 200) || res.statusText, env?.data)
+    }
+    const tmp = join(dirname(target), `.lipdub-${process.pid}-${Date.now()}-${basename(target)}`)
+    try {
+      await pipeline(Readable.fromWeb(res.body), createWriteStream(tmp))
+      await rename(tmp, target)
+    } catch (e) {
+      await rm(tmp, { force: true })
+      throw e
+    }
+    return target
   }
 }
 

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 from lipdub.errors import InputError, LimitError, LipdubError, MediaError, NoFacesError
 
 if TYPE_CHECKING:
-    from lipdub.client import AsyncClient, Client, verify_webhook
+    from lipdub.client import AsyncClient, Client, TaskFailed, verify_webhook
     from lipdub.faces.identify import identify
     from lipdub.faces.session import Face, Session, VideoInfo
     from lipdub.render.sync import FaceAudio, SyncResult, sync
@@ -28,6 +28,7 @@ __all__ = [
     "NoFacesError",
     "Session",
     "SyncResult",
+    "TaskFailed",
     "VideoInfo",
     "identify",
     "sync",
@@ -44,6 +45,7 @@ _LAZY = {
     "SyncResult": "lipdub.render.sync",
     "Client": "lipdub.client",
     "AsyncClient": "lipdub.client",
+    "TaskFailed": "lipdub.client",
     "verify_webhook": "lipdub.client",
 }
 

@@ -11,15 +11,35 @@ import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
+import typer.core
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
 from lipdub.errors import LipdubError
 from lipdub.service.cli import register
+
+
+def _flags_take_no_value() -> None:
+    """typer's rich help shows a type for a flag ('--json <bool>'), as if it took a
+    value; click's plain help never did. A flag (not a counter) shows none."""
+    shown = typer.core.TyperOption.display_type_rich
+    if getattr(shown, "lipdub_flags", False):
+        return
+
+    def display_type_rich(self: typer.core.TyperOption, ctx: Any) -> str | None:
+        if self.is_flag and not self.count:
+            return None
+        return shown(self, ctx)
+
+    display_type_rich.lipdub_flags = True  # type: ignore[attr-defined]
+    typer.core.TyperOption.display_type_rich = display_type_rich  # type: ignore[method-assign]
+
+
+_flags_take_no_value()
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
                   help="Lip-sync dubbing: identify faces in a video, make them speak new audio.")
@@ -53,7 +73,10 @@ def _check_length(video: Path) -> None:
     except ValueError:  # a service setting the CLI does not use is wrong: the default
         least = Settings().min_video_ms
     info = probe(video)
-    if info.frame_count <= 1 or info.duration_ms < least:
+    if info.frame_count <= 1:  # what the API says of an image sent as video_url
+        raise InputError(f"{video.name} is a still image (one frame), not a video: give an "
+                         f"mp4 or mov of at least {least / 1000:g} s.")
+    if info.duration_ms < least:
         raise InputError(f"{video.name} lasts {info.duration_ms} ms: give a video of at "
                          f"least {least / 1000:g} s.")
 
@@ -67,7 +90,9 @@ def _fail(e: Exception) -> None:
 
 @app.command()
 def identify(
-    video: Annotated[Path, typer.Argument(help="Video file (mp4, mov, mkv, webm...).")],
+    video: Annotated[
+        Path, typer.Argument(metavar="VIDEO", help="Video file (mp4, mov, mkv, webm...).")
+    ],
     out_dir: Annotated[Path | None, typer.Option("--out", help="Session directory.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print only JSON on stdout.")] = False,
     contact_sheet: Annotated[
@@ -189,10 +214,65 @@ def _face_specs(args: list[str], audio: Path | None) -> tuple[list[dict[str, obj
     return specs, original
 
 
-@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+_PER_FACE_PANEL = "Per face (each applies to AUDIO or the --face before it)"
+_help_only = typer.Typer(add_completion=False)
+
+
+@_help_only.command()
+def _sync_options(
+    audio: Annotated[Path | None, typer.Argument(
+        metavar="AUDIO", show_default=False,
+        help="Audio for the most prominent face (or give --face instead).")] = None,
+    face: Annotated[list[str] | None, typer.Option(
+        "--face", metavar="FACE_ID=AUDIO", show_default=False,
+        help="A face (from identify) and its audio; repeat for each face.")] = None,
+    original_volume: Annotated[float, typer.Option(
+        "--original-volume", metavar="0..2",
+        help="Gain of the video's own sound.")] = 1.0,
+    start_ms: Annotated[int, typer.Option(
+        "--start-ms", metavar="MS", rich_help_panel=_PER_FACE_PANEL,
+        help="Start of the clip inside the audio.")] = 0,
+    end_ms: Annotated[int | None, typer.Option(
+        "--end-ms", metavar="MS", rich_help_panel=_PER_FACE_PANEL, show_default=False,
+        help="End of the clip inside the audio (default: its end).")] = None,
+    insert_ms: Annotated[int, typer.Option(
+        "--insert-ms", metavar="MS", rich_help_panel=_PER_FACE_PANEL,
+        help="Where the clip starts on the video.")] = 0,
+    volume: Annotated[float, typer.Option(
+        "--volume", metavar="0..2", rich_help_panel=_PER_FACE_PANEL,
+        help="Gain of the new audio.")] = 1.0,
+    sync_mode: Annotated[str | None, typer.Option(
+        "--sync-mode", metavar="cut_off|loop|bounce|silence|remap",
+        rich_help_panel=_PER_FACE_PANEL, show_default=False,
+        help="Fit audio that runs past the video's end or stops before it; without it "
+        "such audio is refused, as by the API.")] = None,
+) -> None:
+    """Never run: its parameters are what `sync --help` shows of the options that sync
+    parses itself, in order."""
+
+
+class _SyncCommand(typer.core.TyperCommand):
+    """sync reads AUDIO and the per-face options itself, in order (click cannot tie an
+    option to the --face before it); its help shows them as the options they are."""
+
+    # Any: typer vendors its own click, whose classes are private.
+    def format_help(self, ctx: Any, formatter: Any) -> None:
+        shown = typer.main.get_command(_help_only).params
+        real = self.params
+        self.params = [*real[:1], *shown[:1], *real[1:], *shown[1:]]
+        try:
+            super().format_help(ctx, formatter)
+        finally:
+            self.params = real
+
+
+@app.command(
+    cls=_SyncCommand,
+    context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
+)
 def sync(
     ctx: typer.Context,
-    video: Annotated[Path, typer.Argument(help="Video whose faces will speak.")],
+    video: Annotated[Path, typer.Argument(metavar="VIDEO", help="Video whose faces will speak.")],
     out_path: Annotated[Path, typer.Option("-o", "--out", help="Output mp4.")] = Path("out.mp4"),
     session_dir: Annotated[
         Path | None, typer.Option("--session", help="Reuse an identify result (its --out dir).")
@@ -205,12 +285,8 @@ def sync(
     """Make faces in VIDEO speak new audio (VIDEO AUDIO, or VIDEO --face ID=AUDIO ...).
 
     \b
-    lipdub sync VIDEO AUDIO -o OUT.mp4              most prominent face, whole audio at 0
+    lipdub sync VIDEO AUDIO -o OUT.mp4      most prominent face, whole audio at 0
     lipdub sync VIDEO --face face_002=a.wav --insert-ms 1500 --face face_001=b.mp3 -o OUT.mp4
-    Per-face options (--start-ms, --end-ms, --insert-ms, --volume, --sync-mode) apply to the
-    face given before them; --original-volume (0..2) scales the video's own sound.
-    --sync-mode (cut_off, loop, bounce, silence, remap) fits audio that runs past the
-    video's end or stops before it; without it such audio is refused, as by the API.
     """
     from lipdub.faces.identify import identify as run_identify
     from lipdub.faces.session import Session

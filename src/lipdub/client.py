@@ -2,14 +2,16 @@
 
 Both speak the public API only (the contract plus lipdub's additive endpoints) and share
 every rule here: request bodies, the envelope, errors, back-off. Local files given as
-``video`` or ``sound_file`` are uploaded first through ``POST /api/v1/files``::
+``video`` or ``sound_file`` are uploaded first through ``POST /api/v1/files`` (a path
+that does not exist is a ``FileNotFoundError`` before any request); ``wait`` raises
+``TaskFailed`` (with the task's ``failCode`` and ``failMsg``) for a failed task::
 
     from lipdub import Client
     with Client("http://127.0.0.1:8000", key) as c:
         faces = c.wait(c.identify("clip.mp4")["taskId"])["faceData"]
         task = c.lip_sync(faces["session_id"], [{"face_id": "face_001",
                                                   "sound_file": "speech.wav"}])
-        print(c.wait(task["taskId"])["resultUrls"][0])
+        c.download(c.wait(task["taskId"]), "dubbed.mp4")
 
 ``verify_webhook`` checks a Standard Webhooks signature (accounts with a webhook secret).
 """
@@ -18,10 +20,14 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import binascii
 import hashlib
 import hmac
 import json
+import os
+import tempfile
 import time
+import urllib.parse
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -44,6 +50,29 @@ class ApiError(Exception):
         self.status = status
         self.message = message
         self.data = data
+
+
+class TaskFailed(Exception):
+    """A task that ended ``failed``: ``fail_code`` / ``fail_msg`` (also as ``failCode`` /
+    ``failMsg``, the wire's names), ``task_id`` and the whole ``task`` as queried."""
+
+    def __init__(self, task: Mapping[str, Any]) -> None:
+        self.task = dict(task)
+        self.task_id: str = str(task.get("taskId", ""))
+        self.fail_code: str | None = task.get("failCode")
+        self.fail_msg: str | None = task.get("failMsg")
+        super().__init__(
+            f"task {self.task_id} failed ({self.fail_code or 'no failCode'}): "
+            f"{self.fail_msg or 'no failMsg'}"
+        )
+
+    @property
+    def failCode(self) -> str | None:  # noqa: N802 - the wire's name
+        return self.fail_code
+
+    @property
+    def failMsg(self) -> str | None:  # noqa: N802 - the wire's name
+        return self.fail_msg
 
 
 class WebhookVerificationError(Exception):
@@ -87,13 +116,71 @@ def verify_webhook(
     raise WebhookVerificationError("no signature matches")
 
 
-def _is_local(source: str | Path) -> bool:
-    if isinstance(source, Path):
-        return True
-    s = source.strip()
-    if s[:8].lower().startswith(("http://", "https://", "data:")):
+def _is_base64(s: str) -> bool:
+    try:
+        base64.b64decode(s, validate=True)
+    except (binascii.Error, ValueError):
         return False
-    return len(s) < 4096 and Path(s).expanduser().is_file()
+    return True
+
+
+def _local_path(source: str | Path) -> Path | None:
+    """The local file ``source`` names, or None for a URL, data: URI or Base64. A path
+    that does not exist is a ``FileNotFoundError`` here, before any request (sent as it
+    is, the server could only say it cannot read files on this machine)."""
+    if isinstance(source, Path):
+        p = source.expanduser()
+    else:
+        s = source.strip()
+        if s[:8].lower().startswith(("http://", "https://", "data:")) or len(s) >= 4096:
+            return None
+        if s[:7].lower() == "file://":
+            s = urllib.parse.unquote(urllib.parse.urlsplit(s).path)
+        p = Path(s).expanduser()
+        if not p.is_file():
+            # Base64 has no '.', '\\' or '~' and starts with '/' only by chance: such a
+            # string that is no file is a path to a missing file.
+            pathlike = s.startswith(("./", "../", "~")) or "." in s or "\\" in s or (
+                s.startswith("/") and not _is_base64(s)
+            ) or source.strip()[:7].lower() == "file://"
+            if not pathlike:
+                return None
+    if not p.is_file():
+        what = "is a directory, not a file" if p.is_dir() else "does not exist"
+        raise FileNotFoundError(2, f"{p} {what}: give the path of a video or audio file", str(p))
+    return p
+
+
+def _download_url(task_or_url: str | Mapping[str, Any]) -> str:
+    """The URL to fetch: a lip-sync task's result (TaskFailed for a failed task), or the
+    URL given."""
+    if isinstance(task_or_url, str):
+        return task_or_url
+    task = task_or_url
+    if task.get("state") == "failed":
+        raise TaskFailed(task)
+    urls = task.get("resultUrls") or []
+    if not urls:
+        raise ValueError(
+            f"task {task.get('taskId')} has no result to download (state "
+            f"{task.get('state')!r}): wait for a completed lip-sync task"
+        )
+    return str(urls[0])
+
+
+def _target(path: str | Path, url: str) -> Path:
+    """``path``, or the URL's file name inside ``path`` when it is a directory."""
+    p = Path(path).expanduser()
+    if p.is_dir():
+        name = Path(urllib.parse.urlsplit(url).path).name or "result.mp4"
+        p = p / name
+    return p
+
+
+def _final(task: dict[str, Any], check: bool) -> dict[str, Any]:
+    if check and task["state"] == "failed":
+        raise TaskFailed(task)
+    return task
 
 
 def _check(r: httpx.Response) -> Any:
@@ -179,13 +266,15 @@ class Client:
 
     def upload(self, path: str | Path) -> dict[str, Any]:
         """Upload a local file; ``["url"]`` is usable as video_url or sound_file."""
-        p = Path(path).expanduser()
+        p = _local_path(Path(path))
+        assert p is not None
         with p.open("rb") as f:
             data: dict[str, Any] = self._call("POST", "/api/v1/files", files={"file": (p.name, f)})
         return data
 
     def _source(self, source: str | Path) -> str:
-        return self.upload(source)["url"] if _is_local(source) else str(source)
+        p = _local_path(source)
+        return self.upload(p)["url"] if p is not None else str(source)
 
     def identify(
         self,
@@ -219,15 +308,16 @@ class Client:
             params["wait"] = min(wait, 30)
         return dict(self._call("GET", GEN, params=params, timeout=wait + 30))
 
-    def wait(self, task_id: str, *, timeout: float = 900) -> dict[str, Any]:
-        """Until the task is completed or failed (server-side waits of up to 30 s, so no
-        busy polling); TimeoutError after ``timeout`` seconds."""
+    def wait(self, task_id: str, *, timeout: float = 900, check: bool = True) -> dict[str, Any]:
+        """The completed task (server-side waits of up to 30 s, so no busy polling);
+        ``TaskFailed`` (failCode, failMsg) if it failed, or the failed task itself with
+        ``check=False``; TimeoutError after ``timeout`` seconds."""
         deadline = time.monotonic() + timeout
         while True:
             left = deadline - time.monotonic()
             task = self.get(task_id, wait=max(0, min(30, left)))
             if task["state"] in FINAL:
-                return task
+                return _final(task, check)
             if left <= 0:
                 raise TimeoutError(f"task {task_id} is still {task['state']} after {timeout} s")
 
@@ -255,6 +345,30 @@ class Client:
     def cancel(self, task_id: str) -> dict[str, Any]:
         """Cancel a pending or processing task (it ends failed, failCode 'cancelled')."""
         return dict(self._call("POST", GEN + "/cancel", json={"task_id": task_id}))
+
+    def download(self, url_or_task: str | Mapping[str, Any], path: str | Path) -> Path:
+        """Save a result to ``path`` (a file, or a directory to keep the URL's name in):
+        a completed lip-sync task (its first resultUrls) or a URL, such as a
+        face_reference. Media links are signed, so no API key is sent with them. Written
+        to a temporary file beside ``path`` first: a broken download leaves no partial
+        file. ``TaskFailed`` for a failed task, ``ApiError`` for an HTTP error."""
+        url = urllib.parse.urljoin(str(self.http.base_url) + "/", _download_url(url_or_task))
+        target = _target(path, url)
+        fd, tmp = tempfile.mkstemp(prefix=".lipdub-", dir=target.parent)
+        try:
+            with os.fdopen(fd, "wb") as f, httpx.stream(
+                "GET", url, timeout=self.http.timeout, follow_redirects=True
+            ) as r:
+                if r.status_code >= 400:
+                    r.read()
+                    _check(r)
+                for chunk in r.iter_bytes(1 << 20):
+                    f.write(chunk)
+            os.replace(tmp, target)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        return target
 
     def usage(self, days: int = 30) -> dict[str, Any]:
         return dict(self._call("GET", "/api/v1/usage", params={"days": days}))
@@ -299,7 +413,8 @@ class AsyncClient:
         raise AssertionError("unreachable")
 
     async def upload(self, path: str | Path) -> dict[str, Any]:
-        p = Path(path).expanduser()
+        p = _local_path(Path(path))
+        assert p is not None
         content = await asyncio.to_thread(p.read_bytes)
         data: dict[str, Any] = await self._call(
             "POST", "/api/v1/files", files={"file": (p.name, content)}
@@ -307,7 +422,8 @@ class AsyncClient:
         return data
 
     async def _source(self, source: str | Path) -> str:
-        return (await self.upload(source))["url"] if _is_local(source) else str(source)
+        p = _local_path(source)
+        return (await self.upload(p))["url"] if p is not None else str(source)
 
     async def identify(
         self,
@@ -337,13 +453,15 @@ class AsyncClient:
             params["wait"] = min(wait, 30)
         return dict(await self._call("GET", GEN, params=params, timeout=wait + 30))
 
-    async def wait(self, task_id: str, *, timeout: float = 900) -> dict[str, Any]:
+    async def wait(
+        self, task_id: str, *, timeout: float = 900, check: bool = True
+    ) -> dict[str, Any]:
         deadline = time.monotonic() + timeout
         while True:
             left = deadline - time.monotonic()
             task = await self.get(task_id, wait=max(0, min(30, left)))
             if task["state"] in FINAL:
-                return task
+                return _final(task, check)
             if left <= 0:
                 raise TimeoutError(f"task {task_id} is still {task['state']} after {timeout} s")
 
@@ -361,6 +479,27 @@ class AsyncClient:
 
     async def cancel(self, task_id: str) -> dict[str, Any]:
         return dict(await self._call("POST", GEN + "/cancel", json={"task_id": task_id}))
+
+    async def download(self, url_or_task: str | Mapping[str, Any], path: str | Path) -> Path:
+        """As ``Client.download``."""
+        url = urllib.parse.urljoin(str(self.http.base_url) + "/", _download_url(url_or_task))
+        target = _target(path, url)
+        fd, tmp = tempfile.mkstemp(prefix=".lipdub-", dir=target.parent)
+        try:
+            with os.fdopen(fd, "wb") as f:
+                async with httpx.AsyncClient(
+                    timeout=self.http.timeout, follow_redirects=True
+                ) as plain, plain.stream("GET", url) as r:
+                    if r.status_code >= 400:
+                        await r.aread()
+                        _check(r)
+                    async for chunk in r.aiter_bytes(1 << 20):
+                        await asyncio.to_thread(f.write, chunk)
+            os.replace(tmp, target)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        return target
 
     async def usage(self, days: int = 30) -> dict[str, Any]:
         return dict(await self._call("GET", "/api/v1/usage", params={"days": days}))

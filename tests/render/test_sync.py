@@ -282,3 +282,34 @@ def test_a_session_of_another_video_is_refused(toned: tuple[Path, Session],
         lipdub.sync(media("videoretalking__face_5.mp4"),
                     [lipdub.FaceAudio("face_001", media("videoretalking__audio_1.wav"))],
                     out_path=tmp_path / "x.mp4", session=session)
+
+
+def test_cli_preview_shows_every_face_synced(tmp_path: Path) -> None:
+    """Issue 23: a multi-face --preview showed face_001 only."""
+    video, sess = media("vasp__combine001.mp4"), tmp_path / "session"
+    r = subprocess.run([sys.executable, "-m", "lipdub.cli", "identify", str(video),
+                        "--out", str(sess), "--json"], capture_output=True, text=True,
+                       timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert [f["face_id"] for f in json.loads(r.stdout)["faces"]][:2] == ["face_001", "face_002"]
+
+    def preview(*faces: str) -> np.ndarray:
+        prev = tmp_path / f"{'-'.join(faces)}.jpg"
+        args = []
+        for face in faces:
+            args += ["--face", f"{face}={media('videoretalking__audio_1.wav')}", "--end-ms",
+                     "2000"]
+        r = subprocess.run([sys.executable, "-m", "lipdub.cli", "sync", str(video), *args,
+                            "--session", str(sess), "-o", str(tmp_path / "o.mp4"),
+                            "--preview", str(prev)], capture_output=True, text=True,
+                           timeout=300)
+        assert r.returncode == 0, r.stderr
+        img = cv2.imread(str(prev))
+        assert img is not None
+        return img
+
+    one, two = preview("face_001"), preview("face_001", "face_002")
+    # Two faces: a before row and an after row each, one face's block under the other.
+    assert two.shape[0] > 1.7 * one.shape[0], (one.shape, two.shape)
+    top = two[: one.shape[0], : one.shape[1]].astype(int)
+    assert np.abs(top - one.astype(int)).mean() < 12  # face_001's block comes first

@@ -33,7 +33,7 @@ def start_serve(cwd: Path, port: int) -> tuple[subprocess.Popen[bytes], Path]:
     while "listening on" not in out.read_text():
         assert proc.poll() is None and time.monotonic() < deadline, out.read_text()
         time.sleep(0.1)
-    time.sleep(1.0)  # the banner is printed just before uvicorn binds
+    time.sleep(1.0)  # the banner comes once the port is bound, just before uvicorn serves
     return proc, out
 
 

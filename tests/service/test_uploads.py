@@ -133,7 +133,9 @@ def test_uploads_need_a_positive_balance(tmp_path: Path) -> None:
         with server.client(server.new_key("broke", "0")) as c:
             r = c.post(FILES, files={"file": ("a.mp4", b"\0" * 100_000)})
         assert r.status_code == 402 and r.json()["code"] == 402, r.text
-        assert "positive balance" in r.json()["msg"]
+        msg = r.json()["msg"]
+        assert "positive balance" in msg and "add credits" in msg, msg
+        assert "$0.0000" not in msg and "smallest" not in msg, msg  # issue 23
         assert stored_names(server) == []
     finally:
         server.kill()

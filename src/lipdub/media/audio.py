@@ -63,11 +63,11 @@ def _check_file(path: Path, max_bytes: int | None) -> None:
         raise MediaError(f"{path.name} does not exist or is not a file.")
     size = path.stat().st_size
     if size == 0:
-        raise MediaError(f"{path.name} is empty (0 bytes): upload a file that contains audio.")
+        raise MediaError(f"{path.name} is empty (0 bytes): give a file that contains audio.")
     if max_bytes is not None and size > max_bytes:
         raise LimitError(
             f"{path.name} is {size / 1e6:.1f} MB, over the {max_bytes / 1e6:.1f} MB limit: "
-            "upload a shorter or more compressed file."
+            "use a shorter or more compressed file."
         )
 
 
@@ -89,21 +89,21 @@ def _decode(
     def over_limit() -> LimitError:
         return LimitError(
             f"{path.name} is longer than the {max_duration_ms / 1000:.1f} s limit: "  # type: ignore[operator]
-            "trim it before uploading."
+            "trim it first."
         )
 
     try:
         container = av.open(str(path), mode="r")
     except (av.FFmpegError, UnicodeDecodeError, ValueError) as e:
         raise MediaError(
-            f"{path.name} is not a readable audio or video file ({type(e).__name__}): "
-            "upload wav, mp3, m4a/aac, ogg/opus or flac."
+            f"{path.name} is not a readable audio or video file: give wav, mp3, m4a/aac, "
+            "ogg/opus or flac."
         ) from e
     with container:
         if not container.streams.audio:
             if not require_audio:
                 return None
-            raise MediaError(f"{path.name} has no audio stream: upload a file with sound in it.")
+            raise MediaError(f"{path.name} has no audio stream: give a file with sound in it.")
         stream = container.streams.audio[0]
         video_start_s: float | None = None
         if align_to_video and container.streams.video:
@@ -163,8 +163,8 @@ def _decode(
                 take(out)
         except av.FFmpegError as e:
             raise MediaError(
-                f"{path.name} could not be decoded ({e.__class__.__name__}): the file is "
-                "corrupt or truncated; re-export it and upload again."
+                f"{path.name} could not be decoded: the file is corrupt or truncated; "
+                "export it again."
             ) from e
     if total == 0:
         raise MediaError(f"{path.name} has an audio stream but no decodable audio in it.")
@@ -246,7 +246,7 @@ def crop(
     n = x.shape[0]
     total_ms = 1000.0 * n / sr
     if n == 0:
-        raise InputError("The audio clip is empty: upload audio that contains sound.")
+        raise InputError("The audio clip is empty: give audio that contains sound.")
     end = total_ms if end_ms is None else float(end_ms)
     start = float(start_ms)
     if start < 0 or start >= total_ms or end <= start or end > total_ms + 1000.0 / sr:
@@ -400,7 +400,7 @@ def mix(
             )
         s = _as_2d(clip.samples)
         if s.shape[0] == 0:
-            raise InputError(f"Audio clip {k + 1} is empty: upload audio that contains sound.")
+            raise InputError(f"Audio clip {k + 1} is empty: give audio that contains sound.")
         s = _match_channels(resample(s, clip.sr, sr), channels)
         i0 = int(round(clip.insert_ms * sr / 1000))
         i1 = min(n, i0 + s.shape[0])

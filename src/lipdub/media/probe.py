@@ -101,7 +101,7 @@ def open_video(path: str | Path) -> av.container.InputContainer:
     if not p.is_file():
         raise MediaError(f"Video file not found: {p}.")
     if p.stat().st_size == 0:
-        raise MediaError(f"{p.name} is empty (0 bytes): upload the video again.")
+        raise MediaError(f"{p.name} is empty (0 bytes): give a video file with content.")
     try:
         return av.open(str(p), mode="r")
     except av.error.InvalidDataError as e:

@@ -63,11 +63,12 @@ class FaceJob:
 
 @dataclass
 class Preview:
-    """Mouth crops before and after, for the preview strip."""
+    """Mouth crops before and after, for the preview strip: per face (face_id -> the
+    frames to show, and their crops), so a multi-face sync shows every face it changed."""
 
-    frames: list[int]
-    before: list[np.ndarray] = field(default_factory=list)
-    after: list[np.ndarray] = field(default_factory=list)
+    frames: dict[str, list[int]]
+    before: dict[str, list[np.ndarray]] = field(default_factory=dict)
+    after: dict[str, list[np.ndarray]] = field(default_factory=dict)
 
 
 class Engine(Protocol):
@@ -235,7 +236,7 @@ class ClassicEngine:
         total = max(info.frame_count, 1)
         first_pts: int | None = None
         written = 0
-        wanted = set(preview.frames) if preview else set()
+        wanted = {fid: set(f) for fid, f in preview.frames.items()} if preview else {}
         # Encoding runs in its own thread while the next frames are composed.
         with BackgroundWriter(VideoWriter(out, info.width, info.height, rate,
                                           time_base=time_base, audio=audio,
@@ -270,16 +271,18 @@ class ClassicEngine:
                         else:
                             assert full is not None
                             rgb, before, origin = full, None, np.zeros(2, np.float32)
-                        # The strip shows the first face (its frames were the ones picked).
-                        shot = preview is not None and fr.index in wanted and job is jobs[0]
+                        fid = job.face.face_id
+                        shot = preview is not None and fr.index in wanted.get(fid, ())
                         if shot and preview is not None:
-                            preview.before.append(_mouth_crop(rgb, lm - origin))
+                            preview.before.setdefault(fid, []).append(
+                                _mouth_crop(rgb, lm - origin))
                         comp.render(rgb, before, fr.index, row, lm - origin, origin, entry,
                                     float(job.alpha[fr.index]),
                                     float(job.target_open[fr.index]),
                                     float(job.target_width[fr.index]))
                         if shot and preview is not None:
-                            preview.after.append(_mouth_crop(rgb, lm - origin))
+                            preview.after.setdefault(fid, []).append(
+                                _mouth_crop(rgb, lm - origin))
                         if pic is not None and before is not None:
                             pic.put(box, rgb, before, region=comp.drawn())
                     if pic is not None:
@@ -435,24 +438,38 @@ def _mouth_crop(rgb: np.ndarray, lm: np.ndarray, size: int = 160) -> np.ndarray:
     return cv2.resize(crop, (size, int(size * crop.shape[0] / max(crop.shape[1], 1))))
 
 
+def _label(width: int, text: str) -> np.ndarray:
+    row = np.full((24, width, 3), 255, np.uint8)
+    cv2.putText(row, text, (6, 17), cv2.FONT_HERSHEY_SIMPLEX, 0.55, (0, 0, 0), 1, cv2.LINE_AA)
+    return row
+
+
 def preview_strip(p: Preview, path: Path) -> Path:
-    """Before (top row) and after (bottom row) mouth crops side by side."""
-    pairs = list(zip(p.before, p.after, strict=False))
-    if not pairs:
+    """Per face changed, a row of mouth crops before and a row after, side by side; the
+    faces one under the other, each labelled with its face_id."""
+    faces = [(fid, list(zip(p.before.get(fid, []), p.after.get(fid, []), strict=False)))
+             for fid in p.frames]
+    faces = [(fid, pairs) for fid, pairs in faces if pairs]
+    if not faces:
         raise ValueError("no preview frames were rendered")
-    h = max(max(a.shape[0], b.shape[0]) for a, b in pairs)
+    blocks = []
+    for fid, pairs in faces:
+        h = max(max(a.shape[0], b.shape[0]) for a, b in pairs)
 
-    def pad(x: np.ndarray) -> np.ndarray:
-        return cv2.copyMakeBorder(x, 0, h - x.shape[0], 2, 2, cv2.BORDER_CONSTANT,
-                                  value=(255, 255, 255))
+        def pad(x: np.ndarray, h: int = h) -> np.ndarray:
+            return cv2.copyMakeBorder(x, 0, h - x.shape[0], 2, 2, cv2.BORDER_CONSTANT,
+                                      value=(255, 255, 255))
 
-    top = np.hstack([pad(a) for a, _ in pairs])
-    bottom = np.hstack([pad(b) for _, b in pairs])
-    label = np.full((24, top.shape[1], 3), 255, np.uint8)
-    img = np.vstack([label, top, label.copy(), bottom])
-    cv2.putText(img, "before", (6, 17), cv2.FONT_HERSHEY_SIMPLEX, 0.55, (0, 0, 0), 1, cv2.LINE_AA)
-    cv2.putText(img, "after (lip-synced)", (6, 24 + h + 17), cv2.FONT_HERSHEY_SIMPLEX, 0.55,
-                (0, 0, 0), 1, cv2.LINE_AA)
+        top = np.hstack([pad(a) for a, _ in pairs])
+        bottom = np.hstack([pad(b) for _, b in pairs])
+        blocks.append([_label(top.shape[1], f"{fid} before"), top,
+                       _label(top.shape[1], f"{fid} after (lip-synced)"), bottom])
+    width = max(part.shape[1] for block in blocks for part in block)
+    img = np.vstack([
+        cv2.copyMakeBorder(part, 0, 0, 0, width - part.shape[1], cv2.BORDER_CONSTANT,
+                           value=(255, 255, 255))
+        for block in blocks for part in block
+    ])
     path.parent.mkdir(parents=True, exist_ok=True)
     cv2.imwrite(str(path), cv2.cvtColor(img, cv2.COLOR_RGB2BGR))
     return path

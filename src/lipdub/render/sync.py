@@ -292,12 +292,15 @@ def _ramped(on: np.ndarray, ramp: int) -> np.ndarray:
     return a * (0.5 - 0.5 * np.cos(np.pi * w))  # smooth-step ease
 
 
-def _preview_frames(jobs: list[FaceJob], count: int = 6) -> list[int]:
-    j = jobs[0]
-    active = np.nonzero(j.alpha >= 1.0)[0]
-    if len(active) == 0:
-        return []
-    opens = j.target_open[active]
-    order = active[np.argsort(opens)]
-    picks = np.concatenate([order[-(count - 2):], order[:2]])
-    return sorted({int(x) for x in picks})
+def _preview_frames(jobs: list[FaceJob], count: int = 6) -> dict[str, list[int]]:
+    """Per face, the frames the preview shows: its most open and two most closed."""
+    shown: dict[str, list[int]] = {}
+    for j in jobs:
+        active = np.nonzero(j.alpha >= 1.0)[0]
+        if len(active) == 0:
+            continue
+        opens = j.target_open[active]
+        order = active[np.argsort(opens)]
+        picks = np.concatenate([order[-(count - 2):], order[:2]])
+        shown[j.face.face_id] = sorted({int(x) for x in picks})
+    return shown

@@ -24,7 +24,7 @@ from lipdub.config import Settings
 from lipdub.service.api import schemas
 from lipdub.service.api.deps import Account, Svc
 from lipdub.service.api.envelope import PREFIX, envelope
-from lipdub.service.api.errors import HttpError, insufficient
+from lipdub.service.api.errors import HttpError
 from lipdub.service.api.multipart import UploadTooLarge, receive_file
 from lipdub.service.storage import MissingObject
 from lipdub.service.store import UploadQuota
@@ -83,7 +83,12 @@ async def upload(request: Request, account: Account, svc: Svc) -> JSONResponse:
     ctx.disk.check(int(declared) if declared.isdigit() else 0)
     balance = await svc.read(ctx.store.balance, account)
     if balance <= 0:
-        raise insufficient(1, balance, "uploads need a positive balance; the smallest is")
+        raise HttpError(
+            402,
+            f"Insufficient balance: uploads need a positive balance and this account has "
+            f"${balance / 1e6:.2f}; add credits (lipdub credits add ACCOUNT 1) and retry.",
+            {"needed_micros": 1, "balance_micros": balance},
+        )
     now = now_ms()
     day, stored = await svc.read(ctx.store.upload_usage, account, now)
     quota_check(settings, day, stored, 1)

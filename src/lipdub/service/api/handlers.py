@@ -15,8 +15,9 @@ from fastapi.responses import JSONResponse
 from sqlalchemy.exc import DBAPIError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from lipdub.service.api.envelope import envelope
-from lipdub.service.api.errors import HttpError, disk_low, validation_message
+from lipdub.service.api import schemas
+from lipdub.service.api.envelope import PREFIX, envelope
+from lipdub.service.api.errors import HttpError, disk_low, unknown_fields, validation_message
 from lipdub.service.context import Context
 from lipdub.service.ops.disk import DiskLow
 from lipdub.service.retry import ThrottledLog, is_transient
@@ -48,6 +49,12 @@ def install(app: FastAPI, ctx: Context) -> None:
                 f"The body was sent as {ctype or 'no content type'!r}: send JSON with the "
                 "header 'Content-Type: application/json'.",
             )
+        # A misspelt field also makes "missing" errors (sesion_id): the name the client
+        # wrote is what to report, so unknown fields come first.
+        root = schemas.CancelRequest if r.url.path == f"{PREFIX}/audio/generations/cancel" else None
+        unknown = unknown_fields(errs, root)
+        if unknown is not None:
+            return envelope(400, unknown[0], unknown[1])
         return envelope(400, validation_message(errs))
 
     @app.exception_handler(StarletteHTTPException)

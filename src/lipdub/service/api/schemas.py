@@ -12,7 +12,7 @@ from lipdub.service.models import IDENTIFY, SYNC
 class IdentifyRequest(BaseModel):
     """Find the faces in a video; the result gives a session_id and face_ids."""
 
-    model_config = ConfigDict(extra="ignore")
+    model_config = ConfigDict(extra="forbid")
     model: Literal["kling-identify-face"]
     video_url: str | None = Field(
         None,
@@ -29,9 +29,11 @@ SyncMode = Literal["cut_off", "loop", "bounce", "silence", "remap"]
 
 
 class FaceChoose(BaseModel):
+    # Unknown fields are refused (a misspelt sound_insert_time would otherwise be
+    # dropped and the task charged for the wrong result); see errors.unknown_fields.
     # Times are strict integers and volumes strict numbers: true, "100" or 1.5 ms are a
     # client's mistake to report, not to guess at.
-    model_config = ConfigDict(extra="ignore")
+    model_config = ConfigDict(extra="forbid")
     face_id: str = Field(min_length=1, max_length=64)
     sound_file: str | None = Field(
         None, max_length=40_000_000, description="Audio as http(s) URL, data: URI or Base64."
@@ -74,7 +76,7 @@ class FaceChoose(BaseModel):
 class SyncRequest(BaseModel):
     """Re-render the chosen faces of an identified video to speak new audio."""
 
-    model_config = ConfigDict(extra="ignore")
+    model_config = ConfigDict(extra="forbid")
     model: Literal["kling-advanced-lip-sync"]
     session_id: str = Field(min_length=1, max_length=64)
     face_choose: list[FaceChoose] = Field(min_length=1, max_length=16)
@@ -169,7 +171,7 @@ class TaskListEnvelope(Envelope):
 
 
 class CancelRequest(BaseModel):
-    model_config = ConfigDict(extra="ignore")
+    model_config = ConfigDict(extra="forbid")
     task_id: str = Field(min_length=1, max_length=64)
 
 
@@ -272,7 +274,9 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     400: {
         "model": ErrorEnvelope,
         "description": "Bad request (every invalid parameter, also what frameworks call 422): "
-        "the message says what to fix.",
+        "the message says what to fix. An unknown or misspelt field is refused too (never "
+        "ignored, never charged): the message names it and the nearest valid name, and "
+        "data lists them (unknown_fields, did_you_mean).",
         "content": _err(400, "Field 'face_choose[0].sound_volume' is invalid (Input should be "
                         "less than or equal to 2): fix it and retry."),
     },

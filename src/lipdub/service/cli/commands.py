@@ -101,6 +101,33 @@ def _checked(build: Any) -> Any:
         raise _fail(str(e)) from None
 
 
+def _listen(host: str, port: int) -> Any:
+    """The server's listening socket, bound before anything says it listens: a port in
+    use (or a host that is not this machine's) is one line and exit 2, not a "listening"
+    line followed by uvicorn's bind error."""
+    import errno
+    import socket
+
+    # As uvicorn would bind it: IPv6 for an address with ':', IPv4 otherwise.
+    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except (OSError, UnicodeError, OverflowError) as e:
+        sock.close()
+        if isinstance(e, OSError) and e.errno == errno.EADDRINUSE:
+            raise _fail(
+                f"Port {port} on {host} is already in use (another lipdub serve?): stop that "
+                f"server, or choose another port: lipdub serve --port {port + 1} (make run "
+                f"PORT={port + 1})."
+            ) from None
+        why = (e.strerror if isinstance(e, OSError) and e.strerror else str(e)).rstrip(".")
+        raise _fail(f"Cannot listen on {host}:{port} ({why}): give an address of this "
+                    "machine with --host and a port from 1 to 65535 with --port.") from None
+    sock.set_inheritable(True)
+    return sock
+
+
 def _fleet_context(settings: Settings, check: Any) -> Any:
     from lipdub.service.context import Context
 
@@ -158,6 +185,7 @@ def register(app: typer.Typer) -> None:
             public_url=public_url or default_public,
             workers=workers,
         )
+        sock = _listen(host, port)  # a busy port is refused before anything else is said
         app_ = _checked(lambda: create_app(settings))  # before logging: a refusal is 1 line
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
         if settings.workers == 0:
@@ -166,9 +194,12 @@ def register(app: typer.Typer) -> None:
 
         key = dev_key_if_first_start(app_.state.ctx.store) if dev_key else None
         url = f"http://{host}:{port}"
-        print(banner(url, key, settings.data_dir.resolve()) if dev_key else
+        private_allowed = settings.allows_all_private or bool(settings.allowed_private_networks)
+        print(banner(url, key, settings.data_dir.resolve(), private_allowed) if dev_key else
               f"lipdub listening on {url}  (API docs: {url}/docs)", flush=True)
-        uvicorn.run(app_, host=host, port=port, access_log=False, log_level="warning")
+        config = uvicorn.Config(app_, host=host, port=port, access_log=False,
+                                log_level="warning")
+        uvicorn.Server(config).run(sockets=[sock])
 
     @app.command()
     def worker(

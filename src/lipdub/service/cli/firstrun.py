@@ -72,12 +72,22 @@ def quickstart(url: str, key: str) -> str:
     return "\n".join(lines)
 
 
-def banner(url: str, key: str | None, data_dir: Path) -> str:
+PRIVATE_HINT = (
+    "Local callbacks: callback_url and media URLs on this machine or a private network "
+    "(127.0.0.1, 10.x, 192.168.x) are refused unless allowed; to try a receiver on this "
+    "machine, start with LIPDUB_ALLOW_PRIVATE_URLS=127.0.0.1/32 (e.g. "
+    "'LIPDUB_ALLOW_PRIVATE_URLS=127.0.0.1/32 make run')."
+)
+
+
+def banner(url: str, key: str | None, data_dir: Path, private_allowed: bool = False) -> str:
     """What `serve --dev-key` prints before it starts listening."""
     out = [
         f"lipdub listening on {url}  (API docs: {url}/docs, data in {data_dir})",
         f"Web console: open {url}/ in a browser and sign in with an API key.",
     ]
+    if not private_allowed:
+        out.append(PRIVATE_HINT)
     if key is None:
         out.append(
             "Keys: '.venv/bin/lipdub keys list'; a new one: "
