@@ -153,7 +153,6 @@ class SourceTrack:
         own = read_video_audio(video, SR, 1)
         loud = speech_loudness(to_mono(own), SR, self.fps, self.n) if own is not None \
             else np.zeros(self.n)
-        self.loud = loud
         self.speaking = speaking(loud) & np.isfinite(self.op)
         self.thr = 0.5 * float(np.nanmedian(self.op[self.speaking]))
 

@@ -67,8 +67,7 @@ def speak(synth: str, voice: str, texts: list[str]) -> list[tuple[np.ndarray, in
 
 
 def hits(model: V.VisemeModel, x16: np.ndarray, phones: list) -> dict[str, list[bool]]:
-    z = V._normalised(x16)
-    post = model.posteriors(V._stacked(z, 0, z.shape[0]))
+    post = model.posteriors(V.features(x16))
     out: dict[str, list[bool]] = {k: [] for k in KINDS}
     for a, b, lab in phones:
         cls = viseme_of(lab)
@@ -86,7 +85,7 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=7)
     args = ap.parse_args()
     paths = args.model or [Path(V.__file__).with_name("viseme_mlp.npz")]
-    models = [(p.stem, V._read_model(str(p))) for p in paths]
+    models = [(p.stem, V.read_model(str(p))) for p in paths]
     rng = np.random.default_rng(args.seed)
     print(f"{'voice':28s} {'cond':5s} " + " ".join(
         f"{m[:10]:>10s}:{k[:5]:5s}" for m, _ in models for k in ("bilab", "round", "open",

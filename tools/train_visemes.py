@@ -255,6 +255,14 @@ SHARES = {"espeak": 0.45, "festival": 0.35, "flite": 0.2}
 _FESTIVAL_BATCH = 24  # utterances per Festival process (its start-up is ~0.3 s)
 
 
+def _counts(synths: list[str], n: int) -> np.ndarray:
+    """Utterances per synthesizer: ``SHARES`` renormalised over ``synths``, summing to n."""
+    w = np.array([SHARES[s] for s in synths])
+    counts = np.floor(w / w.sum() * n).astype(int)
+    counts[0] += n - counts.sum()
+    return counts
+
+
 def _festival_text(rng: np.random.Generator, lang: str) -> str:
     return _text(rng, "en" if lang == "en" else lang)
 
@@ -264,9 +272,7 @@ def _speak(rng: np.random.Generator, synths: list[str], langs: list[str],
     """``n`` phone-timed utterances from the chosen synthesizers (shares renormalised)."""
     from othertts import FESTIVAL_VOICES, FLITE_VOICES, festival_batch, flite_synth
 
-    w = np.array([SHARES[s] for s in synths])
-    counts = np.floor(w / w.sum() * n).astype(int)
-    counts[0] += n - counts.sum()
+    counts = _counts(synths, n)
     out: list[tuple[np.ndarray, int, list]] = []
     for synth, k in zip(synths, counts, strict=True):
         if synth == "espeak":
@@ -310,11 +316,8 @@ def corpus(n_utts: int, seed: int, langs: list[str], synths: list[str] | None = 
     xs, ys, ss = [], [], []
     t0 = time.time()
     synths = synths or ["espeak"]
-    w = np.array([SHARES[s] for s in synths])
-    counts = np.floor(w / w.sum() * n_utts).astype(int)
-    counts[0] += n_utts - counts.sum()
     utts = _speak(rng, synths, langs, n_utts)
-    which = np.repeat([SYNTHS.index(s) for s in synths], counts)
+    which = np.repeat([SYNTHS.index(s) for s in synths], _counts(synths, n_utts))
     for i, (audio, sr, phones) in enumerate(utts):
         if audio.size < sr // 4 or not phones:
             continue
@@ -345,8 +348,8 @@ def _prior_corrected(clf) -> list[tuple[np.ndarray, np.ndarray]]:  # type: ignor
     """The network's layers with the oversampling taken back out of its output: counting
     lip-contact frames twice doubles their prior odds, so log 2 comes off their output
     bias (exact for a softmax). The contacts still shape what the hidden layers learn,
-    while the posteriors stay calibrated: uncorrected, real Mandarin speech got 4.5
-    closures a second instead of about 3."""
+    while the posteriors stay calibrated: uncorrected, real Mandarin speech got more
+    closures a second than tests/speech/test_articulation.py's speech-like rate."""
     layers = [(w.astype(np.float32), b.astype(np.float32).copy())
               for w, b in zip(clf.coefs_, clf.intercepts_, strict=True)]
     layers[-1][1][list(OVERSAMPLED)] -= np.float32(np.log(OVERSAMPLE))

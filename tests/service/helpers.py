@@ -112,6 +112,14 @@ class Server:
         )
 
 
+def upload_file(client: httpx.Client, path: Path) -> str:
+    """Upload a local file through the API; its ``/media`` URL."""
+    with path.open("rb") as f:
+        r = client.post("/api/v1/files", files={"file": (path.name, f)})
+    assert r.status_code == 200, r.text
+    return str(r.json()["data"]["url"])
+
+
 def wait_task(client: httpx.Client, task_id: str, timeout: float = 120.0) -> dict[str, Any]:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

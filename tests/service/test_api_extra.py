@@ -16,7 +16,7 @@ import pytest
 
 from lipdub.media.audio import decode_audio, read_video_audio
 
-from .helpers import GEN, MEDIA, Receiver, Server, server_fixture, wait_task
+from .helpers import GEN, MEDIA, Receiver, Server, server_fixture, upload_file, wait_task
 
 SPEECH = MEDIA / "videoretalking__audio_1.wav"  # 5.0 s: longer than the 3 s clip
 LONG_VIDEO = MEDIA / "infinitetalk__ref_video.mp4"  # 15 s: its identify runs for a while
@@ -31,16 +31,10 @@ def api(server: Server) -> Iterator[httpx.Client]:
         yield c
 
 
-def upload(api: httpx.Client, path: Path) -> str:
-    with path.open("rb") as f:
-        r = api.post("/api/v1/files", files={"file": (path.name, f)})
-    assert r.status_code == 200, r.text
-    return str(r.json()["data"]["url"])
-
-
 @pytest.fixture(scope="module")
 def identified(api: httpx.Client, short_clip: Path) -> dict[str, Any]:
-    r = api.post(GEN, json={"model": "kling-identify-face", "video_url": upload(api, short_clip)})
+    video_url = upload_file(api, short_clip)
+    r = api.post(GEN, json={"model": "kling-identify-face", "video_url": video_url})
     task_id = r.json()["data"]["taskId"]
     t0 = time.monotonic()
     # wait=30 holds the answer until the task is done: one request, no polling.
@@ -52,7 +46,7 @@ def identified(api: httpx.Client, short_clip: Path) -> dict[str, Any]:
 
 @pytest.fixture(scope="module")
 def speech_url(api: httpx.Client) -> str:
-    return upload(api, SPEECH)
+    return upload_file(api, SPEECH)
 
 
 def sync_body(identified: dict[str, Any], sound: str, **entry: Any) -> dict[str, Any]:
@@ -202,7 +196,7 @@ def test_cancel_stops_the_engine_refunds_and_calls_back(
     receiver = Receiver()
     try:
         with server.client(server.new_key("canceller", "0.01")) as api:
-            video = upload(api, LONG_VIDEO)
+            video = upload_file(api, LONG_VIDEO)
             body = {
                 "model": "kling-identify-face", "video_url": video, "callback_url": receiver.url
             }
@@ -250,7 +244,7 @@ def test_smaller_fixes(server: Server, api: httpx.Client, identified: dict[str, 
     for local in ("file:///home/me/clip.mp4", "/home/me/clip.mp4", "clip.mp4"):
         r = create(local)
         assert r.status_code == 400 and "POST /api/v1/files" in r.json()["msg"], r.text
-    r = create(upload(api, MEDIA / "facerecognition__obama.jpg"))
+    r = create(upload_file(api, MEDIA / "facerecognition__obama.jpg"))
     assert r.status_code == 400 and "still image" in r.json()["msg"], r.text
     r = create("https://example.com/v.mp4", callback_url="http://10.0.0.1/hook")
     assert r.status_code == 400 and "LIPDUB_ALLOW_PRIVATE_URLS" in r.json()["msg"]

@@ -14,7 +14,7 @@ from typing import Any
 import httpx
 import pytest
 
-from .helpers import GEN, MEDIA, Server, server_fixture
+from .helpers import GEN, MEDIA, Server, server_fixture, upload_file
 
 SPEECH = MEDIA / "videoretalking__audio_1.wav"
 
@@ -27,16 +27,9 @@ def api(server: Server) -> Iterator[httpx.Client]:
         yield c
 
 
-def upload(api: httpx.Client, path: Path) -> str:
-    with path.open("rb") as f:
-        r = api.post("/api/v1/files", files={"file": (path.name, f)})
-    assert r.status_code == 200, r.text
-    return str(r.json()["data"]["url"])
-
-
 @pytest.fixture(scope="module")
 def video_url(api: httpx.Client, short_clip: Path) -> str:
-    return upload(api, short_clip)
+    return upload_file(api, short_clip)
 
 
 @pytest.fixture(scope="module")
@@ -51,7 +44,7 @@ def session(api: httpx.Client, video_url: str) -> dict[str, Any]:
 
 @pytest.fixture(scope="module")
 def speech_url(api: httpx.Client) -> str:
-    return upload(api, SPEECH)
+    return upload_file(api, SPEECH)
 
 
 def sync(session: dict[str, Any], speech_url: str, **entry: Any) -> dict[str, Any]:

@@ -97,8 +97,9 @@ def test_closures_only_lower_and_pauses_keep_their_rest() -> None:
     closed = np.zeros(n, bool)
     closed[[9, 20]] = True
     speech = np.r_[np.zeros(8), np.ones(n - 8)]
-    y, held = articulate(x, closed, np.zeros(n, bool), np.zeros(n), speech, fps=25.0,
-                         closed_level=0.01, labio_level=0.03, step=0.08)
+    held = hold_closures(closed, np.zeros(n), min_closure_frames(25.0))
+    y = articulate(x, held, np.zeros(n, bool), speech, fps=25.0,
+                   closed_level=0.01, labio_level=0.03, step=0.08)
     assert np.all(y <= x + 1e-12)
     assert held.sum() == 4
     assert np.all(y[held] == 0.01)

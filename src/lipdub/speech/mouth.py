@@ -46,7 +46,7 @@ from lipdub.speech.profile import (
     closing_step,
     width_range,
 )
-from lipdub.speech.trajectory import articulate
+from lipdub.speech.trajectory import articulate, hold_closures, min_closure_frames
 from lipdub.speech.visemes import MID, OPEN, ROUND, SIL, SPREAD, FrameVisemes, frame_visemes
 
 __all__ = [
@@ -135,26 +135,15 @@ def _shift_lead(x: np.ndarray, frames: float) -> np.ndarray:
     return np.asarray(np.interp(t, np.arange(n), x))
 
 
-def _shape_curve(
-    score: np.ndarray,
-    act: np.ndarray,
-    closure: np.ndarray,
-    prof: SpeakerProfile,
-    q: np.ndarray,
-    rest: float,
-    step: float,
-    tune_speed: bool,
-    post: Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]] | None = None,
-) -> np.ndarray:
-    """The score as a curve in the person's range and speed.
+def _shape_curve(score: np.ndarray, act: np.ndarray, prof: SpeakerProfile,
+                 finish: Callable[[np.ndarray], np.ndarray]) -> np.ndarray:
+    """The score as a curve in the person's opening range and speed.
 
-    ``post`` (articulation: closures and lip-teeth contacts) is applied inside the speed
+    ``finish`` (articulation: closures and lip-teeth contacts) is applied inside the speed
     tuning, so the speed matched is that of the finished curve, closures included:
-    closures added after the tuning (or left out of its measure) made the mouth 1.2-1.5x
-    as fast as the person's on an independent track (bench/motion.py)."""
-
-    def finish(y: np.ndarray) -> np.ndarray:
-        return y if post is None else post(y)[0]
+    closures added after the tuning (or left out of its measure) made the mouth faster
+    than the person's on an independent track (bench/motion.py)."""
+    q, rest, step = prof.open_q, prof.rest_open, prof.max_step
     speech = act > 0.5
     ref = score[speech] if speech.sum() >= 5 else score
     # Speech frames take the person's range from their rest posture upwards: the quietest
@@ -164,12 +153,10 @@ def _shape_curve(
     q_speech = np.interp(u_rest + (1 - u_rest) * QUANTILES, QUANTILES, q)
     mapped = _range_map(score, ref, q_speech)
     act_s = _zero_phase_smooth(act, 0.6, 0.25)
-    # Pauses relax toward the person's rest posture; closures press toward their closed end.
-    closed = float(q[2])
+    # Pauses relax toward the person's rest posture.
     base = act_s * mapped + (1 - act_s) * rest
-    base = base + closure * act_s * (closed - base) * 0.9
     base = _shift_lead(base, _LEAD_FRAMES)
-    if not tune_speed or base.size < 4:
+    if base.size < 4:
         return finish(_rate_limit(base, step))
 
     light = _zero_phase_smooth(base, 0.95, 0.8)
@@ -295,22 +282,17 @@ def mouth_targets(
     span = float(q[95] - q[5])
     lo, hi = float(profile.open_q[0]), float(profile.open_q[-1])
     lo, hi = min(lo, profile.rest_open), max(hi, profile.rest_open)
-    held = closed
+    held = hold_closures(closed, ff.loudness, min_closure_frames(fps))
 
-    def with_articulation(curve: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        nonlocal held
-        y, held = articulate(
-            np.clip(curve, lo, hi), closed, labio, ff.loudness, c.act, fps=fps,
+    def with_articulation(curve: np.ndarray) -> np.ndarray:
+        return articulate(
+            np.clip(curve, lo, hi), held, labio & ~held, c.act, fps=fps,
             closed_level=closed_level(profile),
             labio_level=min(float(q[10]), 0.45 * float(q[50])),
             step=closing_step(profile) * profile.fps / max(fps, 1.0),
             nucleus=vis.post[:, OPEN] + 0.5 * vis.post[:, MID])
-        return y, held
 
-    opening = _shape_curve(
-        o_score, c.act, np.zeros(n_frames), profile, profile.open_q, profile.rest_open,
-        profile.max_step, tune_speed=True, post=with_articulation,
-    )  # fmt: skip
+    opening = _shape_curve(o_score, c.act, profile, with_articulation)
 
     speech = _zero_phase_smooth(np.clip(c.act, 0, 1), 0.6, 0.25)
     p = vis.post

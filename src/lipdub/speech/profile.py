@@ -195,9 +195,8 @@ def closing_step(profile: SpeakerProfile) -> float:
     """The largest change per frame (of the profile's ``fps``) into and out of a closure:
     the person's own fastest real movement. A closure approached faster than that (the
     earlier 0.35 of the range per frame) was a jump larger than anything the person does
-    on each side of every /p b m/: on an independent track, 3-4x the person's share of
-    such jumps. A floor keeps a closure reachable from a wide vowel in a few frames when
-    the measured track is unusually slow."""
+    on each side of every /p b m/. A floor keeps a closure reachable from a wide vowel in
+    a few frames when the measured track is unusually slow."""
     return max(profile.max_step, 0.15 * float(profile.open_q[95] - profile.open_q[5]))
 
 

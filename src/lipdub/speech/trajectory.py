@@ -34,10 +34,10 @@ from scipy.ndimage import maximum_filter1d
 MIN_CLOSURE_S = 0.07
 # Stiffness of the acceleration penalty, as the curve's smoothing length (and the time
 # over which a closure's pull on its neighbours fades). 45 ms: at 25 fps the frame on
-# each side of a closure comes down part of the way, two frames out little. On an
-# independent track (bench/motion.py, 3 clips) 35 ms left the mouth 1.5x as jumpy and
-# 1.5x as fast as the person's; 45 ms brought both near 1 but takes a tenth to a fifth
-# off the loudest vowels of real speech.
+# each side of a closure comes down part of the way, two frames out little. Shorter
+# lengths left more jerky peaks (bench/motion.py: more jumps, a faster mouth); longer
+# ones take the loudest vowels of real speech down further (tests/speech/test_mouth.py
+# bounds that).
 SMOOTHING_S = 0.045
 # How firmly closure (and lip-teeth) frames are held at their level against the
 # smoothness: high, so they land within a few percent of the person's closed shape.
@@ -45,7 +45,7 @@ _HOLD_WEIGHT = 60.0
 # A frame next to a closure keeps at least this share of its own opening above the closed
 # level: a vowel squeezed between two stops ("mama") is short, and a real jaw still opens
 # for it part of the way (the smooth curve alone all but closed it). Only there: as a
-# floor everywhere it undid the shaving of jerky peaks (bench/motion.py: 2x the jumps).
+# floor everywhere it undid the shaving of jerky peaks (more jumps on bench/motion.py).
 _KEEP = 0.4
 # Extra weight of a vowel nucleus against the smoothing (at posterior 1): an open vowel
 # is the target the jaw moves for, not a jerk to shave (without it 7 % of open vowels
@@ -117,21 +117,21 @@ def lower_limit(x: np.ndarray, step: float) -> np.ndarray:
     return y
 
 
-def articulate(opening: np.ndarray, closed: np.ndarray, labio: np.ndarray,
-               loudness: np.ndarray, speech: np.ndarray, *, fps: float,
-               closed_level: float, labio_level: float, step: float,
-               nucleus: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """(opening with closures and lip-teeth contacts imposed, the closure frames held).
+def articulate(opening: np.ndarray, held: np.ndarray, labio: np.ndarray,
+               speech: np.ndarray, *, fps: float, closed_level: float, labio_level: float,
+               step: float, nucleus: np.ndarray | None = None) -> np.ndarray:
+    """``opening`` with closures and lip-teeth contacts imposed.
 
-    ``closed`` and ``labio`` are the frames the speech needs the lips together / at the
-    teeth, ``loudness`` the speech's level per frame (dB), ``speech`` its activity (0..1:
-    only speech frames are drawn toward a contact, a pause keeps its rest); ``step`` the
-    largest per-frame change into and out of them. ``nucleus`` (0..1, e.g. the open-vowel
-    posterior) marks the frames whose opening is itself an articulatory target: the
-    smoothing holds them near their level instead of shaving them like a transient.
+    ``held`` are the frames whose lips are together (the closures, grown by
+    :func:`hold_closures`), ``labio`` those with the lower lip at the teeth, ``speech``
+    the activity (0..1: only speech frames are drawn toward a contact, a pause keeps its
+    rest); ``step`` the largest per-frame change into and out of them. ``nucleus`` (0..1,
+    e.g. the open-vowel posterior) marks the frames whose opening is itself an
+    articulatory target: the smoothing holds them near their level instead of shaving
+    them like a transient.
     """
     x = np.asarray(opening, np.float64)
-    held = hold_closures(closed, np.asarray(loudness, np.float64), min_closure_frames(fps))
+    held = np.asarray(held, bool)
     labio = np.asarray(labio, bool) & ~held
     # The smoothest curve (least squared acceleration) that stays near the speech's
     # targets and passes through every closure, never above the targets: a peak the
@@ -152,4 +152,4 @@ def articulate(opening: np.ndarray, closed: np.ndarray, labio: np.ndarray,
     y = np.where(np.asarray(speech) > 0.5, y, x)
     y[held] = closed_level
     y[labio] = np.minimum(y[labio], labio_level)
-    return lower_limit(y, step), held
+    return lower_limit(y, step)

@@ -153,13 +153,14 @@ def use_weights(path: str | None) -> None:
 @lru_cache(maxsize=1)
 def load_model() -> VisemeModel:
     if _weights_path is not None:
-        return _read_model(_weights_path)
+        return read_model(_weights_path)
     ref = resources.files("lipdub.speech").joinpath("viseme_mlp.npz")
     with resources.as_file(ref) as p:
-        return _read_model(str(p))
+        return read_model(str(p))
 
 
-def _read_model(path: str) -> VisemeModel:
+def read_model(path: str) -> VisemeModel:
+    """A viseme model from an ``.npz`` written by :meth:`VisemeModel.save`."""
     with np.load(path) as z:
         if tuple(z["classes"].tolist()) != CLASSES or tuple(z["context"].tolist()) != CONTEXT:
             raise RuntimeError("viseme_mlp.npz does not match this version of lipdub")
