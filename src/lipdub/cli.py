@@ -111,7 +111,7 @@ def identify(
     from lipdub.faces.contact_sheet import contact_sheet as draw
     from lipdub.faces.identify import IdentifySettings
     from lipdub.faces.identify import identify as run
-    from lipdub.faces.session import Session
+    from lipdub.faces.session import Session, span_json
 
     base = IdentifySettings()
     settings = replace(base, min_visible_ms=min_visible_ms,
@@ -138,7 +138,8 @@ def identify(
             "faces": [
                 {"face_id": f.face_id, "start_time": f.start_ms, "end_time": f.end_ms,
                  "segments": [list(s) for s in f.segments],
-                 "thumbnail": str(session.thumbnail_path(f))}
+                 "thumbnail": str(session.thumbnail_path(f)),
+                 "not_renderable": [span_json(n) for n in f.not_renderable]}
                 for f in session.faces
             ],
             "unusable": [u.to_json() for u in session.unusable],
@@ -147,10 +148,12 @@ def identify(
     v = session.video
     out.print(f"[bold]{session.session_id}[/bold]  {v.width}x{v.height}  {v.fps:g} fps  "
               f"{v.duration_ms / 1000:.2f} s  audio: {'yes' if v.has_audio else 'no'}")
-    table = Table("face_id", "longest span", "segments", "thumbnail")
+    table = Table("face_id", "longest span", "segments", "not re-rendered", "thumbnail")
     for f in session.faces:
         segs = ", ".join(f"{a / 1000:.2f}-{b / 1000:.2f}s" for a, b in f.segments)
-        table.add_row(f.face_id, f"{f.start_ms}-{f.end_ms} ms", segs,
+        off = ", ".join(f"{a / 1000:.2f}-{b / 1000:.2f}s {why}"
+                        for a, b, why in f.not_renderable) or "-"
+        table.add_row(f.face_id, f"{f.start_ms}-{f.end_ms} ms", segs, off,
                       str(session.thumbnail_path(f)))
     out.print(table)
     for u in session.unusable:

@@ -22,6 +22,7 @@ from lipdub.faces.pose import head_pose
 from lipdub.faces.session import Face, FaceTrack, Session, Unusable
 from lipdub.faces.smoothing import OneEuro
 from lipdub.faces.tracker import FaceTracker, Seen, Track, TrackerSettings, landmark_box
+from lipdub.faces.turned import reason_spans, turned_rows
 from lipdub.media.pools import serial_libraries
 from lipdub.media.video import iter_frames, probe
 
@@ -138,14 +139,19 @@ def _people(
         boxes = np.array([landmark_box(lm) for lm in lms], dtype=np.float32)
         sides = np.minimum(boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1])
         too_small = float(np.median(sides)) < s.tracker.min_face_px
-        if visible_ms < s.min_visible_ms or len(frames) < s.min_person_frames or too_small:
+        pose = _poses(lms, width, height)
+        turned = turned_rows([(t.frames, t.turned_at) for t in members], frames, pose)
+        # Mostly turned away: whatever else, the mouth cannot be learnt or re-rendered.
+        mostly_turned = int((~turned).sum()) < s.min_person_frames
+        if (visible_ms < s.min_visible_ms or len(frames) < s.min_person_frames or too_small
+                or mostly_turned):
             if unusable is not None:
                 seen = _segments(frames, times, frame_ms, s.bridge_gap_ms)
-                unusable.append(Unusable("too small" if too_small else "too brief",
-                                         seen[0][0], seen[-1][1],
+                why = ("too_small" if too_small else "turned" if mostly_turned
+                       else "too_brief")
+                unusable.append(Unusable(why, seen[0][0], seen[-1][1],
                                          int(round(float(np.median(sides))))))
             continue
-        pose = _poses(lms, width, height)
         area = float(np.mean((boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])))
         # Prominence: visible time x size, size as a share of the frame.
         prominence = visible_ms / 1000.0 * area / float(width * height)
@@ -163,12 +169,13 @@ def _people(
             segments=segments,
             thumbnail="",
             track=FaceTrack(frames=frames, boxes=boxes, landmarks=lms, pose=pose,
-                            covered=covered),
+                            covered=covered, turned=turned),
             embedding=emb.astype(np.float32),
             prominence=prominence,
             crops=None if crops is None else crops.for_person(
                 [t.track_id for t in members], frames, lms),
             mouth_covered=covered_spans(frames, covered, times, frame_ms),
+            not_renderable=reason_spans(frames, turned, covered, times, frame_ms),
         )
         people.append((face, best.thumb))
     # Stable order: prominence, then first appearance (ties are rare but must not flip).

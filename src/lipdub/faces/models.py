@@ -85,6 +85,27 @@ def haar_cascade() -> Iterator[Any]:
             _idle_cascades.append(c)
 
 
+_idle_mmods: list[Any] = []
+
+
+@contextmanager
+def mmod_detector() -> Iterator[Any]:
+    """dlib's CNN face detector (MMOD, from face-recognition-models), for the calling
+    thread alone until the block ends. It finds faces turned to three-quarter and
+    profile, which the HOG detector (frontal and slightly turned filters) misses, at
+    5 us a pixel: it only ever searches a face's surroundings scaled to ~100 px, or a
+    whole frame reduced to 320 px, never a frame at the HOG's size (bench/identify.py)."""
+    with _idle_lock:
+        m = _idle_mmods.pop() if _idle_mmods else None
+    if m is None:
+        m = dlib.cnn_face_detection_model_v1(str(models_dir() / "mmod_human_face_detector.dat"))
+    try:
+        yield m
+    finally:
+        with _idle_lock:
+            _idle_mmods.append(m)
+
+
 def preload() -> None:
     """Load every model now, as a service does before its first task."""
     landmark_predictor()

@@ -143,13 +143,13 @@ class MouthCover:
             z = (np.abs(s.feats.astype(np.float32) - med) / spread).max(axis=2)
             blobs = cv2.morphologyEx((z > Z).astype(np.uint8), cv2.MORPH_OPEN, k3)
             share[i] = float(blobs[sel].mean())
-        return _spans(share > COVERED_SHARE, frames)
+        return grow_spans(share > COVERED_SHARE, frames)
 
     def close(self) -> None:
         self._seen.clear()
 
 
-def _spans(flag: np.ndarray, frames: np.ndarray) -> np.ndarray:
+def grow_spans(flag: np.ndarray, frames: np.ndarray) -> np.ndarray:
     """``flag`` (one per row of ``frames``) with runs grown by GROW frames and runs less
     than BRIDGE frames apart joined (in frame numbers: a person's rows may have gaps)."""
     out = flag.copy()
@@ -186,4 +186,4 @@ def covered_spans(frames: np.ndarray, covered: np.ndarray, times: np.ndarray,
     return [(int(round(t(a))), int(round(t(b) + frame_ms))) for a, b in spans]
 
 
-__all__ = ["MouthCover", "canonical", "covered_spans"]
+__all__ = ["MouthCover", "canonical", "covered_spans", "grow_spans"]

@@ -43,16 +43,20 @@ class FaceTrack:
     pose: np.ndarray  # (N, 3) float32 yaw, pitch, roll in degrees
     # (N,) bool: something covers the mouth there (faces/occlusion.py); never rendered.
     covered: np.ndarray | None = None
+    # (N,) bool: the head is turned too far for the mouth there (faces/turned.py); never
+    # rendered.
+    turned: np.ndarray | None = None
 
     def __len__(self) -> int:
         return int(self.frames.shape[0])
 
     def mouth_frames(self, n_frames: int) -> np.ndarray:
-        """The frames (below ``n_frames``) where the mouth can be re-rendered: tracked
-        and not covered."""
+        """The frames (below ``n_frames``) where the mouth can be re-rendered: tracked,
+        not covered and not turned away."""
         keep = self.frames < n_frames
-        if self.covered is not None and len(self.covered) == len(self.frames):
-            keep &= ~self.covered
+        for off in (self.covered, self.turned):
+            if off is not None and len(off) == len(self.frames):
+                keep &= ~off
         return self.frames[keep]
 
     def index_of(self, frame: int) -> int | None:
@@ -80,6 +84,16 @@ class Face:
     crops: FaceCrops | None = None
     # Where something covers the mouth (ms spans): left untouched by sync.
     mouth_covered: list[tuple[int, int]] = field(default_factory=list)
+    # Every span where the face is visible but its mouth is not re-rendered, with the
+    # reason: "turned" (the head is turned too far) or "mouth_covered"; sync leaves
+    # those frames untouched and says so in its notes.
+    not_renderable: list[tuple[int, int, str]] = field(default_factory=list)
+
+    def not_renderable_between(self, start_ms: float,
+                               end_ms: float) -> list[tuple[int, int, str]]:
+        """The not re-renderable spans that overlap ``[start_ms, end_ms)``, clipped to it."""
+        return [(int(max(a, start_ms)), int(min(b, end_ms)), why)
+                for a, b, why in self.not_renderable if a < end_ms and start_ms < b]
 
     def to_json(self) -> dict[str, object]:
         return {
@@ -91,14 +105,26 @@ class Face:
             "prominence": round(float(self.prominence), 4),
             "frames_tracked": len(self.track),
             "mouth_covered": [[int(a), int(b)] for a, b in self.mouth_covered],
+            "not_renderable": [span_json(s) for s in self.not_renderable],
         }
+
+
+def span_json(span: tuple[int, int, str]) -> dict[str, object]:
+    """A not re-renderable span as identify's outputs show it (CLI, session, API)."""
+    return {"start_time": int(span[0]), "end_time": int(span[1]), "reason": span[2]}
+
+
+# Why a face found is left out (Unusable.reason, a code) and in words.
+REASONS = {"too_small": "too small", "too_brief": "too brief",
+           "turned": "turned too far for its mouth to be re-rendered"}
 
 
 @dataclass(frozen=True)
 class Unusable:
-    """A face identify found but leaves out, and why: ``reason`` is "too small" (its
-    median box side ``size_px`` is under the minimum) or "too brief" (seen for less
-    than the mouth model needs); ``start_ms``-``end_ms``: where it was seen."""
+    """A face identify found but leaves out, and why: ``reason`` is "too_small" (its
+    median box side ``size_px`` is under the minimum), "too_brief" (seen for less than
+    the mouth model needs) or "turned" (its head turned too far for the mouth on almost
+    every frame); ``start_ms``-``end_ms``: where it was seen."""
 
     reason: str
     start_ms: int
@@ -106,7 +132,7 @@ class Unusable:
     size_px: int
 
     def describe(self) -> str:
-        return (f"a face {self.reason} ({self.size_px} px wide, "
+        return (f"a face {REASONS.get(self.reason, self.reason)} ({self.size_px} px wide, "
                 f"{self.start_ms / 1000:.2f}-{self.end_ms / 1000:.2f} s)")
 
     def to_json(self) -> dict[str, object]:
@@ -115,7 +141,9 @@ class Unusable:
 
     @classmethod
     def from_json(cls, d: dict[str, object]) -> Unusable:
-        return cls(str(d["reason"]), int(d["start_time"]),  # type: ignore[call-overload]
+        # Sessions saved before the reasons were codes say "too small", "too brief".
+        return cls(str(d["reason"]).replace(" ", "_"),
+                   int(d["start_time"]),  # type: ignore[call-overload]
                    int(d["end_time"]), int(d["size_px"]))  # type: ignore[call-overload]
 
 
@@ -183,6 +211,8 @@ class Session:
             arrays[f"{f.face_id}.pose"] = t.pose.astype(np.float32)
             if t.covered is not None:
                 arrays[f"{f.face_id}.covered"] = t.covered.astype(bool)
+            if t.turned is not None:
+                arrays[f"{f.face_id}.turned"] = t.turned.astype(bool)
             arrays[f"{f.face_id}.embedding"] = f.embedding.astype(np.float32)
         np.savez_compressed(d / TRACKS_FILE, **arrays)  # type: ignore[arg-type]
         crops = {f.face_id: f.crops for f in self.faces if f.crops is not None}
@@ -215,6 +245,7 @@ class Session:
                 landmarks=arrays[f"{fid}.landmarks"],
                 pose=arrays[f"{fid}.pose"],
                 covered=arrays.get(f"{fid}.covered"),
+                turned=arrays.get(f"{fid}.turned"),
             )
             faces.append(
                 Face(
@@ -228,6 +259,8 @@ class Session:
                     prominence=float(fj.get("prominence", 0.0)),
                     crops=FaceCrops.from_arrays(crop_arrays, fid),
                     mouth_covered=[(int(a), int(b)) for a, b in fj.get("mouth_covered", [])],
+                    not_renderable=[(int(n["start_time"]), int(n["end_time"]), str(n["reason"]))
+                                    for n in fj.get("not_renderable", [])],
                 )
             )
         return cls(

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 import cv2
 import dlib
@@ -80,6 +80,16 @@ class TrackerSettings:
     # faces and the crowd's, at half the cost of 24 (the picture's pixels go with it).
     proposal_px: int = 20
     roi_max_upscale: float = 3.0
+    # Turned faces (three-quarter beyond HOG's filters, profile): dlib's CNN detector
+    # (MMOD) finds them, at about 5 us a pixel (50x HOG's cost). It confirms a track
+    # only where HOG, around it, does not find the face (a head that turns away stays
+    # one track), and it searches a whole frame, reduced so its long side is
+    # ``turned_long_side`` (faces from a quarter of that side: a talking head), only
+    # where the frontal searches find nobody: on a new shot and every ``turned_every_s``
+    # while no face is tracked. A frontal talking head never pays for it.
+    turned_long_side: int = 320
+    turned_every_s: float = 1.0
+    turned_face_px: float = 90.0  # a face's side in the picture MMOD confirms it on
     max_misses: int = 2  # detections in a row that may miss a track before it ends
     match_iou: float = 0.3
     cut_threshold: float = 0.35  # share of a 16x9 thumbnail's cells that changed a lot
@@ -101,6 +111,10 @@ class Track:
     last_embedding_ms: float = -1e9
     thumb_score: float = -1.0
     thumb: np.ndarray | None = None  # padded RGB crop of the best frame so far
+    # Frame index -> whether the detection that found the face there was the turned-face
+    # detector's (HOG, which has frontal and slightly turned filters only, did not find
+    # it): the 68-point shape is not a mouth to re-render there (faces.identify).
+    turned_at: dict[int, bool] = field(default_factory=dict)
     # Detector box relative to the landmarks' box, learnt at detections, so that the
     # predictor is started from a box shaped like the ones it was trained on.
     box_ratio: tuple[float, float, float, float] = (0.0, 0.0, 1.0, 1.0)
@@ -121,6 +135,18 @@ class Track:
 
 
 Box = tuple[float, float, float, float]
+
+
+class Det(NamedTuple):
+    """A detector's face box, and whether only the turned-face detector found it."""
+
+    box: Box
+    turned: bool = False
+
+
+def _frontal(boxes: list[Box]) -> list[Det]:
+    return [Det(b) for b in boxes]
+
 # The smallest face box dlib's HOG detector finds, in the pixels of the picture it
 # searches (its window is 80 px; measured, boxes from about 70 px are returned).
 HOG_MIN_PX = 80.0
@@ -135,7 +161,7 @@ class _Job:
     at: Frame
     due: int
     tracks: list[int] | None  # the tracks a confirmation looks around; None: whole frame
-    boxes: Future[list[Box]]
+    boxes: Future[list[Det]]
 
 
 def landmark_box(lm: np.ndarray) -> tuple[float, float, float, float]:
@@ -174,7 +200,10 @@ class FaceTracker:
         self.small_search = self.search_min_px > settings.min_face_px
         self.smallest_px = float(min(self.search_min_px, settings.min_face_px))
         self.small_every = max(settings.detect_every, int(round(settings.small_every_s * fps)))
+        self.turned_every = max(settings.detect_every,
+                                int(round(settings.turned_every_s * fps)))
         self._last_small = 0  # the frame the last search for small faces ran on
+        self._last_turned = 0  # the frame the last whole-frame search for turned faces ran on
         self.predictor = models.landmark_predictor()
         self.encoder = models.face_encoder()
         self.active: list[Track] = []
@@ -227,16 +256,27 @@ class FaceTracker:
             if self.small_search:
                 boxes += self._small_faces(gray, boxes)
                 self._last_small = frame.index
-            earlier += self._discover(boxes, [frame])
+            dets = _frontal(boxes)
+            if not dets:  # nobody frontal: a head in profile is still a face
+                dets = self._turned_faces(frame)
+                self._last_turned = frame.index
+            earlier += self._discover(dets, [frame])
         else:
             if frame.index % self.s.confirm_every == 0 and self.active:
                 rois = [self._surroundings(tr.landmarks[-1]) for tr in self.active]
                 self._add(_Job(frame, frame.index + self.s.confirm_lag,
                                [tr.track_id for tr in self.active],
-                               self._confirm_pool.submit(self._hog_rois, gray, rois)))
+                               self._confirm_pool.submit(self._search_around, frame, rois)))
             if frame.index % self.s.detect_every == 0:
                 self._add(_Job(frame, frame.index + self.search_lag, None,
-                               self._search_pool.submit(self._hog, gray)))
+                               self._search_pool.submit(self._hog_dets, gray)))
+            elif (frame.index % self.s.detect_every == self.s.detect_every // 4
+                  and not self.active
+                  and frame.index - self._last_turned >= self.turned_every):
+                # Nobody tracked for a while: someone may be there in profile.
+                self._last_turned = frame.index
+                self._add(_Job(frame, frame.index + self.search_lag, None,
+                               self._search_pool.submit(self._turned_faces, frame)))
             # Between two whole-frame searches (so the two do not queue in one thread),
             # small_every after the last one (a new shot's included).
             if (self.small_search and frame.index % self.s.detect_every
@@ -245,7 +285,7 @@ class FaceTracker:
                 self._last_small = frame.index
                 known = [landmark_box(tr.landmarks[-1]) for tr in self.active]
                 self._add(_Job(frame, frame.index + self.search_lag, None,
-                               self._search_pool.submit(self._small_faces, gray, known)))
+                               self._search_pool.submit(self._small_dets, gray, known)))
         oldest = min([j.at.index for j in self._jobs] + [frame.index + 1])
         self._held = self._held_from(oldest - self.look_back)
         return self._seen(earlier, frame, self.active)
@@ -360,6 +400,50 @@ class FaceTracker:
         """A search of the whole frame, at the detection scale."""
         return self._hog_rois(gray, [((0, 0, gray.shape[1], gray.shape[0]), self.scale)])
 
+    def _hog_dets(self, gray: np.ndarray) -> list[Det]:
+        return _frontal(self._hog(gray))
+
+    def _small_dets(self, gray: np.ndarray, known: list[Box]) -> list[Det]:
+        return _frontal(self._small_faces(gray, known))
+
+    def _search_around(self, frame: Frame,
+                       rois: list[tuple[tuple[int, int, int, int], float]]) -> list[Det]:
+        """Each region searched by HOG; where HOG finds nothing, by the turned-face
+        detector (a head turned past HOG's filters, or in profile)."""
+        out: list[Det] = []
+        for roi in rois:
+            found = self._hog_rois(frame.gray, [roi])
+            out += _frontal(found) if found else self._mmod_rois(frame, [roi])
+        return out
+
+    def _mmod_rois(self, frame: Frame,
+                   rois: list[tuple[tuple[int, int, int, int], float]]) -> list[Det]:
+        """dlib's CNN detector on each region, scaled so the face is ``turned_face_px``
+        (a region's scale was chosen for HOG's 100 px face); boxes in frame pixels."""
+        gray = frame.gray
+        out: list[Det] = []
+        with models.mmod_detector() as detector:
+            for (x0, y0, x1, y1), sc in rois:
+                sc *= self.s.turned_face_px / self.s.confirm_face_px
+                if min(x1 - x0, y1 - y0) * sc < 40:
+                    continue
+                small = cv2.resize(gray[y0:y1, x0:x1], None, fx=sc, fy=sc,
+                                   interpolation=cv2.INTER_AREA if sc < 1 else cv2.INTER_LINEAR)
+                for d in detector(small, 0):
+                    r = d.rect
+                    box = (r.left() / sc + x0, r.top() / sc + y0, r.right() / sc + x0,
+                           r.bottom() / sc + y0)
+                    if min(box[2] - box[0], box[3] - box[1]) >= self.s.min_face_px:
+                        out.append(Det(box, turned=True))
+        return out
+
+    def _turned_faces(self, frame: Frame) -> list[Det]:
+        """The turned-face detector on the whole frame reduced to ``turned_long_side``:
+        faces from a quarter of that side (80 px there), as a talking head is."""
+        sc = min(1.0, self.s.turned_long_side / max(self.width, self.height))
+        return self._mmod_rois(frame, [((0, 0, self.width, self.height),
+                                        sc * self.s.confirm_face_px / self.s.turned_face_px)])
+
     def _hog_rois(self, gray: np.ndarray,
                   rois: list[tuple[tuple[int, int, int, int], float]]) -> list[Box]:
         """HOG on each region resized by its scale; boxes in frame pixels."""
@@ -406,7 +490,7 @@ class FaceTracker:
                 out.append(d)
         return out
 
-    def _confirm_tracks(self, dets: list[Box], tracks: list[int],
+    def _confirm_tracks(self, dets: list[Det], tracks: list[int],
                         window: list[Frame]) -> None:
         """Match ``dets``, found around ``tracks`` on ``window[0]``, against those tracks
         there; ``window[-1]`` is now."""
@@ -417,7 +501,7 @@ class FaceTracker:
             if row is not None and tr.track_id in tracks:
                 judged.append((tr, row, landmark_box(tr.landmarks[row])))
         # Greedy matching by IoU: faces rarely overlap, so greedy equals optimal here.
-        pairs = sorted(((iou(tb, d), ti, di) for ti, (_, _, tb) in enumerate(judged)
+        pairs = sorted(((iou(tb, d.box), ti, di) for ti, (_, _, tb) in enumerate(judged)
                         for di, d in enumerate(dets)), reverse=True)
         used_t: set[int] = set()
         used_d: set[int] = set()
@@ -448,11 +532,13 @@ class FaceTracker:
         frame it left on, not to the confirmation before."""
         for r in range(tr.confirmed_len, row):
             i = tr.frames[r] - self._held[0].index
-            if i < 0 or self._around(self._held[i], tr.landmarks[r]) is None:
+            hit = None if i < 0 else self._around(self._held[i], tr.landmarks[r])
+            if hit is None:
                 return
             tr.confirmed_len = r + 1
+            tr.turned_at[tr.frames[r]] = hit.turned
 
-    def _discover(self, dets: list[Box], window: list[Frame]) -> list[tuple[Frame, Track, int]]:
+    def _discover(self, dets: list[Det], window: list[Frame]) -> list[tuple[Frame, Track, int]]:
         """Start tracks for the faces in ``dets`` (a search of ``window[0]``) that no track
         covers there. Returns the held frames, with track and row, of the new tracks."""
         at = window[0]
@@ -460,10 +546,10 @@ class FaceTracker:
         taken = self._boxes_on(near, at.index)
         found: list[tuple[Frame, Track, int]] = []
         for d in dets:
-            if any(iou(tb, d) > 0.1 for tb in taken):
+            if any(iou(tb, d.box) > 0.1 for tb in taken):
                 continue  # a track's face (the detector may place its box differently)
             new = self._start(d, window, near)
-            taken.append(d)
+            taken.append(d.box)
             if new.misses <= self.s.max_misses:
                 self.active.append(new)
             first = new.frames[0] - self._held[0].index
@@ -480,7 +566,7 @@ class FaceTracker:
         return [landmark_box(tr.landmarks[row]) for tr in tracks
                 if (row := tr.row_of(index)) is not None]
 
-    def _start(self, det: Box, window: list[Frame], near: list[Track]) -> Track:
+    def _start(self, det: Det, window: list[Frame], near: list[Track]) -> Track:
         """A track for a face found at ``det`` on ``window[0]``.
 
         It is first followed back through the held frames before, while a detection
@@ -491,12 +577,13 @@ class FaceTracker:
         at = window[0]
         tr = Track(track_id=self._next_id)
         self._next_id += 1
-        lm = self._predict(at.gray, det)
-        back = self._look_back(lm, det, self._held[:at.index - self._held[0].index], near)
-        for f, b in [*back, (at, lm)]:
+        lm = self._predict(at.gray, det.box)
+        back = self._look_back(lm, det.box, self._held[:at.index - self._held[0].index], near)
+        for f, b, turned in [*back, (at, lm, det.turned)]:
             tr.frames.append(f.index)
             tr.times.append(f.time_ms)
             tr.landmarks.append(b)
+            tr.turned_at[f.index] = turned
         self._confirm(tr, det, landmark_box(lm), len(back), at, new=True)
         for f in window[1:]:
             self._follow(tr, f)
@@ -510,12 +597,12 @@ class FaceTracker:
         return tr
 
     def _look_back(self, lm: np.ndarray, det: Box, before: list[Frame],
-                   near: list[Track]) -> list[tuple[Frame, np.ndarray]]:
+                   near: list[Track]) -> list[tuple[Frame, np.ndarray, bool]]:
         """The face at ``lm`` (found at ``det``) on the frames ``before`` it, back to the
         first one the detector, run around it, no longer finds it on, or where a track in
         ``near`` already has it (one that ended there: the same face must not be two
         tracks on one frame, which would make it two people); oldest first."""
-        out: list[tuple[Frame, np.ndarray]] = []
+        out: list[tuple[Frame, np.ndarray, bool]] = []
         tb = landmark_box(lm)
         ratio = _ratio(det, tb)
         for f in reversed(before[-self.look_back:] if self.look_back > 0 else []):
@@ -523,29 +610,35 @@ class FaceTracker:
             hit = self._around(f, guess)
             if hit is None:
                 break
-            lm = self._predict(f.gray, hit)  # seated on the detector's box, as at a search
+            lm = self._predict(f.gray, hit.box)  # seated on the detector's box, as at a search
             tb = landmark_box(lm)
             if any(iou(tb, b) > 0.1 for b in self._boxes_on(near, f.index)):
                 break
-            out.append((f, lm))
+            out.append((f, lm, hit.turned))
         return out[::-1]
 
-    def _around(self, frame: Frame, lm: np.ndarray) -> Box | None:
+    def _around(self, frame: Frame, lm: np.ndarray) -> Det | None:
         """The detector's box for the face at ``lm`` on ``frame``, searched around it."""
         tb = landmark_box(lm)
-        hits = [d for d in self._hog_rois(frame.gray, [self._surroundings(lm)])
-                if iou(tb, d) >= self.s.match_iou]
-        return max(hits, key=lambda d: iou(tb, d)) if hits else None
+        hits = [d for d in self._search_around(frame, [self._surroundings(lm)])
+                if iou(tb, d.box) >= self.s.match_iou]
+        return max(hits, key=lambda d: iou(tb, d.box)) if hits else None
 
-    def _confirm(self, tr: Track, det: Box, tb: Box, row: int, now: Frame,
+    def _confirm(self, tr: Track, found: Det, tb: Box, row: int, now: Frame,
                  new: bool = False) -> None:
-        """A detection ``det`` found ``tr`` at ``row``, where its landmark box was ``tb``;
-        ``now`` is the track's last frame."""
+        """A detection ``found`` found ``tr`` at ``row``, where its landmark box was
+        ``tb``; ``now`` is the track's last frame."""
         tr.misses = 0
         tr.confirmed_len = row + 1
+        tr.turned_at[tr.frames[row]] = found.turned
+        det = found.box
         ratio = _ratio(det, tb)
         if new:
             tr.box_ratio, box, lm = ratio, det, tr.landmarks[-1]
+        elif found.turned:
+            # The CNN's boxes are shaped unlike HOG's, which the predictor was trained
+            # on: the shape is neither re-seated on one nor its start box learnt from it.
+            box, lm = _carry(tr.box_ratio, landmark_box(tr.landmarks[-1])), tr.landmarks[-1]
         else:
             # The detector's box, carried from the frame it was found in to now by the
             # track's own motion; the shape is re-seated on it only where the two
@@ -561,7 +654,10 @@ class FaceTracker:
             tr.box_ratio = tuple(  # type: ignore[assignment]
                 0.7 * a + 0.3 * b for a, b in zip(tr.box_ratio, ratio, strict=True))
         want_emb = (
-            len(tr.embeddings) < self.s.embeddings_per_track
+            # A turned face's embedding is another person's as much as its own: a
+            # turned-only track stays a person of its own rather than merge wrongly.
+            not found.turned
+            and len(tr.embeddings) < self.s.embeddings_per_track
             and now.time_ms - tr.last_embedding_ms >= self.s.embedding_every_ms
         )
         gray = now.gray

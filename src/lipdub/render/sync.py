@@ -145,6 +145,7 @@ def _prepare_and_render(video: Path, faces: Sequence[FaceAudio], session: Sessio
         np.arange(n_frames) * 1000.0 / info.fps)
     clips: list[PlacedClip] = []
     jobs: list[FaceJob] = []
+    untouched: list[str] = []  # notes: frames of a chosen face left as they are, and why
     fits: list[length.Fit] = []
     # Preparing the audio and mouth targets takes seconds before the first frame renders:
     # it gets the first PREP of the progress, so a client sees the task move at once.
@@ -182,6 +183,7 @@ def _prepare_and_render(video: Path, faces: Sequence[FaceAudio], session: Sessio
                                       frame_times_ms=times)
             jobs.append(_job(face, timeline, analysis, profile_f[fa.face_id].result(),
                              fa.insert_ms, end_ms, times, info.fps))
+            untouched += _untouched(face, fa.insert_ms, end_ms, jobs[-1])
             report(base + (1 - base) * prep * (i + 1) / len(faces))
         original = src_f.result()[0]
         del samples, clip, placed, timeline, analysis  # the last face's: freed for the render
@@ -208,6 +210,7 @@ def _prepare_and_render(video: Path, faces: Sequence[FaceAudio], session: Sessio
         preview_strip(preview, Path(preview_path))
     report(1.0)
     notes = [n for fa, ft in zip(faces, fits, strict=True) if (n := ft.note(fa.face_id))]
+    notes += untouched
     return SyncResult(
         path=out,
         duration_ms=info.duration_ms,
@@ -227,6 +230,25 @@ def _check_overlap(face: Face, start_ms: float, end_ms: float) -> None:
             f"{face.face_id} is not visible between {start_ms:.0f} and {end_ms:.0f} ms "
             f"(it is visible at {spans}): move sound_insert_time into a visible span."
         )
+
+
+_WHY = {"turned": "the head is turned too far for the mouth to be re-rendered",
+        "mouth_covered": "something covers the mouth"}
+
+
+def _untouched(face: Face, start_ms: float, end_ms: float, job: FaceJob) -> list[str]:
+    """One note per span of the face's audio window that identify reported as not
+    re-renderable (left as it is); InputError when no frame of the window can be."""
+    spans = face.not_renderable_between(start_ms, end_ms)
+    said = "; ".join(f"{a / 1000:.2f}-{b / 1000:.2f} s: {_WHY.get(why, why)}"
+                     for a, b, why in spans)
+    if not (job.alpha > 0).any():
+        raise InputError(
+            f"{face.face_id} cannot be re-rendered between {start_ms:.0f} and "
+            f"{end_ms:.0f} ms" + (f" ({said})" if said else "") +
+            ": move sound_insert_time to where its mouth is visible.")
+    return [f"{face.face_id}: {a / 1000:.2f}-{b / 1000:.2f} s left as it is: "
+            f"{_WHY.get(why, why)}" for a, b, why in spans]
 
 
 def _source_track(video: Path, has_audio: bool) -> tuple[np.ndarray | None, np.ndarray | None]:

@@ -99,16 +99,42 @@ class CreatedData(BaseModel):
     model: Literal["kling-identify-face", "kling-advanced-lip-sync"]
 
 
+class NotRenderable(BaseModel):
+    start_time: int = Field(description="ms")
+    end_time: int = Field(description="ms")
+    reason: Literal["turned", "mouth_covered"] = Field(
+        description="turned: the head is turned too far for its mouth to be re-rendered; "
+                    "mouth_covered: something is in front of the mouth.")
+
+
 class FaceOut(BaseModel):
     face_id: str
     face_reference: str = Field(description="Signed URL of a thumbnail (no API key needed).")
     start_time: int = Field(description="Start of the face's longest visible span, ms.")
     end_time: int = Field(description="End of that span, ms.")
+    not_renderable: list[NotRenderable] = Field(
+        default_factory=list,
+        description="Beyond the contract: where the face is seen but lip-sync leaves its "
+                    "frames as they are (the task's notes say so).")
+
+
+class UnusableFace(BaseModel):
+    reason: Literal["too_small", "too_brief", "turned"] = Field(
+        description="too_small: under the smallest face size searched; too_brief: seen for "
+                    "less than the mouth model needs; turned: turned too far on almost "
+                    "every frame.")
+    start_time: int = Field(description="ms")
+    end_time: int = Field(description="ms")
+    size_px: int = Field(description="median face width, pixels")
 
 
 class FaceData(BaseModel):
     session_id: str
     face_list: list[FaceOut]
+    unusable: list[UnusableFace] = Field(
+        default_factory=list,
+        description="Beyond the contract: faces found but not in face_list (no face_id), "
+                    "and why.")
 
 
 class CallbackState(BaseModel):
@@ -131,6 +157,9 @@ class TaskData(BaseModel):
     faceData: FaceData | None = None
     resultUrls: list[str] | None = None
     videoDuration: float | None = Field(None, description="seconds")
+    notes: list[str] | None = Field(
+        None, description="Beyond the contract, lip-sync: audio cut, looped or stretched, "
+                          "and frames of a chosen face left as they are, with the reason.")
     failCode: str | None = None
     failMsg: str | None = None
     callback: CallbackState | None = None

@@ -33,15 +33,19 @@ def public_result(
                         "face_reference": storage.signed_url(f["thumbnail_key"], expires_ms),
                         "start_time": f["start_time"],
                         "end_time": f["end_time"],
+                        # Beyond the contract (results stored before it have none).
+                        "not_renderable": f.get("not_renderable", []),
                     }
                     for f in result["faces"]
                 ],
+                "unusable": result.get("unusable", []),
             }
         }
     if model == SYNC and "result_key" in result:
         return {
             "resultUrls": [storage.signed_url(result["result_key"], expires_ms)],
             "videoDuration": result["videoDuration"],
+            "notes": result.get("notes", []),
         }
     return dict(result)
 

@@ -139,6 +139,7 @@ class Attempt:
                 "videoDuration": round(out.duration_ms / 1000, 3),
                 "duration_ms": out.duration_ms,
                 "frame_count": out.frame_count,
+                "notes": out.notes,
             }
             return result, None
         session_dir = Path(out.session_dir)
@@ -156,9 +157,11 @@ class Attempt:
                     "start_time": f.start_time,
                     "end_time": f.end_time,
                     "thumbnail_key": key_of(f.thumbnail),
+                    "not_renderable": f.not_renderable,
                 }
                 for f in out.faces
             ],
+            "unusable": out.unusable,
         }
         job = json.loads(self.row["job_json"])
         session = {
@@ -175,6 +178,7 @@ class Attempt:
                         "start_time": f.start_time,
                         "end_time": f.end_time,
                         "segments": f.segments,
+                        "not_renderable": f.not_renderable,
                     }
                     for f in out.faces
                 ]

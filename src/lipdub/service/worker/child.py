@@ -62,6 +62,7 @@ def _emit(msg: Message) -> None:
 
 def run_identify(job: IdentifyJob) -> IdentifyOutput:
     import lipdub
+    from lipdub.faces.session import span_json
 
     out_dir = Path(job.out_dir)
     session = lipdub.identify(Path(job.video), out_dir=out_dir, progress=_Progress())
@@ -79,9 +80,11 @@ def run_identify(job: IdentifyJob) -> IdentifyOutput:
                 end_time=f.end_ms,
                 segments=[[int(a), int(b)] for a, b in f.segments],
                 thumbnail=str(session.thumbnail_path(f)),
+                not_renderable=[span_json(n) for n in f.not_renderable],
             )
             for f in session.faces
         ],
+        unusable=[u.to_json() for u in session.unusable],
     )
 
 
@@ -114,6 +117,7 @@ def run_sync(job: SyncJob) -> SyncOutput:
         path=str(result.path),
         duration_ms=int(result.duration_ms),
         frame_count=int(result.frame_count),
+        notes=list(result.notes),
     )
 
 

@@ -59,6 +59,9 @@ class FoundFace:
     end_time: int
     segments: list[list[int]]
     thumbnail: str
+    # Spans where the face is seen but its mouth is not re-rendered:
+    # {"start_time", "end_time", "reason": "turned" | "mouth_covered"}.
+    not_renderable: list[dict[str, Any]] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -68,6 +71,9 @@ class IdentifyOutput:
     # The session's VideoInfo as JSON (duration_ms is what the service reads).
     video: dict[str, Any]
     faces: list[FoundFace] = field(default_factory=list)
+    # Faces found but left out: {"reason": "too_small" | "too_brief" | "turned",
+    # "start_time", "end_time", "size_px"} (faces.session.Unusable).
+    unusable: list[dict[str, Any]] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -75,6 +81,9 @@ class SyncOutput:
     path: str
     duration_ms: int
     frame_count: int
+    # What the engine says about the result: audio cut or looped, frames of a chosen
+    # face left as they are (turned head, covered mouth) and why.
+    notes: list[str] = field(default_factory=list)
 
 
 Output = IdentifyOutput | SyncOutput
