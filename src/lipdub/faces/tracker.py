@@ -150,6 +150,10 @@ def _frontal(boxes: list[Box]) -> list[Det]:
 # The smallest face box dlib's HOG detector finds, in the pixels of the picture it
 # searches (its window is 80 px; measured, boxes from about 70 px are returned).
 HOG_MIN_PX = 80.0
+# HOG's threshold, lowered, for telling a turned face (HOG sees nothing) from one HOG
+# missed for another reason (it still sees a weak face): a profile in the Hamilton clip
+# scores nothing down to -0.6, vasp's three-quarter face at the panel's edge does.
+WEAK_HOG = -0.5
 # What feed() reports: a frame, a track id, and that track's landmarks on that frame.
 Seen = tuple[Frame, int, np.ndarray]
 
@@ -413,7 +417,15 @@ class FaceTracker:
         out: list[Det] = []
         for roi in rois:
             found = self._hog_rois(frame.gray, [roi])
-            out += _frontal(found) if found else self._mmod_rois(frame, [roi])
+            if found:
+                out += _frontal(found)
+                continue
+            # HOG misses faces that are not turned too (blurred, cut by the frame's
+            # edge, dim): the CNN's face counts as turned only if HOG, with its threshold
+            # lowered, sees no face there either; a profile gives it nothing at all.
+            weak = self._hog_rois(frame.gray, [roi], threshold=WEAK_HOG)
+            out += [Det(d.box, turned=all(iou(d.box, w) < self.s.match_iou for w in weak))
+                    for d in self._mmod_rois(frame, [roi])]
         return out
 
     def _mmod_rois(self, frame: Frame,
@@ -445,8 +457,10 @@ class FaceTracker:
                                         sc * self.s.confirm_face_px / self.s.turned_face_px)])
 
     def _hog_rois(self, gray: np.ndarray,
-                  rois: list[tuple[tuple[int, int, int, int], float]]) -> list[Box]:
-        """HOG on each region resized by its scale; boxes in frame pixels."""
+                  rois: list[tuple[tuple[int, int, int, int], float]],
+                  threshold: float = 0.0) -> list[Box]:
+        """HOG on each region resized by its scale; boxes in frame pixels. ``threshold``
+        moves dlib's decision threshold (negative: weaker faces too)."""
         out: list[Box] = []
         with models.hog_detector() as detector:
             for (x0, y0, x1, y1), sc in rois:
@@ -454,8 +468,10 @@ class FaceTracker:
                     continue
                 small = cv2.resize(gray[y0:y1, x0:x1], None, fx=sc, fy=sc,
                                    interpolation=cv2.INTER_AREA if sc < 1 else cv2.INTER_LINEAR)
+                found = (detector(small, 0) if threshold == 0.0
+                         else detector.run(small, 0, threshold)[0])
                 out += [(d.left() / sc + x0, d.top() / sc + y0, d.right() / sc + x0,
-                         d.bottom() / sc + y0) for d in detector(small, 0)]
+                         d.bottom() / sc + y0) for d in found]
         return [d for d in out if min(d[2] - d[0], d[3] - d[1]) >= self.s.min_face_px]
 
     def _small_faces(self, gray: np.ndarray, known: list[Box]) -> list[Box]:

@@ -23,11 +23,12 @@ import numpy as np
 
 from lipdub.faces.occlusion import grow_spans
 
-# Degrees. The bank's entries are vetted at 35 degrees from the person's median pose
-# (render/entries.py); a frame past 45 from the camera shows the far mouth corner behind
-# the cheek in the shared clips' turns (the Hamilton performer's three-quarter view
-# stays under it: his median is 27).
-YAW_LIMIT = 45.0
+# Degrees, as faces.pose estimates them from the landmarks (a generic 3D face: it reads
+# vasp's left face, a three-quarter view with the whole mouth in sight, as 49-60, and a
+# true profile, whose shape the predictor squeezes into a frontal one, as 35-45: so a
+# profile is told by the detector, not by this). Past 60 the far corner of the mouth
+# is behind the cheek.
+YAW_LIMIT = 60.0
 
 
 def turned_rows(tracks: Sequence[tuple[Sequence[int], Mapping[int, bool]]],
