@@ -89,7 +89,15 @@ class TrackerSettings:
     # while no face is tracked. A frontal talking head never pays for it.
     turned_long_side: int = 320
     turned_every_s: float = 1.0
-    turned_face_px: float = 90.0  # a face's side in the picture MMOD confirms it on
+    # A face's side in the picture MMOD confirms it on, tried in turn until it finds one:
+    # on a profile its confidence hovers near its threshold and which scale finds the
+    # face changes from frame to frame (Hamilton's close-up, frames 22-38: 90 px found
+    # 4 of 5 frames, 120 px 5 of 5, but not the same ones; either found all).
+    turned_face_px: tuple[float, ...] = (90.0, 120.0)
+    # Faces smaller than this (side, source pixels) are not searched for turned: the
+    # CNN's window is 80 px, and enlarged crowd faces of 45-50 px that HOG lost were
+    # called turned when they were only small and blurred (facenet's crowd clip).
+    turned_min_px: float = 80.0
     max_misses: int = 2  # detections in a row that may miss a track before it ends
     match_iou: float = 0.3
     cut_threshold: float = 0.35  # share of a 16x9 thumbnail's cells that changed a lot
@@ -115,6 +123,7 @@ class Track:
     # detector's (HOG, which has frontal and slightly turned filters only, did not find
     # it): the 68-point shape is not a mouth to re-render there (faces.identify).
     turned_at: dict[int, bool] = field(default_factory=dict)
+    turned_now: bool = False  # the last detection of it was the turned-face detector's
     # Detector box relative to the landmarks' box, learnt at detections, so that the
     # predictor is started from a box shaped like the ones it was trained on.
     box_ratio: tuple[float, float, float, float] = (0.0, 0.0, 1.0, 1.0)
@@ -357,6 +366,20 @@ class FaceTracker:
                min(max(int(y1 + m) + 1, ay0), self.height))
         return roi, min(self.s.roi_max_upscale, self.s.confirm_face_px / side)
 
+    def _face_side(self, roi: tuple[tuple[int, int, int, int], float]) -> float:
+        """The side of the face a region from _surroundings was made for, source px."""
+        return self.s.confirm_face_px / roi[1]
+
+    def _wider(self, roi: tuple[tuple[int, int, int, int], float]
+               ) -> tuple[tuple[int, int, int, int], float]:
+        """``roi`` grown by a quarter of its side each way, same scale: on a turned head
+        the predictor's shape drifts (a profile is not the shape it knows), so the face
+        may lie partly outside the box it gives by the next confirmation."""
+        (x0, y0, x1, y1), sc = roi
+        gx, gy = (x1 - x0) // 4, (y1 - y0) // 4
+        return ((max(x0 - gx, 0), max(y0 - gy, 0), min(x1 + gx, self.width),
+                 min(y1 + gy, self.height)), sc)
+
     # -- internals ---------------------------------------------------------------------
     def _is_cut(self, gray: np.ndarray) -> bool:
         # Subsample before the area resize: a cut changes whole regions, not pixels.
@@ -394,8 +417,27 @@ class FaceTracker:
         """
         return _shape_array(self.predictor(gray, _rect(box)))
 
+    def _turned_shape(self, gray: np.ndarray, box: Box) -> np.ndarray:
+        """A turned face's 68 points: the predictor's, stretched to fill the detector's
+        box. They are never a mouth to render (faces.turned marks these frames); they
+        carry the face's place and size, which the predictor's own shape, squeezed to
+        half the face on a profile, does not."""
+        lm = self._predict(gray, box)
+        lx0, ly0, lx1, ly1 = landmark_box(lm)
+        sx = (box[2] - box[0]) / max(lx1 - lx0, 1.0)
+        sy = (box[3] - box[1]) / max(ly1 - ly0, 1.0)
+        return np.stack([box[0] + (lm[:, 0] - lx0) * sx,
+                         box[1] + (lm[:, 1] - ly0) * sy], axis=1).astype(np.float32)
+
     def _follow(self, tr: Track, frame: Frame) -> None:
-        lm = self._predict(frame.gray, _carry(tr.box_ratio, landmark_box(tr.landmarks[-1])))
+        if tr.turned_now:
+            # The predictor does not know a profile: from one frame to the next its shape
+            # shrinks off the face (Hamilton's close-up: to half its width in three
+            # frames). The turned face's box is held until the next detection moves it.
+            lm = tr.landmarks[-1].copy()
+        else:
+            lm = self._predict(frame.gray,
+                               _carry(tr.box_ratio, landmark_box(tr.landmarks[-1])))
         tr.frames.append(frame.index)
         tr.times.append(frame.time_ms)
         tr.landmarks.append(lm)
@@ -417,7 +459,7 @@ class FaceTracker:
         out: list[Det] = []
         for roi in rois:
             found = self._hog_rois(frame.gray, [roi])
-            if found:
+            if found or self._face_side(roi) < self.s.turned_min_px:
                 out += _frontal(found)
                 continue
             # HOG misses faces that are not turned too (blurred, cut by the frame's
@@ -425,36 +467,42 @@ class FaceTracker:
             # lowered, sees no face there either; a profile gives it nothing at all.
             weak = self._hog_rois(frame.gray, [roi], threshold=WEAK_HOG)
             out += [Det(d.box, turned=all(iou(d.box, w) < self.s.match_iou for w in weak))
-                    for d in self._mmod_rois(frame, [roi])]
+                    for d in self._mmod_rois(frame, [self._wider(roi)])]
         return out
 
     def _mmod_rois(self, frame: Frame,
-                   rois: list[tuple[tuple[int, int, int, int], float]]) -> list[Det]:
-        """dlib's CNN detector on each region, scaled so the face is ``turned_face_px``
-        (a region's scale was chosen for HOG's 100 px face); boxes in frame pixels."""
+                   rois: list[tuple[tuple[int, int, int, int], float]],
+                   face_px: tuple[float, ...] | None = None) -> list[Det]:
+        """dlib's CNN detector on each region, scaled so the face is each of ``face_px``
+        (default ``turned_face_px``) until it finds one (a region's scale was chosen for
+        HOG's ``confirm_face_px``); boxes in frame pixels."""
         gray = frame.gray
         out: list[Det] = []
         with models.mmod_detector() as detector:
-            for (x0, y0, x1, y1), sc in rois:
-                sc *= self.s.turned_face_px / self.s.confirm_face_px
-                if min(x1 - x0, y1 - y0) * sc < 40:
-                    continue
-                small = cv2.resize(gray[y0:y1, x0:x1], None, fx=sc, fy=sc,
-                                   interpolation=cv2.INTER_AREA if sc < 1 else cv2.INTER_LINEAR)
-                for d in detector(small, 0):
-                    r = d.rect
-                    box = (r.left() / sc + x0, r.top() / sc + y0, r.right() / sc + x0,
-                           r.bottom() / sc + y0)
-                    if min(box[2] - box[0], box[3] - box[1]) >= self.s.min_face_px:
-                        out.append(Det(box, turned=True))
+            for (x0, y0, x1, y1), base in rois:
+                for px in face_px or self.s.turned_face_px:
+                    sc = base * px / self.s.confirm_face_px
+                    if min(x1 - x0, y1 - y0) * sc < 40:
+                        continue
+                    small = cv2.resize(gray[y0:y1, x0:x1], None, fx=sc, fy=sc,
+                                       interpolation=cv2.INTER_AREA if sc < 1
+                                       else cv2.INTER_LINEAR)
+                    boxes = [(d.rect.left() / sc + x0, d.rect.top() / sc + y0,
+                              d.rect.right() / sc + x0, d.rect.bottom() / sc + y0)
+                             for d in detector(small, 0)]
+                    found = [Det(b, turned=True) for b in boxes
+                             if min(b[2] - b[0], b[3] - b[1]) >= self.s.min_face_px]
+                    if found:
+                        out += found
+                        break
         return out
 
     def _turned_faces(self, frame: Frame) -> list[Det]:
         """The turned-face detector on the whole frame reduced to ``turned_long_side``:
         faces from a quarter of that side (80 px there), as a talking head is."""
         sc = min(1.0, self.s.turned_long_side / max(self.width, self.height))
-        return self._mmod_rois(frame, [((0, 0, self.width, self.height),
-                                        sc * self.s.confirm_face_px / self.s.turned_face_px)])
+        return self._mmod_rois(frame, [((0, 0, self.width, self.height), sc)],
+                               face_px=(self.s.confirm_face_px,))
 
     def _hog_rois(self, gray: np.ndarray,
                   rois: list[tuple[tuple[int, int, int, int], float]],
@@ -593,8 +641,10 @@ class FaceTracker:
         at = window[0]
         tr = Track(track_id=self._next_id)
         self._next_id += 1
-        lm = self._predict(at.gray, det.box)
-        back = self._look_back(lm, det.box, self._held[:at.index - self._held[0].index], near)
+        lm = (self._turned_shape(at.gray, det.box) if det.turned
+              else self._predict(at.gray, det.box))
+        back = self._look_back(lm, det.box, self._held[:at.index - self._held[0].index], near,
+                               turned=det.turned)
         for f, b, turned in [*back, (at, lm, det.turned)]:
             tr.frames.append(f.index)
             tr.times.append(f.time_ms)
@@ -605,7 +655,7 @@ class FaceTracker:
             self._follow(tr, f)
             if f.index % self.s.confirm_every == 0 or f is window[-1]:
                 tb = landmark_box(tr.landmarks[-1])
-                hit = self._around(f, tr.landmarks[-1])
+                hit = self._around(f, tr.landmarks[-1], turned=True)
                 if hit is not None:
                     self._confirm(tr, hit, tb, len(tr.frames) - 1, f)
                 elif self._missed(tr, len(tr.frames) - 1):
@@ -613,7 +663,8 @@ class FaceTracker:
         return tr
 
     def _look_back(self, lm: np.ndarray, det: Box, before: list[Frame],
-                   near: list[Track]) -> list[tuple[Frame, np.ndarray, bool]]:
+                   near: list[Track], turned: bool = False
+                   ) -> list[tuple[Frame, np.ndarray, bool]]:
         """The face at ``lm`` (found at ``det``) on the frames ``before`` it, back to the
         first one the detector, run around it, no longer finds it on, or where a track in
         ``near`` already has it (one that ended there: the same face must not be two
@@ -622,22 +673,33 @@ class FaceTracker:
         tb = landmark_box(lm)
         ratio = _ratio(det, tb)
         for f in reversed(before[-self.look_back:] if self.look_back > 0 else []):
-            guess = self._predict(f.gray, _carry(ratio, tb))
-            hit = self._around(f, guess)
+            # A turned face's box is held (the predictor does not follow a profile).
+            guess = lm if turned else self._predict(f.gray, _carry(ratio, tb))
+            # A turned face is looked for by the CNN too (once per new turned face: a
+            # turned face a search found was often seen for most of a second before).
+            hit = self._around(f, guess, turned=turned)
             if hit is None:
                 break
-            lm = self._predict(f.gray, hit.box)  # seated on the detector's box, as at a search
+            # Seated on the detector's box, as at a search.
+            lm = (self._turned_shape(f.gray, hit.box) if hit.turned
+                  else self._predict(f.gray, hit.box))
             tb = landmark_box(lm)
             if any(iou(tb, b) > 0.1 for b in self._boxes_on(near, f.index)):
                 break
             out.append((f, lm, hit.turned))
         return out[::-1]
 
-    def _around(self, frame: Frame, lm: np.ndarray) -> Det | None:
-        """The detector's box for the face at ``lm`` on ``frame``, searched around it."""
+    def _around(self, frame: Frame, lm: np.ndarray, turned: bool = False) -> Det | None:
+        """The detector's box for the face at ``lm`` on ``frame``, searched around it by
+        HOG, and by the turned-face detector too when ``turned`` (a confirmation as the
+        live ones are; the frame-by-frame checks of a span's ends use HOG alone: the CNN
+        costs 50 times as much, so a turned face's span may start or end up to a
+        confirmation's interval short of where it is seen)."""
         tb = landmark_box(lm)
-        hits = [d for d in self._search_around(frame, [self._surroundings(lm)])
-                if iou(tb, d.box) >= self.s.match_iou]
+        roi = self._surroundings(lm)
+        found = (self._search_around(frame, [roi]) if turned
+                 else _frontal(self._hog_rois(frame.gray, [roi])))
+        hits = [d for d in found if iou(tb, d.box) >= self.s.match_iou]
         return max(hits, key=lambda d: iou(tb, d.box)) if hits else None
 
     def _confirm(self, tr: Track, found: Det, tb: Box, row: int, now: Frame,
@@ -647,14 +709,18 @@ class FaceTracker:
         tr.misses = 0
         tr.confirmed_len = row + 1
         tr.turned_at[tr.frames[row]] = found.turned
+        tr.turned_now = found.turned
         det = found.box
         ratio = _ratio(det, tb)
         if new:
             tr.box_ratio, box, lm = ratio, det, tr.landmarks[-1]
         elif found.turned:
-            # The CNN's boxes are shaped unlike HOG's, which the predictor was trained
-            # on: the shape is neither re-seated on one nor its start box learnt from it.
-            box, lm = _carry(tr.box_ratio, landmark_box(tr.landmarks[-1])), tr.landmarks[-1]
+            # On a turned head the predictor's shape drifts off the face within a few
+            # frames: it is re-seated on the CNN's box (carried to now by the track's
+            # motion) at every confirmation. The box the tracking starts the predictor
+            # from stays HOG's (the CNN's boxes are shaped unlike those it was trained on).
+            box = _carry(ratio, landmark_box(tr.landmarks[-1]))
+            lm = tr.landmarks[-1] = self._turned_shape(now.gray, box)
         else:
             # The detector's box, carried from the frame it was found in to now by the
             # track's own motion; the shape is re-seated on it only where the two
@@ -677,7 +743,10 @@ class FaceTracker:
             and now.time_ms - tr.last_embedding_ms >= self.s.embedding_every_ms
         )
         gray = now.gray
-        score = self._thumb_score(gray, lm)
+        # A turned face's stretched shape reads as frontal: its thumbnail is the first
+        # one only when the person was never seen otherwise.
+        score = (self._thumb_score(gray, lm) if not found.turned or tr.thumb is None
+                 else -1.0)
         if want_emb or score > tr.thumb_score:
             rgb = now.rgb
             if want_emb:
