@@ -1,6 +1,7 @@
 """Turned faces, on the real ones the shared media has: the Hamilton clip's close-up of
 the performer in profile (frames 22-39 of facerecognition__short_hamilton_clip.mp4,
-his chin cut by the frame's edge) and his three-quarter turns on stage. A face found
+his chin cut by the frame's edge), and the vasp composite's left panel, whose head
+turns away to her right and down (frames 34-50, 71-80, 112-119) and back. A face found
 but too turned for its mouth is reported with its span and the reason, in Python and
 the CLI; sync leaves those frames as they are and says so."""
 
@@ -23,12 +24,18 @@ from tests.conftest import media
 from tests.mediagen import write_video
 
 HAMILTON = "facerecognition__short_hamilton_clip.mp4"
+VASP = "vasp__combine001.mp4"
 SPEECH = "videoretalking__audio_1.wav"
 
 
 @pytest.fixture(scope="module")
 def hamilton(tmp_path_factory: pytest.TempPathFactory) -> Session:
     return lipdub.identify(media(HAMILTON), out_dir=tmp_path_factory.mktemp("ham"))
+
+
+@pytest.fixture(scope="module")
+def vasp(tmp_path_factory: pytest.TempPathFactory) -> Session:
+    return lipdub.identify(media(VASP), out_dir=tmp_path_factory.mktemp("vasp"))
 
 
 def profile_clip(out: Path) -> Path:
@@ -52,19 +59,22 @@ def test_a_profile_is_found_and_reported_as_turned(hamilton: Session) -> None:
     assert len(hamilton.faces) >= 2
 
 
-def test_a_turned_span_of_a_face_is_reported_and_saved(hamilton: Session) -> None:
-    spans = [(f, s) for f in hamilton.faces for s in f.not_renderable if s[2] == "turned"]
-    assert spans, [f.not_renderable for f in hamilton.faces]
-    face, (a, b, _) = spans[0]
+def test_a_turned_span_of_a_face_is_reported_and_saved(vasp: Session) -> None:
+    face, a, b = _turned_face(vasp)
+    left = min(vasp.faces, key=lambda f: float(np.median(f.track.boxes[:, 0])))
+    assert face is left  # the head that turns
+    assert 1000 <= a < b <= 2400  # the first turn: frames 34-50
     assert any(sa <= a and b <= sb for sa, sb in face.segments)  # inside where it is seen
     tr = face.track
     assert tr.turned is not None and tr.turned.any() and not tr.turned.all()
     # Those frames are never re-rendered.
     assert not set(tr.frames[tr.turned].tolist()) & set(tr.mouth_frames(10**6).tolist())
-    assert hamilton.directory is not None
-    again = Session.load(hamilton.directory)
+    assert vasp.directory is not None
+    again = Session.load(vasp.directory)
     assert again.face(face.face_id).not_renderable == face.not_renderable
-    assert again.unusable == hamilton.unusable
+    assert again.face(face.face_id).track.turned is not None
+    # The two others, three-quarter and frontal, are re-rendered throughout.
+    assert [f.not_renderable for f in vasp.faces if f is not face] == [[], []]
 
 
 def test_only_a_profile_says_so_when_nothing_can_be_synced(tmp_path: Path) -> None:
@@ -74,24 +84,29 @@ def test_only_a_profile_says_so_when_nothing_can_be_synced(tmp_path: Path) -> No
     assert "found only a face turned too far for its mouth to be re-rendered" in e.value.detail
 
 
-def test_the_cli_reports_turned_faces_and_spans(hamilton: Session, tmp_path: Path) -> None:
-    out = subprocess.run(
+def _identify_cli(video: Path, out: Path, *flags: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
         [sys.executable, "-c", "from lipdub.cli import main; main()", "identify",
-         str(media(HAMILTON)), "--out", str(tmp_path / "s"), "--json"],
-        capture_output=True, text=True, timeout=600)
+         str(video), "--out", str(out), *flags],
+        capture_output=True, text=True, timeout=600, env={**os.environ, "COLUMNS": "220"})
+
+
+def test_the_cli_reports_turned_faces_and_spans(hamilton: Session, vasp: Session,
+                                                tmp_path: Path) -> None:
+    out = _identify_cli(media(HAMILTON), tmp_path / "s", "--json")
     assert out.returncode == 0, out.stderr
     doc = json.loads(out.stdout)
-    assert [u["reason"] for u in doc["unusable"]] == [u.reason for u in hamilton.unusable]
+    assert doc["unusable"] == [u.to_json() for u in hamilton.unusable]
     assert "turned" in [u["reason"] for u in doc["unusable"]]
-    spans = [s for f in doc["faces"] for s in f["not_renderable"]]
-    assert {"start_time", "end_time", "reason"} <= set(spans[0])
-    assert "turned" in [s["reason"] for s in spans]
-    human = subprocess.run(
-        [sys.executable, "-c", "from lipdub.cli import main; main()", "identify",
-         str(media(HAMILTON)), "--out", str(tmp_path / "h")],
-        capture_output=True, text=True, timeout=600, env={**os.environ, "COLUMNS": "200"})
+    human = _identify_cli(media(HAMILTON), tmp_path / "h")
     assert "not usable: a face turned too far for its mouth to be re-rendered" in human.stdout
-    assert "turned" in human.stdout.split("not usable")[0]  # the faces table's column
+    face, a, b = _turned_face(vasp)
+    out = _identify_cli(media(VASP), tmp_path / "v", "--json")
+    doc = json.loads(out.stdout)
+    spans = next(f["not_renderable"] for f in doc["faces"] if f["face_id"] == face.face_id)
+    assert {"start_time": a, "end_time": b, "reason": "turned"} in spans
+    human = _identify_cli(media(VASP), tmp_path / "vh")
+    assert f"{a / 1000:.2f}-{b / 1000:.2f}s turned" in human.stdout  # the table's column
 
 
 def _turned_face(session: Session) -> tuple[Face, int, int]:
@@ -102,24 +117,22 @@ def _turned_face(session: Session) -> tuple[Face, int, int]:
     raise AssertionError("no turned span")
 
 
-def test_sync_leaves_turned_frames_as_they_are_and_says_so(hamilton: Session,
+def test_sync_leaves_turned_frames_as_they_are_and_says_so(vasp: Session,
                                                           tmp_path: Path) -> None:
-    face, a, b = _turned_face(hamilton)
-    seg = next(s for s in face.segments if s[0] <= a and b <= s[1])
-    start = max(seg[0], a - 2500)
+    face, a, b = _turned_face(vasp)
     out = tmp_path / "out.mp4"
-    r = lipdub.sync(media(HAMILTON), [lipdub.FaceAudio(face.face_id, media(SPEECH), 0,
-                                                       b - start, insert_ms=start)],
-                    out_path=out, session=hamilton)
+    r = lipdub.sync(media(VASP), [lipdub.FaceAudio(face.face_id, media(SPEECH), 0,
+                                                   b + 300, insert_ms=0)],
+                    out_path=out, session=vasp)
     assert r.faces[0]["frames_changed"] > 20  # the frames before the turn are re-rendered
     said = [n for n in r.notes if "left as it is" in n]
     assert said and face.face_id in said[0] and "turned too far" in said[0]
     assert f"{a / 1000:.2f}-{b / 1000:.2f} s" in said[0]
-    with av.open(str(media(HAMILTON))) as s, av.open(str(out)) as d:
+    with av.open(str(media(VASP))) as s, av.open(str(out)) as d:
         src = [f.to_ndarray(format="rgb24") for f in s.decode(s.streams.video[0])]
         dst = [f.to_ndarray(format="rgb24") for f in d.decode(d.streams.video[0])]
     tr = face.track
-    times = hamilton.frame_times_ms
+    times = vasp.frame_times_ms
     checked = 0
     for row in np.nonzero(tr.turned)[0]:
         i = int(tr.frames[row])
@@ -134,13 +147,13 @@ def test_sync_leaves_turned_frames_as_they_are_and_says_so(hamilton: Session,
     assert checked >= 3
 
 
-def test_sync_only_where_the_face_is_turned_is_refused(hamilton: Session,
+def test_sync_only_where_the_face_is_turned_is_refused(vasp: Session,
                                                        tmp_path: Path) -> None:
-    face, a, b = _turned_face(hamilton)
+    face, a, b = _turned_face(vasp)
     with pytest.raises(lipdub.InputError, match="cannot be re-rendered between") as e:
-        lipdub.sync(media(HAMILTON), [lipdub.FaceAudio(face.face_id, media(SPEECH), 0,
-                                                       b - a, insert_ms=a)],
-                    out_path=tmp_path / "no.mp4", session=hamilton)
+        lipdub.sync(media(VASP), [lipdub.FaceAudio(face.face_id, media(SPEECH), 0,
+                                                   b - a, insert_ms=a)],
+                    out_path=tmp_path / "no.mp4", session=vasp)
     assert "the head is turned too far" in str(e.value)
     assert not (tmp_path / "no.mp4").exists()
 
