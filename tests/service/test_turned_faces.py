@@ -1,0 +1,56 @@
+"""Turned faces through the API, on a real `lipdub serve` with the real engine: the
+identify result says where a face cannot be re-rendered and why (beside the contract's
+fields, which are unchanged), and the lip-sync result says which frames it left as they
+are."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from .helpers import MediaServer, Server, wait_task
+
+GEN = "/api/v1/audio/generations"
+VASP = "vasp__combine001.mp4"  # the left panel's head turns away and back
+SPEECH = "videoretalking__audio_1.wav"
+
+
+def test_turned_spans_are_reported_and_left_untouched(tmp_path: Path,
+                                                      media_server: MediaServer) -> None:
+    server = Server(tmp_path / "turned").start()
+    try:
+        api = server.client(server.new_key("turned", "1"))
+        r = api.post(GEN, json={"model": "kling-identify-face",
+                                "video_url": media_server.url(VASP)})
+        assert r.status_code == 200, r.text
+        task = wait_task(api, r.json()["data"]["taskId"], timeout=300)
+        assert task["state"] == "completed", task
+        data = task["faceData"]
+        assert data["unusable"] == []  # the key is there: nobody is left out here
+        faces = data["face_list"]
+        assert len(faces) == 3
+        for f in faces:  # the contract's fields as before
+            assert {"face_id", "face_reference", "start_time", "end_time"} <= set(f)
+        turned = [f for f in faces if f["not_renderable"]]
+        assert len(turned) == 1, faces
+        face = turned[0]
+        spans = face["not_renderable"]
+        assert all(s["reason"] == "turned" for s in spans)
+        first = spans[0]
+        assert 1000 <= first["start_time"] < first["end_time"] <= 2400
+
+        end = max(2000, first["end_time"] + 300)
+        r = api.post(GEN, json={
+            "model": "kling-advanced-lip-sync", "session_id": data["session_id"],
+            "face_choose": [{"face_id": face["face_id"], "sound_file": media_server.url(SPEECH),
+                             "sound_end_time": end}]})
+        assert r.status_code == 200, r.text
+        done = wait_task(api, r.json()["data"]["taskId"], timeout=300)
+        assert done["state"] == "completed", done
+        assert done["resultUrls"]
+        said = [n for n in done["notes"] if "left as it is" in n]
+        assert said, done["notes"]
+        span = f"{first['start_time'] / 1000:.2f}-{first['end_time'] / 1000:.2f} s"
+        assert any(span in n and "turned too far" in n and face["face_id"] in n
+                   for n in said), said
+    finally:
+        server.kill()
