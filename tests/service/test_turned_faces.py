@@ -54,3 +54,20 @@ def test_turned_spans_are_reported_and_left_untouched(tmp_path: Path,
                    for n in said), said
     finally:
         server.kill()
+
+
+def test_a_window_with_nothing_to_re_render_is_refused_before_it_is_charged() -> None:
+    """The submission's check (the engine's, frame by frame, is behind it): refused only
+    when turned and covered spans leave no visible moment of the window."""
+    from lipdub.service.api.submission import _left_alone
+
+    face = {"face_id": "face_001", "start_time": 0, "end_time": 6000,
+            "segments": [[0, 3000], [4000, 6000]],
+            "not_renderable": [{"start_time": 1000, "end_time": 2200, "reason": "turned"},
+                               {"start_time": 2200, "end_time": 3000,
+                                "reason": "mouth_covered"}]}
+    assert _left_alone(face, 1000, 3000) == face["not_renderable"]
+    assert _left_alone(face, 1200, 3900) == face["not_renderable"]  # 3000-4000 unseen
+    assert _left_alone(face, 900, 3000) is None  # 900-1000 can be re-rendered
+    assert _left_alone(face, 2500, 4200) is None  # 4000-4200 can
+    assert _left_alone({"segments": [[0, 3000]]}, 0, 3000) is None  # older sessions

@@ -172,6 +172,21 @@ def _spans(face: dict[str, Any]) -> list[tuple[int, int]]:
     return [(int(a), int(b)) for a, b in segs]
 
 
+def _left_alone(face: dict[str, Any], start: int, end: int) -> list[dict[str, Any]] | None:
+    """The face's not re-renderable spans (turned, mouth covered) when they cover every
+    visible moment of ``[start, end)``; None when some of it can be re-rendered."""
+    off = [(int(n["start_time"]), int(n["end_time"])) for n in face.get("not_renderable", [])]
+    for a, b in _spans(face):
+        t, stop = max(a, start), min(b, end)
+        while t < stop:  # walk the visible part past each span that covers it
+            cover = next((e for s, e in off if s <= t < e), None)
+            if cover is None:
+                return None
+            t = cover
+    return [n for n in face.get("not_renderable", [])
+            if n["start_time"] < end and start < n["end_time"]]
+
+
 def prepare_sync(ctx: Context, account: str, req: SyncRequest) -> Submission:
     from lipdub.media.audio import decode_audio
 
@@ -269,6 +284,15 @@ def prepare_sync(ctx: Context, account: str, req: SyncRequest) -> Submission:
                 raise RequestError(
                     f"{where} places audio at {ins}-{ins + placed} ms but {fc.face_id} is "
                     f"visible only at {vis}: move sound_insert_time into that span."
+                )
+            alone = _left_alone(faces[fc.face_id], ins, ins + placed)
+            if alone is not None:
+                why = ", ".join(f"{n['start_time']}-{n['end_time']} ms {n['reason']}"
+                                for n in alone)
+                raise RequestError(
+                    f"{where} places audio at {ins}-{ins + placed} ms, where "
+                    f"{fc.face_id} cannot be re-rendered ({why}): move sound_insert_time "
+                    "to where its mouth is visible."
                 )
             ctx.storage.put_file(key, dest)
             # Billed by the audio that plays on the video (after cut, loop or stretch).
