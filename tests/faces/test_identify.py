@@ -180,7 +180,8 @@ def test_cli_json_and_contact_sheet(tmp_path: Path) -> None:
     assert set(doc["video"]) == {"duration_ms", "fps", "width", "height", "has_audio"}
     assert [f["face_id"] for f in doc["faces"]] == ["face_001", "face_002", "face_003"]
     for f in doc["faces"]:
-        assert set(f) == {"face_id", "start_time", "end_time", "segments", "thumbnail"}
+        assert set(f) == {"face_id", "start_time", "end_time", "segments", "thumbnail",
+                          "not_renderable"}
         assert Path(f["thumbnail"]).is_file()
     img = cv2.imread(str(sheet))
     assert img is not None and img.shape[1] >= 3 * 200

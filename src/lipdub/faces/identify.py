@@ -141,13 +141,16 @@ def _people(
         too_small = float(np.median(sides)) < s.tracker.min_face_px
         pose = _poses(lms, width, height)
         turned = turned_rows([(t.frames, t.turned_at) for t in members], frames, pose)
-        # Mostly turned away: whatever else, the mouth cannot be learnt or re-rendered.
-        mostly_turned = int((~turned).sum()) < s.min_person_frames
-        if (visible_ms < s.min_visible_ms or len(frames) < s.min_person_frames or too_small
-                or mostly_turned):
+        brief = visible_ms < s.min_visible_ms or len(frames) < s.min_person_frames
+        # Too few frames left once the turned ones are out: the mouth model cannot learn
+        # the person, nor is there much to re-render. Named "turned" when the turn is what
+        # left too few (a brief face seen mostly turned too).
+        too_turned = (bool(turned.mean() > 0.5) if brief
+                      else int((~turned).sum()) < s.min_person_frames)
+        if brief or too_small or too_turned:
             if unusable is not None:
                 seen = _segments(frames, times, frame_ms, s.bridge_gap_ms)
-                why = ("too_small" if too_small else "turned" if mostly_turned
+                why = ("too_small" if too_small else "turned" if too_turned
                        else "too_brief")
                 unusable.append(Unusable(why, seen[0][0], seen[-1][1],
                                          int(round(float(np.median(sides))))))
