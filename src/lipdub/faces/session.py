@@ -169,12 +169,16 @@ class Session:
         v = self.video
         faces = ", ".join(
             f"{f.face_id} {f.start_ms}-{f.end_ms} ms ({len(f.segments)} span"
-            f"{'s' if len(f.segments) != 1 else ''})"
+            f"{'s' if len(f.segments) != 1 else ''}"
+            + (f", {len(f.not_renderable)} not re-rendered" if f.not_renderable else "")
+            + ")"
             for f in self.faces
         )
+        left_out = (f"; {len(self.unusable)} left out: "
+                    + ", ".join(u.reason for u in self.unusable)) if self.unusable else ""
         return (
             f"Session({self.session_id}: {v.width}x{v.height}, {v.fps:g} fps, "
-            f"{v.duration_ms} ms; {len(self.faces)} face(s): {faces or 'none'})"
+            f"{v.duration_ms} ms; {len(self.faces)} face(s): {faces or 'none'}{left_out})"
         )
 
     def face(self, face_id: str) -> Face:
