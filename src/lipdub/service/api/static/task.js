@@ -39,7 +39,8 @@ export async function showTask (view, taskId, isLive) {
         <figure><figcaption>Dubbed (${t.videoDuration} s)</figcaption><video id="result" controls playsinline preload="auto" src="${esc(url)}"></video></figure>
       </div>
       <p class="row"><button type="button" id="play-both">Play both</button>
-        <a class="button" id="download" href="${esc(url)}" download="dubbed-${esc(taskId)}.mp4">Download MP4</a></p>`
+        <a class="button" id="download" href="${esc(url)}" download="dubbed-${esc(taskId)}.mp4">Download MP4</a></p>
+      ${(t.notes || []).length ? `<ul class="notes">${t.notes.map((n) => `<li>${esc(n)}</li>`).join('')}</ul>` : ''}`
     syncPair($('#result'), $('#original'), $('#play-both'))
   }
 }

@@ -2,6 +2,9 @@
 // waveform sits on that same timeline (drag to move, trim either end, or set the gain).
 import { esc } from './api.js'
 
+// Why a span of a face is not re-rendered (identify's not_renderable reasons).
+const OFF = { turned: 'head turned too far', mouth_covered: 'mouth covered' }
+
 const pct = (ms, total) => `${Math.max(0, Math.min(100, (100 * ms) / total)).toFixed(3)}%`
 
 export function renderFaces (el, faces, videoMs, onPick) {
@@ -13,6 +16,8 @@ export function renderFaces (el, faces, videoMs, onPick) {
         title="Give ${esc(f.face_id)} new audio"><img src="${esc(f.face_reference)}" alt="${esc(f.face_id)}"></button>
       <div class="lane" role="img" aria-label="${esc(f.face_id)} visible ${(f.start_time / 1000).toFixed(1)}–${(f.end_time / 1000).toFixed(1)} s">
         <div class="span" style="left:${pct(f.start_time, videoMs)};width:${pct(f.end_time - f.start_time, videoMs)}"></div>
+        ${(f.not_renderable || []).map((n) => `<div class="off" title="${esc(OFF[n.reason] || n.reason)} ${(n.start_time / 1000).toFixed(2)}–${(n.end_time / 1000).toFixed(2)} s: left as it is"
+          style="left:${pct(n.start_time, videoMs)};width:${pct(n.end_time - n.start_time, videoMs)}"></div>`).join('')}
       </div></div>`).join('')}
     <div class="ruler" aria-hidden="true">${ticks}</div></div>`
   if (onPick) {
