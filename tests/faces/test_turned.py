@@ -1,7 +1,7 @@
 """Turned faces, on the real ones the shared media has: the Hamilton clip's close-up of
 the performer in profile (frames 22-39 of facerecognition__short_hamilton_clip.mp4,
 his chin cut by the frame's edge), and the vasp composite's left panel, whose head
-turns away to her right and down (frames 34-50, 71-80, 112-119) and back. A face found
+turns away to her right and down (frames 34-50, 71-93, 110-119) and back. A face found
 but too turned for its mouth is reported with its span and the reason, in Python and
 the CLI; sync leaves those frames as they are and says so."""
 
@@ -63,7 +63,9 @@ def test_a_turned_span_of_a_face_is_reported_and_saved(vasp: Session) -> None:
     face, a, b = _turned_face(vasp)
     left = min(vasp.faces, key=lambda f: float(np.median(f.track.boxes[:, 0])))
     assert face is left  # the head that turns
-    assert 1000 <= a < b <= 2400  # the first turn: frames 34-50
+    # One of its turns (frames 34-50, 71-93, 110-119: its yaw reads 55-62 degrees there,
+    # so which of them pass the 60-degree limit moves with the tracking's details).
+    assert 1300 <= a < b <= 4800
     assert any(sa <= a and b <= sb for sa, sb in face.segments)  # inside where it is seen
     tr = face.track
     assert tr.turned is not None and tr.turned.any() and not tr.turned.all()
@@ -121,10 +123,13 @@ def test_sync_leaves_turned_frames_as_they_are_and_says_so(vasp: Session,
                                                           tmp_path: Path) -> None:
     face, a, b = _turned_face(vasp)
     out = tmp_path / "out.mp4"
+    # Up to 4.5 s of the speech, ending past the turn (or at the video's end).
+    ins = max(b + 300 - 4500, 0)
     r = lipdub.sync(media(VASP), [lipdub.FaceAudio(face.face_id, media(SPEECH), 0,
-                                                   b + 300, insert_ms=0)],
+                                                   b + 300 - ins, insert_ms=ins,
+                                                   sync_mode="cut_off")],
                     out_path=out, session=vasp)
-    assert r.faces[0]["frames_changed"] > 20  # the frames before the turn are re-rendered
+    assert r.faces[0]["frames_changed"] > 20  # the frames around the turn are re-rendered
     said = [n for n in r.notes if "left as it is" in n]
     assert said and face.face_id in said[0] and "turned too far" in said[0]
     assert f"{a / 1000:.2f}-{b / 1000:.2f} s" in said[0]

@@ -36,13 +36,16 @@ def test_turned_spans_are_reported_and_left_untouched(tmp_path: Path,
         spans = face["not_renderable"]
         assert all(s["reason"] == "turned" for s in spans)
         first = spans[0]
-        assert 1000 <= first["start_time"] < first["end_time"] <= 2400
+        assert 1300 <= first["start_time"] < first["end_time"] <= 4800
 
-        end = max(2000, first["end_time"] + 300)
+        # A 2-4.5 s clip of the speech ending past the turn (it fits in the video).
+        ins = max(first["end_time"] + 300 - 4500, 0)
+        end = max(2000, first["end_time"] + 300 - ins)
         r = api.post(GEN, json={
             "model": "kling-advanced-lip-sync", "session_id": data["session_id"],
             "face_choose": [{"face_id": face["face_id"], "sound_file": media_server.url(SPEECH),
-                             "sound_end_time": end}]})
+                             "sound_end_time": end, "sound_insert_time": ins,
+                             "sync_mode": "cut_off"}]})
         assert r.status_code == 200, r.text
         done = wait_task(api, r.json()["data"]["taskId"], timeout=300)
         assert done["state"] == "completed", done

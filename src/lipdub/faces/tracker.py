@@ -98,6 +98,10 @@ class TrackerSettings:
     # CNN's window is 80 px, and enlarged crowd faces of 45-50 px that HOG lost were
     # called turned when they were only small and blurred (facenet's crowd clip).
     turned_min_px: float = 80.0
+    # A frontal face HOG misses is blurred, dim or covered; past this yaw (faces.pose's
+    # degrees) it may be turning away, and the CNN looks (crowd walkers lost by HOG
+    # cost 0.8 s of CNN each at 1080p, and none was turned).
+    turning_yaw: float = 30.0
     max_misses: int = 2  # detections in a row that may miss a track before it ends
     match_iou: float = 0.3
     cut_threshold: float = 0.35  # share of a 16x9 thumbnail's cells that changed a lot
@@ -277,9 +281,11 @@ class FaceTracker:
         else:
             if frame.index % self.s.confirm_every == 0 and self.active:
                 rois = [self._surroundings(tr.landmarks[-1]) for tr in self.active]
+                looks = [self._look(tr) for tr in self.active]
                 self._add(_Job(frame, frame.index + self.s.confirm_lag,
                                [tr.track_id for tr in self.active],
-                               self._confirm_pool.submit(self._search_around, frame, rois)))
+                               self._confirm_pool.submit(self._search_around, frame, rois,
+                                                         looks)))
             if frame.index % self.s.detect_every == 0:
                 self._add(_Job(frame, frame.index + self.search_lag, None,
                                self._search_pool.submit(self._hog_dets, gray)))
@@ -452,22 +458,36 @@ class FaceTracker:
     def _small_dets(self, gray: np.ndarray, known: list[Box]) -> list[Det]:
         return _frontal(self._small_faces(gray, known))
 
+    def _look(self, tr: Track) -> str:
+        """How a track is searched for where HOG misses it: "turned" (the CNN found it
+        last: two scales, a wider region), "turning" (its head is turned past
+        ``turning_yaw``: the CNN at one scale) or "hog" (a frontal face HOG missed is
+        blurred or covered, not turned: HOG's miss stands)."""
+        if tr.turned_now:
+            return "turned"
+        yaw = float(head_pose(tr.landmarks[-1], self.width, self.height)[0])
+        return "turning" if abs(yaw) > self.s.turning_yaw else "hog"
+
     def _search_around(self, frame: Frame,
-                       rois: list[tuple[tuple[int, int, int, int], float]]) -> list[Det]:
+                       rois: list[tuple[tuple[int, int, int, int], float]],
+                       looks: list[str]) -> list[Det]:
         """Each region searched by HOG; where HOG finds nothing, by the turned-face
-        detector (a head turned past HOG's filters, or in profile)."""
+        detector (a head turned past HOG's filters, or in profile) as ``looks`` says
+        (one per region, see _look)."""
         out: list[Det] = []
-        for roi in rois:
+        for roi, look in zip(rois, looks, strict=True):
             found = self._hog_rois(frame.gray, [roi])
-            if found or self._face_side(roi) < self.s.turned_min_px:
+            if found or look == "hog" or self._face_side(roi) < self.s.turned_min_px:
                 out += _frontal(found)
                 continue
             # HOG misses faces that are not turned too (blurred, cut by the frame's
             # edge, dim): the CNN's face counts as turned only if HOG, with its threshold
             # lowered, sees no face there either; a profile gives it nothing at all.
             weak = self._hog_rois(frame.gray, [roi], threshold=WEAK_HOG)
+            cnn = (self._mmod_rois(frame, [self._wider(roi)]) if look == "turned"
+                   else self._mmod_rois(frame, [roi], face_px=self.s.turned_face_px[:1]))
             out += [Det(d.box, turned=all(iou(d.box, w) < self.s.match_iou for w in weak))
-                    for d in self._mmod_rois(frame, [self._wider(roi)])]
+                    for d in cnn]
         return out
 
     def _mmod_rois(self, frame: Frame,
@@ -655,7 +675,7 @@ class FaceTracker:
             self._follow(tr, f)
             if f.index % self.s.confirm_every == 0 or f is window[-1]:
                 tb = landmark_box(tr.landmarks[-1])
-                hit = self._around(f, tr.landmarks[-1], turned=True)
+                hit = self._around(f, tr.landmarks[-1], self._look(tr))
                 if hit is not None:
                     self._confirm(tr, hit, tb, len(tr.frames) - 1, f)
                 elif self._missed(tr, len(tr.frames) - 1):
@@ -677,7 +697,7 @@ class FaceTracker:
             guess = lm if turned else self._predict(f.gray, _carry(ratio, tb))
             # A turned face is looked for by the CNN too (once per new turned face: a
             # turned face a search found was often seen for most of a second before).
-            hit = self._around(f, guess, turned=turned)
+            hit = self._around(f, guess, "turned" if turned else "hog")
             if hit is None:
                 break
             # Seated on the detector's box, as at a search.
@@ -689,16 +709,14 @@ class FaceTracker:
             out.append((f, lm, hit.turned))
         return out[::-1]
 
-    def _around(self, frame: Frame, lm: np.ndarray, turned: bool = False) -> Det | None:
+    def _around(self, frame: Frame, lm: np.ndarray, look: str = "hog") -> Det | None:
         """The detector's box for the face at ``lm`` on ``frame``, searched around it by
-        HOG, and by the turned-face detector too when ``turned`` (a confirmation as the
-        live ones are; the frame-by-frame checks of a span's ends use HOG alone: the CNN
-        costs 50 times as much, so a turned face's span may start or end up to a
-        confirmation's interval short of where it is seen)."""
+        HOG, and by the turned-face detector as ``look`` says (_look: a confirmation
+        as the live ones are; the frame-by-frame checks of a span's ends use HOG alone:
+        the CNN costs 50 times as much, so a turned face's span may start or end up to
+        a confirmation's interval short of where it is seen)."""
         tb = landmark_box(lm)
-        roi = self._surroundings(lm)
-        found = (self._search_around(frame, [roi]) if turned
-                 else _frontal(self._hog_rois(frame.gray, [roi])))
+        found = self._search_around(frame, [self._surroundings(lm)], [look])
         hits = [d for d in found if iou(tb, d.box) >= self.s.match_iou]
         return max(hits, key=lambda d: iou(tb, d.box)) if hits else None
 
