@@ -8,6 +8,12 @@ Haar cascade, which is cheap at small sizes, on a picture scaled so the smallest
 is its 20 px window (every ``small_every_s`` and at cuts), and each proposal is
 kept only if HOG, run around it at the scale the face needs, finds a face there.
 
+HOG's filters are frontal and slightly turned: a profile, or a head turning far away,
+is found by dlib's CNN detector instead (``mmod_detector``), where HOG does not answer
+(settings ``turned_*``). A face only the CNN finds is marked turned on that frame
+(``Track.turned_at``; faces.turned makes per-frame flags of it), its shape is the
+predictor's stretched to the CNN's box and held until the next detection.
+
 In between, each track's next landmarks come from the shape predictor started at the box
 of its previous landmarks: faces move little from one frame to the next, and the
 predictor pulls the shape onto the face. A detection
