@@ -56,6 +56,15 @@ class Settings:
     max_run_s_identify: float = 900.0
     max_run_s_sync: float = 3600.0
     stall_s: float = 300.0
+    # How engines start: "warm" forks each task's process from a fork server that has
+    # loaded the engine once (worker/zygote.py); "cold" starts a fresh interpreter per
+    # task (0.6 s+ of imports and model loading each; kept to compare, bench/warm_engines.py).
+    engine_start: str = "warm"
+    # Resident memory one task's engine process may use, in MB; past it that process is
+    # killed and the task fails (limit_exceeded, refunded), the worker runs on. A 4K
+    # minute's sync peaks at ~1 GB. 0 switches the cap off (the kernel's OOM killer is
+    # then the only bound).
+    engine_memory_mb: int = 4096
     # Processes refuse to start when what the fleet must share does not match (see
     # fleetcheck.py); "false" skips the check (not advised).
     fleet_check: bool = True
@@ -212,6 +221,10 @@ class Settings:
         ):
             if getattr(self, name) < 1:
                 raise ValueError(f"LIPDUB_{name.upper()} must be 1 or more: set a count.")
+        if self.engine_start not in ("warm", "cold"):
+            raise ValueError("LIPDUB_ENGINE_START must be 'warm' or 'cold'.")
+        if self.engine_memory_mb < 0:
+            raise ValueError("LIPDUB_ENGINE_MEMORY_MB must be 0 (no cap) or more: e.g. 4096.")
         if self.storage_links not in ("proxy", "presign"):
             raise ValueError("LIPDUB_STORAGE_LINKS must be 'proxy' or 'presign'.")
         if self.fetch_rate_window_s <= 0:

@@ -35,6 +35,7 @@ from lipdub.service.store import DB_RETRY_S, Row
 from lipdub.service.worker.attempt import STORAGE_RETRY_S, Attempt
 from lipdub.service.worker.protocol import Output
 from lipdub.service.worker.runner import EngineRunner, JobFailed, SubprocessEngine
+from lipdub.service.worker.warm import WarmEngine
 from lipdub.service.worker.wakeup import TaskListener
 
 log = logging.getLogger("lipdub.worker")
@@ -46,6 +47,13 @@ DISK_FULL_MSG = (
 LISTENING_POLL_S = 2.0
 
 
+def _default_engine(ctx: Context) -> EngineRunner:
+    s = ctx.settings
+    if s.engine_start == "cold":
+        return SubprocessEngine(memory_mb=s.engine_memory_mb)
+    return WarmEngine(memory_mb=s.engine_memory_mb)
+
+
 class Worker:
     """The slots of one process (and its janitor and callback sender): ``start``, ``wake``
     when a task is queued here, ``cancel`` a task this process runs, ``stop``."""
@@ -54,7 +62,7 @@ class Worker:
         self, ctx: Context, engine: EngineRunner | None = None, slots: int | None = None
     ):
         self.ctx = ctx
-        self.engine: EngineRunner = engine or SubprocessEngine()
+        self.engine: EngineRunner = engine or _default_engine(ctx)
         self.slots = ctx.settings.workers if slots is None else slots
         self.name = f"{socket.gethostname()[:32]}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
         # Attempts of this process work under scratch/<pid>-<id>; see _clear_dead_scratch.
@@ -74,6 +82,8 @@ class Worker:
 
     def start(self) -> None:
         self._clear_dead_scratch()
+        if self.slots and isinstance(self.engine, WarmEngine):
+            self.engine.start()  # loads the engine while the slots look for work
         for i in range(self.slots):
             th = threading.Thread(target=self._slot_loop, name=f"worker-{i}", daemon=True)
             th.start()
@@ -105,6 +115,8 @@ class Worker:
             self._listener.stop()
         for th in self._threads:
             th.join(timeout)
+        if isinstance(self.engine, WarmEngine):
+            self.engine.close()
         self.dispatcher.stop()
 
     def _clear_dead_scratch(self) -> None:
