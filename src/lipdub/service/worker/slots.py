@@ -35,8 +35,8 @@ from lipdub.service.store import DB_RETRY_S, Row
 from lipdub.service.worker.attempt import STORAGE_RETRY_S, Attempt
 from lipdub.service.worker.protocol import Output
 from lipdub.service.worker.runner import EngineRunner, JobFailed, SubprocessEngine
-from lipdub.service.worker.warm import WarmEngine
 from lipdub.service.worker.wakeup import TaskListener
+from lipdub.service.worker.warm import WarmEngine
 
 log = logging.getLogger("lipdub.worker")
 DISK_FULL_MSG = (

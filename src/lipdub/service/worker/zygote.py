@@ -27,6 +27,7 @@ zygote's end kills its children (PR_SET_PDEATHSIG).
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import json
 import os
@@ -90,10 +91,8 @@ def _become_engine(
     returns (``child.serve`` ends the process)."""
     task_fd, stdin_fd, stdout_fd, log_fd = fds
     for fd in inherited:  # the zygote's sockets and pidfds are not the child's business
-        try:
+        with contextlib.suppress(OSError):
             os.close(fd)
-        except OSError:
-            pass
     os.close(task_fd)
     os.dup2(stdin_fd, 0)
     os.dup2(stdout_fd, 1)
@@ -199,10 +198,8 @@ class Zygote:
 
     @staticmethod
     def _tell(task: socket.socket, msg: dict[str, int]) -> None:
-        try:
+        with contextlib.suppress(OSError):  # the worker gave up on this task already
             task.send(json.dumps(msg).encode())
-        except OSError:  # the worker gave up on this task already
-            pass
 
 
 def main(argv: list[str]) -> None:
