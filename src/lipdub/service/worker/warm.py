@@ -36,10 +36,10 @@ READY_TIMEOUT_S = 300.0
 # The zygote answers a job with its child's pid at once (a fork); its exit status as soon
 # as it has reaped the child, which has closed its stdout by then.
 ANSWER_TIMEOUT_S = 60.0
-# Fork safety: the zygote must have no threads, so the libraries' thread pools that
-# start when they load (OpenBLAS in numpy, SciPy and OpenCV) get one thread. The jobs
-# lose nothing: identify and sync run BLAS on one thread anyway (media/pools.py).
-SINGLE_THREADED_ENV = {"OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1"}
+# Fork safety: the zygote must have no threads, so the thread pools that OpenBLAS (in
+# numpy, SciPy and OpenCV) starts when it loads get one thread. The jobs lose nothing:
+# identify and sync run BLAS on one thread anyway (media/pools.py).
+SINGLE_THREADED_ENV = {"OPENBLAS_NUM_THREADS": "1"}
 
 
 class ZygoteGone(Exception):

@@ -99,7 +99,6 @@ def _become_engine(
     os.dup2(log_fd, 2)
     for fd in (stdin_fd, stdout_fd, log_fd):
         os.close(fd)
-    signal.signal(signal.SIGCHLD, signal.SIG_DFL)
     _set_parent_death_signal()
     if os.getppid() != zygote_pid:  # the zygote died before the line above
         os._exit(3)
@@ -125,6 +124,8 @@ class Zygote:
                     if not self._fork_job():
                         self._kill_all()
                         return
+                elif pid not in self.running:
+                    continue  # reaped earlier in this batch (its kill crossed its exit)
                 elif kind == "exit":
                     self._reap(pid)
                 else:
@@ -149,7 +150,13 @@ class Zygote:
             inherited.append(r.pidfd)
             if r.task is not None:
                 inherited.append(r.task.fileno())
-        pid = os.fork()
+        try:
+            pid = os.fork()
+        except OSError as e:  # out of processes or memory: this job fails, we serve on
+            print(f"lipdub fork server: cannot fork: {e}", file=sys.stderr, flush=True)
+            for fd in fds:
+                os.close(fd)  # the worker sees its task's socket close: no child
+            return True
         if pid == 0:
             try:
                 _become_engine(os.getppid(), fds, msg.decode(), inherited)
