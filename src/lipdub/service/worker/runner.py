@@ -1,10 +1,13 @@
-"""How a worker runs the real engine: one child process per task (see ``child``).
+"""How a worker runs the real engine: one process per task (see ``child``).
 
 ``EngineRunner`` is the narrow interface the worker needs (named apart from
-``lipdub.render.engine``, the renderer itself). ``SubprocessEngine`` is the only
-production implementation and calls the real ``lipdub.identify`` / ``lipdub.sync``;
-tests of queue mechanics may pass their own object with the same ``run`` method. Jobs
-and answers are the typed messages of ``protocol``.
+``lipdub.render.engine``, the renderer itself). The production implementations call the
+real ``lipdub.identify`` / ``lipdub.sync``: ``warm.WarmEngine`` (the default: each task's
+process forked from a fork server that loaded the engine once) and ``SubprocessEngine``
+here (a fresh interpreter per task); tests of queue mechanics may pass their own object
+with the same ``run`` method. Both turn a process's end into an ``Output`` or a
+``JobFailed`` through ``outcome`` and stop it through ``Watch`` (cancel, memory cap).
+Jobs and answers are the typed messages of ``protocol``.
 """
 
 from __future__ import annotations
