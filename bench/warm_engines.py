@@ -6,7 +6,8 @@ One run, on one machine, measures:
    identify``, a fresh process: wall time of the command) and through the API, submit to
    completed (client wall time, polled every 50 ms), on a warm server (the default fork
    server) and on a cold one (``LIPDUB_ENGINE_START=cold``: a fresh interpreter per
-   task), interleaved round by round so load on the shared machine hits all three alike.
+   task), interleaved round by round (every other round in reverse order) so load on
+   the shared machine hits all three alike.
    Also the engine alone in this process (models loaded before the clock starts): the
    API's time minus it is the per-task overhead. Medians over ``--rounds``.
 2. Tasks per hour of short clips (the first 2 s of the same clip) with one worker slot,
@@ -17,6 +18,7 @@ One run, on one machine, measures:
    run (after how many tasks completed).
 
     .venv/bin/python -m bench.warm_engines [--rounds 7] [--tasks 200] [--cold-tasks 30]
+    .venv/bin/python -m bench.warm_engines --rounds 15 --tasks 0 --cold-tasks 0  # 1. only
 
 Prints JSON lines; not a pass/fail test (tests/service/test_warm_engine.py is).
 """
@@ -206,14 +208,21 @@ def main() -> None:
                 api_identify(apis[s], urls[s])
             cli_identify(tmp / "cli0")
             times: dict[str, list[float]] = {"cli": [], "warm": [], "cold": [], "engine": []}
+            measure = {
+                "cli": lambda r: cli_identify(tmp / f"cli{r}"),
+                "warm": lambda r: api_identify(apis[warm], urls[warm]),
+                "cold": lambda r: api_identify(apis[cold], urls[cold]),
+                "engine": lambda r: in_process_identify(tmp / f"engine{r}"),
+            }
             for r in range(args.rounds):
-                times["cli"].append(cli_identify(tmp / f"cli{r}"))
-                times["warm"].append(api_identify(apis[warm], urls[warm]))
-                times["cold"].append(api_identify(apis[cold], urls[cold]))
-                times["engine"].append(in_process_identify(tmp / f"engine{r}"))
+                # Every other round backwards: a load that rises or falls through a round
+                # does not always land on the same one.
+                for name in list(measure)[:: 1 if r % 2 == 0 else -1]:
+                    times[name].append(measure[name](r))
                 print(json.dumps({"round": r, **{k: round(v[-1], 3) for k, v in times.items()}}),
                       flush=True)
             med = {k: statistics.median(v) for k, v in times.items()}
+            warm_over_cli = [w / c for w, c in zip(times["warm"], times["cli"], strict=True)]
             print(json.dumps({
                 "clip": CLIP.name,
                 "rounds": args.rounds,
@@ -222,9 +231,8 @@ def main() -> None:
                     "warm": round(med["warm"] / med["cli"], 3),
                     "cold": round(med["cold"] / med["cli"], 3),
                 },
-                "per_round_warm_over_cli": [
-                    round(w / c, 3) for w, c in zip(times["warm"], times["cli"], strict=True)
-                ],
+                "per_round_warm_over_cli": [round(x, 3) for x in warm_over_cli],
+                "median_of_per_round_warm_over_cli": round(statistics.median(warm_over_cli), 3),
                 "overhead_s": {
                     "warm": round(med["warm"] - med["engine"], 3),
                     "cold": round(med["cold"] - med["engine"], 3),
@@ -233,10 +241,14 @@ def main() -> None:
             }), flush=True)
             for s in (warm, cold):
                 apis[s].close()
-            cold_run = throughput(cold, keys[cold], short_urls[cold], args.cold_tasks, False)
-            print(json.dumps({"short_clip_s": 2.0, "engine": "cold", **cold_run}), flush=True)
-            warm_run = throughput(warm, keys[warm], short_urls[warm], args.tasks, True)
-            print(json.dumps({"short_clip_s": 2.0, "engine": "warm", **warm_run}), flush=True)
+            if args.cold_tasks:
+                cold_run = throughput(cold, keys[cold], short_urls[cold], args.cold_tasks, False)
+                print(json.dumps({"short_clip_s": 2.0, "engine": "cold", **cold_run}),
+                      flush=True)
+            if args.tasks:
+                warm_run = throughput(warm, keys[warm], short_urls[warm], args.tasks, True)
+                print(json.dumps({"short_clip_s": 2.0, "engine": "warm", **warm_run}),
+                      flush=True)
         finally:
             warm.kill()
             cold.kill()

@@ -120,6 +120,7 @@ def test_each_task_runs_in_a_fresh_child_of_one_warm_fork_server(
     assert zygote is not None
     # Fork is safe only from a process without threads (no BLAS or OpenCV pool in it).
     assert len(os.listdir(f"/proc/{zygote}/task")) == 1
+    fds = sorted(os.listdir(f"/proc/{zygote}/fd"))
     seen = []
     for name in ("one", "two"):
         run = Run(engine, job_for(tmp_path, short_clip, name))
@@ -137,6 +138,8 @@ def test_each_task_runs_in_a_fresh_child_of_one_warm_fork_server(
         assert children(zygote) == [] and not alive(child)
     assert seen[0] != seen[1]
     assert engine.server.pid == zygote and engine.server.alive()
+    # Nothing of a task stays in the fork server either (its socket, pidfd, pipes).
+    assert sorted(os.listdir(f"/proc/{zygote}/fd")) == fds
 
 
 def test_a_warm_engine_starts_working_without_the_start_up(
@@ -278,3 +281,46 @@ def test_the_worker_dying_ends_its_fork_server_and_engines(tmp_path: Path) -> No
         if worker.poll() is None:
             worker.kill()
             worker.wait()
+
+
+def test_through_the_api_a_crashed_engine_fails_its_task_with_the_reason_and_refunds(
+    tmp_path: Path, short_clip: Path
+) -> None:
+    """The same, as a client sees it: failCode, failMsg, the refund, the next task."""
+    from .helpers import GEN, Server, upload_file, wait_task
+
+    server = Server(tmp_path / "api").start()
+    try:
+        with server.client(server.new_key("crash", "0.01")) as api:
+            long_url, short_url = upload_file(api, LONG_VIDEO), upload_file(api, short_clip)
+            body = {"model": "kling-identify-face", "video_url": long_url}
+            task_id = api.post(GEN, json=body).json()["data"]["taskId"]
+            engine: list[int] = []
+
+            def running() -> bool:
+                engine[:] = [
+                    int(c.parent.name) for c in Path("/proc").glob("[0-9]*/cmdline")
+                    if _names(c, b"lipdub.service.worker.child", task_id.encode())
+                ]
+                return bool(engine)
+
+            wait_until(running, 60, "the task's engine")
+            os.kill(engine[0], signal.SIGSEGV)
+            data = wait_task(api, task_id, 30)
+            assert data["state"] == "failed" and data["failCode"] == "engine_crashed"
+            assert "signal 11 (SIGSEGV)" in data["failMsg"], data["failMsg"]
+            usage = api.get("/api/v1/usage").json()["data"]
+            assert usage["balance_micros"] == 10_000 and usage["reserved_micros"] == 0
+            body["video_url"] = short_url
+            next_id = api.post(GEN, json=body).json()["data"]["taskId"]
+            assert wait_task(api, next_id, 120)["state"] == "completed"
+    finally:
+        server.kill()
+
+
+def _names(cmdline: Path, *parts: bytes) -> bool:
+    try:
+        text = cmdline.read_bytes()
+    except OSError:
+        return False
+    return all(p in text for p in parts)
