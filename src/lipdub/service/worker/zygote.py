@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import gc
 import json
 import os
 import selectors
@@ -221,6 +222,10 @@ def main(argv: list[str]) -> None:
     except Exception as e:  # told to the worker, which fails its task with it
         ctl.send(json.dumps({"error": f"loading the engine failed: {e}"}).encode())
         raise
+    # Everything loaded so far lives as long as the zygote: out of the collector's sight,
+    # a child's collections do not walk (and so copy, page by page) the shared objects.
+    gc.collect()
+    gc.freeze()
     threads = thread_count()
     if threads != 1:
         # A fork now would copy locks held by threads that do not exist in the child.
