@@ -121,6 +121,13 @@ class Settings:
     callback_per_host: int = 2
     callback_host_backoff_s: float = 1.0
 
+    # Kling's own API (/v1, docs/kling.md). identify-face answers synchronously: past this
+    # many seconds it answers Kling's 5002 (HTTP 504) and cancels the task (refunded),
+    # below the 60 s at which HTTP clients and proxies commonly give up. JWTs' exp and
+    # nbf are checked with this much leeway for clocks that disagree.
+    kling_identify_timeout_s: float = 55.0
+    kling_jwt_leeway_s: float = 5.0
+
     # Embedded default: `lipdub serve` runs workers in-process when true.
     embedded_workers: bool = True
 
@@ -214,6 +221,11 @@ class Settings:
                 raise ValueError(f"LIPDUB_{name.upper()} must be 1 or more: set a count.")
         if self.storage_links not in ("proxy", "presign"):
             raise ValueError("LIPDUB_STORAGE_LINKS must be 'proxy' or 'presign'.")
+        if self.kling_identify_timeout_s <= 0 or self.kling_jwt_leeway_s < 0:
+            raise ValueError(
+                "LIPDUB_KLING_IDENTIFY_TIMEOUT_S must be positive and "
+                "LIPDUB_KLING_JWT_LEEWAY_S 0 or more: e.g. 55 and 5 (seconds)."
+            )
         if self.fetch_rate_window_s <= 0:
             raise ValueError("LIPDUB_FETCH_RATE_WINDOW_S must be positive: e.g. 5 (seconds).")
         self.allowed_private_networks  # noqa: B018 - parses, so a typo fails at start-up

@@ -58,6 +58,7 @@ class Admission:
                     f"Too many downloads at once: this account may have "
                     f"{s.max_downloads_per_account} inputs downloading; retry when one ends.",
                     headers={"Retry-After": "5"},
+                    reason="concurrency",
                 )
             if self._total >= s.max_downloads:
                 raise HttpError(

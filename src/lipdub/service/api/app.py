@@ -21,6 +21,7 @@ from lipdub.service.api import (
     docs_ui,
     files,
     handlers,
+    kling,
     openapi,
     operations,
     queries,
@@ -95,6 +96,7 @@ def create_app(
     console.mount_static(app)  # the browser console at / and its account endpoint
     app.include_router(console.router)
     app.include_router(files.router)  # uploads and /media links
+    app.include_router(kling.router)  # Kling's own API, /v1 (docs/kling.md)
     app.include_router(operations.router)  # /healthz, /metrics
     openapi.install(app, settings)
     docs_ui.install(app)

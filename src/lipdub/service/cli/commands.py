@@ -293,6 +293,47 @@ def register(app: typer.Typer) -> None:
         state = "was already revoked" if k["revoked_ms"] is not None else "is revoked"
         console.print(f"Key {k['prefix']} of account {k['account']!r} {state}.")
 
+    @keys.command("kling")
+    def keys_kling(
+        account_name: Annotated[str, typer.Argument(metavar="ACCOUNT")],
+        data_dir: DataDir = None,
+        database_url: DbUrl = None,
+    ) -> None:
+        """An access key / secret key pair for Kling's own API (/v1, docs/kling.md),
+        printed once as 'access_key=...' and 'secret_key=...' on the last two lines."""
+        from lipdub.service.store import UnknownAccount
+
+        settings = _settings(data_dir=data_dir, database_url=database_url)
+        store = _store(settings)
+        try:
+            access_key, secret = store.create_kling_key(account_name, settings.secret_key())
+        except UnknownAccount:
+            raise _fail(
+                f"No account {account_name!r}: create it first with 'lipdub keys create "
+                f"{account_name}'.",
+                1,
+            ) from None
+        console.print(
+            f"Kling access key pair for account {account_name!r}; store the secret key now, "
+            "it is not shown again:"
+        )
+        print(f"access_key={access_key}")
+        print(f"secret_key={secret}")
+
+    @keys.command("kling-revoke")
+    def keys_kling_revoke(
+        access_key: Annotated[str, typer.Argument(metavar="ACCESS_KEY")],
+        data_dir: DataDir = None,
+        database_url: DbUrl = None,
+    ) -> None:
+        """Revoke a Kling access key pair; its tokens answer 401 (code 1000) at once."""
+        store = _store(_settings(data_dir=data_dir, database_url=database_url))
+        found = store.revoke_kling_key(access_key.strip())
+        if found is None:
+            raise _fail(f"No Kling access key {access_key!r}.", 1)
+        state = "was already revoked" if found["revoked_ms"] is not None else "is revoked"
+        console.print(f"Kling access key {access_key} of account {found['account']!r} {state}.")
+
     @credits.command("add")
     def credits_add(
         account_name: Annotated[str, typer.Argument(metavar="ACCOUNT")],

@@ -46,6 +46,21 @@ api_keys = Table(
     Column("revoked_ms", BigInteger, nullable=True),
 )
 
+# Kling-style access key / secret key pairs (Kling's API, /v1). The secret key is never
+# stored: it is derived from the service's signing key and the access key (see
+# store/kling.py), so a copy of the database alone yields no secret. ``secret_check``
+# (sha256 of the derived secret) tells a changed signing key apart from a forged token.
+kling_keys = Table(
+    "kling_keys",
+    metadata,
+    Column("access_key", String(64), primary_key=True),
+    Column("account", String(128), ForeignKey("accounts.name"), nullable=False),
+    Column("secret_check", String(64), nullable=False),
+    Column("created_ms", BigInteger, nullable=False),
+    Column("revoked_ms", BigInteger, nullable=True),
+    Index("ix_kling_keys_account", "account"),
+)
+
 ledger = Table(
     "ledger",
     metadata,
@@ -89,6 +104,9 @@ tasks = Table(
     Column("start_ms", BigInteger, nullable=True),
     Column("complete_ms", BigInteger, nullable=True),
     Column("purged", Integer, nullable=False, default=0),
+    # The API the task was submitted through: NULL for the reseller contract (/api/v1),
+    # "kling" for Kling's own API (/v1): it decides the shape of the task's callback.
+    Column("via", String(16), nullable=True),
     UniqueConstraint("account", "external_task_id", name="uq_tasks_account_external"),
     Index("ix_tasks_claim", "state", "create_ms"),
     Index("ix_tasks_complete", "complete_ms"),
