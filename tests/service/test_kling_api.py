@@ -5,6 +5,8 @@ a real `lipdub serve` with the real engine on real clips, and a real callback re
 from __future__ import annotations
 
 import io
+import json
+import socket
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -300,6 +302,23 @@ def test_unknown_tasks_and_endpoints(server: Server, acme: dict[str, str]) -> No
     # the reseller contract keeps its own envelope beside it
     r = httpx.get(server.url + "/api/v1/no-such-thing", timeout=30)
     assert r.status_code == 404 and r.json()["code"] == 404 and "msg" in r.json()
+
+
+def test_a_body_too_large_is_1201_before_it_is_read(server: Server, acme: dict[str, str]) -> None:
+    head = (
+        "POST /v1/videos/identify-face HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+        f"Authorization: Bearer {acme['key']}\r\nContent-Type: application/json\r\n"
+        "Content-Length: 1000000000\r\n\r\n"
+    )
+    with socket.create_connection(("127.0.0.1", server.port), timeout=30) as sock:
+        sock.sendall(head.encode())
+        answer = b""
+        while chunk := sock.recv(65536):
+            answer += chunk
+    status_line, _, rest = answer.partition(b"\r\n")
+    assert b" 400 " in status_line, answer[:300]
+    body = json.loads(rest.split(b"\r\n\r\n", 1)[1])
+    assert body["code"] == 1201 and "larger than" in body["message"] and "data" not in body
 
 
 # --- identify's deadline ---------------------------------------------------------------------
