@@ -143,7 +143,8 @@ def test_a_kling_client_dubs_a_video_unchanged(
             done = wait_kling(c, task_id)
             assert done["task_status"] == "succeed", done
             video = done["task_result"]["videos"][0]
-            assert video["id"] == task_id and float(video["duration"]) == pytest.approx(4.9, abs=0.1)
+            assert video["id"] == task_id
+            assert float(video["duration"]) == pytest.approx(4.9, abs=0.1)
             mp4 = httpx.get(video["url"], timeout=60)
             assert mp4.status_code == 200
             with av.open(io.BytesIO(mp4.content)) as container:
