@@ -9,6 +9,7 @@ import json
 import socket
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import av
@@ -347,3 +348,28 @@ def test_identify_past_its_deadline_is_5002_and_refunded(
         assert [(t["state"], t["failCode"]) for t in items] == [("failed", "cancelled")]
         usage = rc.get("/api/v1/usage").json()["data"]
         assert usage["balance_micros"] == 1_000_000 and usage["reserved_micros"] == 0
+
+
+# --- PostgreSQL, and a signing key that changed -----------------------------------------
+
+
+def test_on_postgresql_a_changed_signing_key_invalidates_pairs(tmp_path: Path, pg_url: str) -> None:
+    env = {"LIPDUB_DATABASE_URL": pg_url, "LIPDUB_SIGNING_KEY": "first-signing-key"}
+    s = Server(tmp_path / "pg", env=env, workers=0).start()
+    try:
+        s.new_key("kpg", "1")
+        ak, sk = kling_pair(s, "kpg")
+        token = encode_jwt_token(ak, sk)
+        assert _bearer(s, token).json()["code"] == 0
+        kling_error(_bearer(s, encode_jwt_token(ak, sk, exp_in=-60)), 401, 1004)
+        kling_error(_bearer(s, "1" * 20), 401, 1000)
+    finally:
+        s.kill()
+    s = Server(
+        tmp_path / "pg", env={**env, "LIPDUB_SIGNING_KEY": "second-signing-key"}, workers=0
+    ).start()
+    try:
+        assert "no longer valid" in kling_error(_bearer(s, token), 401, 1000)["message"]
+        assert "issued under another signing key" in s.read_log()
+    finally:
+        s.kill()
