@@ -7,6 +7,7 @@ from __future__ import annotations
 import io
 import json
 import socket
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -373,3 +374,41 @@ def test_on_postgresql_a_changed_signing_key_invalidates_pairs(tmp_path: Path, p
         assert "issued under another signing key" in s.read_log()
     finally:
         s.kill()
+
+
+# --- the account's limits, in Kling's codes ----------------------------------------------
+
+limited = server_fixture(
+    "kling_limits",
+    workers=0,  # nothing runs: a task stays pending, holding the account's one slot
+    env={
+        "LIPDUB_KLING_IDENTIFY_TIMEOUT_S": "3",
+        "LIPDUB_MAX_TASKS_PER_ACCOUNT": "1",
+        "LIPDUB_RATE_LIMIT_PER_S": "5",
+    },
+)
+
+
+def test_concurrency_is_1303_and_rate_is_1302(limited: Server, media: MediaServer) -> None:
+    key = limited.new_key("klimits", "1")
+    ak, sk = kling_pair(limited, "klimits")
+    body = {"video_url": media.url(VIDEO)}
+    first: list[httpx.Response] = []
+    with kling_client(limited.url, ak, sk) as c, limited.client(key) as rc:
+        waiting = threading.Thread(
+            target=lambda: first.append(c.post("/v1/videos/identify-face", json=body))
+        )
+        waiting.start()
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:  # until the first one is queued
+            time.sleep(0.3)
+            if rc.get(GEN, params={"state": "pending"}).json()["data"]["items"]:
+                break
+        r = c.post("/v1/videos/identify-face", json=body)
+        assert "Too many tasks" in kling_error(r, 429, 1303)["message"]
+        waiting.join(30)
+        kling_error(first[0], 504, 5002)  # nothing ran it: the deadline answered
+        time.sleep(1.1)
+        codes = [c.get("/v1/videos/advanced-lip-sync").json()["code"] for _ in range(12)]
+        # 5 a second pass; a loaded machine may let a 6th through as the window moves
+        assert codes[:5] == [0] * 5 and 1302 in codes and set(codes) == {0, 1302}, codes
