@@ -40,9 +40,7 @@ def answer(
 ) -> JSONResponse:
     """The error in the envelope of the API the request was made to."""
     if kling.is_kling_path(r.url.path):
-        err = kling.from_status(status, msg, reason)
-        err.headers = headers
-        return kling.error_response(err)
+        return kling.error_response(kling.from_status(status, msg, reason, headers))
     return envelope(status, msg, data, headers)
 
 

@@ -50,25 +50,33 @@ def is_kling_path(path: str) -> bool:
     return path == PREFIX or path.startswith(PREFIX + "/")
 
 
-def from_status(status: int, message: str, reason: str | None = None) -> KlingError:
-    """The Kling error for one of the service's refusals (a contract status)."""
+def from_status(
+    status: int,
+    message: str,
+    reason: str | None = None,
+    headers: dict[str, str] | None = None,
+) -> KlingError:
+    """The Kling error for one of the service's refusals (a contract status); headers
+    such as Retry-After are kept."""
     if status == 402:
-        return KlingError(429, NO_CREDITS, message)
-    if status == 429:
-        return KlingError(429, CONCURRENCY if reason == "concurrency" else RATE, message)
-    if status == 401:
-        return KlingError(401, AUTH_FAILED, message)
-    if status == 404:
-        return KlingError(404, NO_RESOURCE, message)
-    if status in (405, 501):
-        return KlingError(404, NO_METHOD, message)
-    if 400 <= status < 500:
-        return KlingError(400, BAD_PARAMETER, message)
-    if status == 503:
-        return KlingError(503, UNAVAILABLE, message)
-    if status == 504:
-        return KlingError(504, TIMEOUT, message)
-    return KlingError(500, INTERNAL, message)
+        http, code = 429, NO_CREDITS
+    elif status == 429:
+        http, code = 429, CONCURRENCY if reason == "concurrency" else RATE
+    elif status == 401:
+        http, code = 401, AUTH_FAILED
+    elif status == 404:
+        http, code = 404, NO_RESOURCE
+    elif status in (405, 501):
+        http, code = 404, NO_METHOD
+    elif 400 <= status < 500:
+        http, code = 400, BAD_PARAMETER
+    elif status == 503:
+        http, code = 503, UNAVAILABLE
+    elif status == 504:
+        http, code = 504, TIMEOUT
+    else:
+        http, code = 500, INTERNAL
+    return KlingError(http, code, message, headers)
 
 
 def request_id() -> str:
