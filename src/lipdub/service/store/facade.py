@@ -13,7 +13,8 @@ from lipdub.service.store.fleet import FleetStore
 from lipdub.service.store.queue import QueueStore
 from lipdub.service.store.stats import StatsStore
 from lipdub.service.store.uploads import UploadsStore
+from lipdub.service.store.upstream import UpstreamStore
 
 
-class Store(QueueStore, AccountsStore, UploadsStore, StatsStore, FleetStore):
+class Store(QueueStore, AccountsStore, UploadsStore, StatsStore, FleetStore, UpstreamStore):
     """Every read and write of the service's state, over SQLite and PostgreSQL alike."""

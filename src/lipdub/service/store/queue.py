@@ -43,6 +43,8 @@ class Submission:
     callback_url: str | None
     external_task_id: str | None
     task_id: str
+    # config.ENGINES; the task runs there whatever the account chooses later.
+    engine: str = "local"
 
 
 class QueueStore(FinishStore, TaskReads):
@@ -120,6 +122,7 @@ class QueueStore(FinishStore, TaskReads):
                     "callback_url": sub.callback_url,
                     "create_ms": now_ms(),
                     "purged": 0,
+                    "engine": sub.engine,
                 }
                 conn.execute(insert(t.tasks).values(**values))
                 self._ledger(
