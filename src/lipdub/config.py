@@ -130,9 +130,10 @@ class Settings:
     # and SecretKey (a short-lived HS256 JWT is signed per request), or an API key sent
     # as the bearer itself.
     kling_base_url: str = "https://api-singapore.klingai.com"
-    kling_access_key: str = ""
-    kling_secret_key: str = ""
-    kling_api_key: str = ""
+    # Kept out of repr(): a settings object in a log line or traceback shows no secret.
+    kling_access_key: str = dataclasses.field(default="", repr=False)
+    kling_secret_key: str = dataclasses.field(default="", repr=False)
+    kling_api_key: str = dataclasses.field(default="", repr=False)
     # One HTTP request to Kling (identify is synchronous and may take a while).
     kling_timeout_s: float = 120.0
     kling_connect_timeout_s: float = 10.0

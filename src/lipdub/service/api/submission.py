@@ -28,6 +28,8 @@ KLING = "kling"
 KLING_MIN_SIDE_PX, KLING_MAX_SIDE_PX = 512, 2160
 KLING_MIN_VIDEO_MS, KLING_MAX_VIDEO_MS = 2_000, 60_000
 KLING_MIN_OVERLAP_MS = 2_000
+MB = 1024 * 1024
+KLING_MAX_VIDEO_BYTES = 100 * MB
 
 
 class RequestError(Exception):
@@ -120,9 +122,10 @@ def prepare_identify(ctx: Context, account: str, req: IdentifyRequest) -> Submis
     key = f"tasks/{task_id}/video_url"
     try:
         with tempfile.TemporaryDirectory(dir=ctx.scratch) as tmp:
-            info = _acquire_video(ctx, req.video_url, Path(tmp) / "video_url", key)
+            local = Path(tmp) / "video_url"
+            info = _acquire_video(ctx, req.video_url, local, key)
             if engine == KLING:
-                check_kling_video(info)
+                check_kling_video(info, local.stat().st_size)
     except BaseException:
         ctx.storage.delete_prefix(f"tasks/{task_id}")
         raise
@@ -154,9 +157,14 @@ def _passable(ctx: Context, source: str) -> bool:
     )
 
 
-def check_kling_video(info: Any) -> None:
+def check_kling_video(info: Any, size: int) -> None:
     """Kling's own limits on a video, stricter than lipdub's: refused here, free, rather
     than upstream after the price was reserved."""
+    if size > KLING_MAX_VIDEO_BYTES:
+        raise RequestError(
+            f"video_url is {size / MB:.0f} MB: this account's engine (Kling) takes videos of "
+            f"at most {KLING_MAX_VIDEO_BYTES // MB} MB, send a smaller file."
+        )
     short, long = min(info.width, info.height), max(info.width, info.height)
     if short < KLING_MIN_SIDE_PX or long > KLING_MAX_SIDE_PX:
         raise RequestError(

@@ -37,9 +37,11 @@ def with_backoff(
     retry_s: float,
     first_s: float = 1.0,
     max_s: float = 60.0,
+    waiting: Callable[[], None] | None = None,
 ) -> T:
     """``fn()``, retried on retryable Kling errors for up to ``retry_s``; other errors
-    pass through, and so does ``Cancelled`` when ``cancel`` is set during a pause."""
+    pass through, and so does ``Cancelled`` when ``cancel`` is set during a pause.
+    ``waiting`` is called before each pause (the engine shows it is alive)."""
     started = time.monotonic()
     pause = first_s
     while True:
@@ -52,6 +54,8 @@ def with_backoff(
             if waited + pause > retry_s:
                 raise GaveUp(e, waited) from None
             log.warning("%s: %s; retrying in %.1f s", what, e, pause)
+            if waiting is not None:
+                waiting()
             # Full jitter keeps many workers from hammering Kling in step after an outage.
             if cancel.wait(pause * (0.5 + random.random() / 2)):
                 raise Cancelled() from None

@@ -35,7 +35,7 @@ from lipdub.service.store import DB_RETRY_S, Row
 from lipdub.service.worker.attempt import STORAGE_RETRY_S, Attempt
 from lipdub.service.worker.protocol import Job, Output
 from lipdub.service.worker.runner import EngineRunner, JobFailed, SubprocessEngine
-from lipdub.service.worker.upstream_engine import upstream_engine
+from lipdub.service.worker.upstream_engine import upstream_engine, upstream_problem
 from lipdub.service.worker.wakeup import TaskListener
 
 log = logging.getLogger("lipdub.worker")
@@ -77,6 +77,7 @@ class Worker:
 
     def start(self) -> None:
         self._clear_dead_scratch()
+        self._warn_unconfigured_engine()
         for i in range(self.slots):
             th = threading.Thread(target=self._slot_loop, name=f"worker-{i}", daemon=True)
             th.start()
@@ -87,6 +88,17 @@ class Worker:
         self.dispatcher.start()
         if self._listener is not None and self.slots:
             self._listener.start()
+
+    def _warn_unconfigured_engine(self) -> None:
+        """Said once at start, not first at the first task it fails (and refunds)."""
+        s = self.ctx.settings
+        if s.default_engine != "local" and self.slots:
+            problem = upstream_problem(s.default_engine, self.ctx)
+            if problem is not None:
+                log.warning(
+                    "LIPDUB_DEFAULT_ENGINE=%s, but %s: its tasks will fail (refunded) until "
+                    "it is set (docs/kling-engine.md)", s.default_engine, problem,
+                )
 
     def wake(self) -> None:
         self._wake.set()

@@ -87,6 +87,17 @@ def upstream_engine(name: str, ctx: Context) -> EngineRunner:
     )
 
 
+def upstream_problem(name: str, ctx: Context) -> str | None:
+    """Why engine ``name`` cannot run here (missing settings), or None."""
+    if name != KLING:
+        return f"there is no engine {name!r}"
+    client = KlingClient.from_settings(ctx.settings)
+    try:
+        return client.problem()
+    finally:
+        client.close()
+
+
 class KlingEngine:
     """An ``EngineRunner`` whose work happens at Kling."""
 
@@ -102,10 +113,11 @@ class KlingEngine:
                 f"The Kling engine is not configured on this server ({problem}); the task "
                 "was refunded. The operator must set it (docs/kling-engine.md).",
             )
+        run = _Run(progress, cancel)
         try:
             if isinstance(job, IdentifyJob):
-                return self._identify(job, progress, cancel)
-            return self._sync(job, progress, cancel)
+                return self._identify(job, run)
+            return self._sync(job, run)
         except GaveUp as e:
             f = failure_for(e.error, e.waited_s)
             raise JobFailed(f.code, f.message) from None
@@ -117,9 +129,7 @@ class KlingEngine:
 
     # --- identify ----------------------------------------------------------------------
 
-    def _identify(
-        self, job: IdentifyJob, progress: ProgressFn, cancel: threading.Event
-    ) -> IdentifyOutput:
+    def _identify(self, job: IdentifyJob, run: _Run) -> IdentifyOutput:
         store = self.ctx.store
         row = store.get_task(job.task_id)
         assert row is not None
@@ -129,7 +139,7 @@ class KlingEngine:
             data = json.loads(record["response_json"])
         else:
             self._check_reachable(job.video_url)
-            data = self._retried(lambda: self.client.identify(job.video_url), job, cancel)
+            data = self._retried(lambda: self.client.identify(job.video_url), job, run)
             store.record_upstream(
                 job.task_id,
                 KLING,
@@ -138,7 +148,7 @@ class KlingEngine:
                 response_json=json.dumps(data),
                 charge=_charge(data),
             )
-        progress(0.6)
+        run.progress(0.6)
         faces = data.get("face_data") or []
         if not faces:
             raise JobFailed(
@@ -151,10 +161,10 @@ class KlingEngine:
         for i, f in enumerate(faces):
             face_id = str(f["face_id"])
             thumb = out / "faces" / f"{i:03d}.jpg"
-            self._download(str(f["face_image"]), thumb, MAX_FACE_IMAGE_BYTES, "face image", cancel)
+            self._download(str(f["face_image"]), thumb, MAX_FACE_IMAGE_BYTES, "face image", run)
             start, end = int(f["start_time"]), int(f["end_time"])
             found.append(FoundFace(face_id, start, end, [[start, end]], str(thumb)))
-            progress(0.6 + 0.4 * (i + 1) / len(faces))
+            run.progress(0.6 + 0.4 * (i + 1) / len(faces))
         job_json = json.loads(row["job_json"])
         return IdentifyOutput(
             session_id=f"session_{uuid.uuid4().hex}",
@@ -185,7 +195,7 @@ class KlingEngine:
 
     # --- lip-sync ----------------------------------------------------------------------
 
-    def _sync(self, job: SyncJob, progress: ProgressFn, cancel: threading.Event) -> SyncOutput:
+    def _sync(self, job: SyncJob, run: _Run) -> SyncOutput:
         store = self.ctx.store
         row = store.get_task(job.task_id)
         assert row is not None
@@ -208,7 +218,7 @@ class KlingEngine:
             body = self._body(job, job.faces[0], identified["upstream_session_id"],
                               int(session["duration_ms"]))
             # The first attempt has nothing to look for; a later one may (see module doc).
-            task = self._submit_once(job, body, cancel, look_first=int(row["attempts"]) > 1)
+            task = self._submit_once(job, body, run, look_first=int(row["attempts"]) > 1)
             upstream_id = str(task["task_id"])
             store.record_upstream(
                 job.task_id,
@@ -218,8 +228,8 @@ class KlingEngine:
                 status=str(task.get("task_status") or "submitted"),
             )
             log.info("task %s: Kling task %s", job.task_id, upstream_id)
-        progress(0.1)
-        done = self._wait(job, upstream_id, progress, cancel)
+        run.progress(0.1)
+        done = self._wait(job, upstream_id, run)
         videos = (done.get("task_result") or {}).get("videos") or []
         if not videos or not videos[0].get("url"):
             raise JobFailed(
@@ -229,7 +239,7 @@ class KlingEngine:
             )
         out = Path(job.out_path)
         limit = 4 * self.ctx.settings.max_video_bytes  # a re-encode may be larger
-        self._download(str(videos[0]["url"]), out, limit, "result video", cancel)
+        self._download(str(videos[0]["url"]), out, limit, "result video", run)
         from lipdub.media.video import probe
 
         try:
@@ -239,7 +249,7 @@ class KlingEngine:
                 "upstream_error", f"Kling's result is not a playable video ({e}); the task "
                 "was refunded: resubmit it."
             ) from None
-        progress(1.0)
+        run.progress(1.0)
         return SyncOutput(str(out), int(info.duration_ms), int(info.frame_count))
 
     def _body(
@@ -268,7 +278,7 @@ class KlingEngine:
         }
 
     def _submit_once(
-        self, job: SyncJob, body: dict[str, Any], cancel: threading.Event, look_first: bool
+        self, job: SyncJob, body: dict[str, Any], run: _Run, look_first: bool
     ) -> dict[str, Any]:
         """Kling's task for this lipdub task: found by external_task_id if an earlier try
         may have created it, else submitted (retried through outages and rate limits,
@@ -286,20 +296,18 @@ class KlingEngine:
             return self.client.submit(body)
 
         try:
-            return self._retried(once, job, cancel)
+            return self._retried(once, job, run)
         except KlingError as e:
             if look_first or e.code not in (1200, 1201):
                 raise
             # A refusal of a parameter may be Kling refusing our external_task_id as
             # already used: then the task exists, and is ours.
-            found = self._retried(lambda: self.client.find_by_external_id(job.task_id), job, cancel)
+            found = self._retried(lambda: self.client.find_by_external_id(job.task_id), job, run)
             if found is None:
                 raise
             return found
 
-    def _wait(
-        self, job: SyncJob, upstream_id: str, progress: ProgressFn, cancel: threading.Event
-    ) -> dict[str, Any]:
+    def _wait(self, job: SyncJob, upstream_id: str, run: _Run) -> dict[str, Any]:
         """Poll until Kling's task ends. Outages while waiting are waited out (the task
         runs on at Kling, and is paid for): the model's run-time limit ends the wait."""
         s = self.ctx.settings
@@ -329,22 +337,20 @@ class KlingEngine:
                     f = task_failure(task.get("task_status_msg"))
                     raise JobFailed(f.code, f.message)
             waited = time.monotonic() - started
-            progress(0.1 + 0.8 * (1 - math.exp(-waited / PROGRESS_TAU_S)))
-            if cancel.wait(pause):
+            run.progress(0.1 + 0.8 * (1 - math.exp(-waited / PROGRESS_TAU_S)))
+            if run.cancel.wait(pause):
                 raise Cancelled()
 
     # --- shared ------------------------------------------------------------------------
 
-    def _retried(self, fn: Callable[[], T], job: Job, cancel: threading.Event) -> T:
+    def _retried(self, fn: Callable[[], T], job: Job, run: _Run) -> T:
         s = self.ctx.settings
         return with_backoff(
-            fn, f"task {job.task_id}: Kling", cancel, s.kling_retry_s,
-            s.kling_backoff_s, s.kling_backoff_max_s,
+            fn, f"task {job.task_id}: Kling", run.cancel, s.kling_retry_s,
+            s.kling_backoff_s, s.kling_backoff_max_s, waiting=run.alive,
         )
 
-    def _download(
-        self, url: str, dest: Path, max_bytes: int, what: str, cancel: threading.Event
-    ) -> None:
+    def _download(self, url: str, dest: Path, max_bytes: int, what: str, run: _Run) -> None:
         """Copy a file Kling serves (its CDN), through lipdub's own URL checks."""
         s = self.ctx.settings
         dest.parent.mkdir(parents=True, exist_ok=True)
@@ -365,8 +371,28 @@ class KlingEngine:
                         "resubmit it.",
                     ) from None
                 log.warning("copying Kling's %s: %s; trying again", what, e)
-                if cancel.wait(DOWNLOAD_PAUSE_S * attempt):
+                run.alive()
+                if run.cancel.wait(DOWNLOAD_PAUSE_S * attempt):
                     raise Cancelled() from None
+
+
+class _Run:
+    """One run's progress and cancel event (the engine itself is shared by the slots)."""
+
+    def __init__(self, report: ProgressFn, cancel: threading.Event) -> None:
+        self.report = report
+        self.cancel = cancel
+        self.fraction = 0.0
+
+    def progress(self, fraction: float) -> None:
+        self.fraction = max(self.fraction, fraction)
+        self.report(self.fraction)
+
+    def alive(self) -> None:
+        """Waiting on Kling (retrying an outage, a rate limit): a hair of progress keeps
+        lipdub's stall detector, meant for a hung engine, from stopping the task; the
+        model's run-time limit still bounds the wait."""
+        self.progress(min(0.95, self.fraction + 0.001))
 
 
 def _charge(data: dict[str, Any]) -> str | None:
