@@ -130,8 +130,11 @@ def test_killed_after_kling_made_the_task_before_its_answer_arrived(
     wait_for("the upstream task", lambda: fake.submits_created == 1)
     fleet.kill_worker()
     fake.release_submits()  # the answer goes to a dead socket
-    # Nothing recorded the upstream task: only Kling knows it.
-    assert fleet.db("SELECT * FROM upstream_tasks WHERE task_id = :t", t=task_id) == []
+    # lipdub recorded only its intent to submit: only Kling knows the task.
+    (intent,) = fleet.db(
+        "SELECT status, upstream_task_id FROM upstream_tasks WHERE task_id = :t", t=task_id
+    )
+    assert intent == {"status": "submitting", "upstream_task_id": None}
     fleet.start_worker()
     assert_done_once(fleet, fake, client, task_id)
     # The second attempt looked the task up by its external_task_id.

@@ -6,10 +6,11 @@ What makes it safe to retry (docs/kling-engine.md):
 
 - Every upstream call that creates something is recorded (``store.record_upstream``)
   the moment it returns, before anything else happens.
-- A lip-sync task is submitted with lipdub's task id as ``external_task_id``. An attempt
-  that finds no record (its predecessor died between Kling's answer and the record, or
-  the answer never arrived) first looks the task up by that id; only a task Kling does
-  not have is submitted. So a crash anywhere submits once and bills once.
+- A lip-sync task is submitted with lipdub's task id as ``external_task_id``, after its
+  intent is recorded. An attempt that finds the intent but no Kling task id (its
+  predecessor died between the submit and the record, or the answer never arrived)
+  first looks the task up by that id; only a task Kling does not have is submitted. So
+  a crash anywhere submits once and bills once.
 - Identify is synchronous at Kling and has no id of ours: its answer is recorded whole,
   and a retry reuses it (Kling keeps a session 24 h, as lipdub does).
 
@@ -217,8 +218,15 @@ class KlingEngine:
         if not upstream_id:
             body = self._body(job, job.faces[0], identified["upstream_session_id"],
                               int(session["duration_ms"]))
-            # The first attempt has nothing to look for; a later one may (see module doc).
-            task = self._submit_once(job, body, run, look_first=int(row["attempts"]) > 1)
+            # A record without a task id means an earlier try began a submit and died
+            # (killed, shut down) before it could record Kling's answer: it may have made
+            # the task, so look for it first. The intent is recorded before every submit.
+            look_first = record is not None
+            store.record_upstream(
+                job.task_id, KLING,
+                upstream_session_id=identified["upstream_session_id"], status="submitting",
+            )
+            task = self._submit_once(job, body, run, look_first=look_first)
             upstream_id = str(task["task_id"])
             store.record_upstream(
                 job.task_id,
