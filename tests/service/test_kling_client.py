@@ -197,3 +197,28 @@ def test_no_answer_at_all_is_unreachable_and_retryable() -> None:
     c = KlingClient(f"http://127.0.0.1:{free_port()}", api_key="k", connect_timeout_s=1)
     with pytest.raises(KlingUnreachable):
         c.task("1")
+
+
+def test_the_fakes_rate_and_concurrency_limits(fake: FakeKling, media_server: MediaServer) -> None:
+    c = client_for(fake)
+    session = c.identify(media_server.url(VIDEO))["session_id"]
+
+    def body(n: int) -> dict[str, object]:
+        return {"session_id": session, "external_task_id": f"t{n}", "face_choose": [{
+            "face_id": "0", "sound_file": base64.b64encode((MEDIA / AUDIO).read_bytes()).decode(),
+            "sound_start_time": 0, "sound_end_time": 3000, "sound_insert_time": 0,
+        }]}
+
+    fake.max_running = 1
+    c.submit(body(1))
+    with pytest.raises(KlingError) as e:
+        c.submit(body(2))
+    assert (e.value.status, e.value.code) == (429, 1303)
+    fake.max_running = 0
+    fake.rate_limit_per_s = 2
+    time.sleep(1.1)
+    c.list_tasks(1)
+    c.list_tasks(1)
+    with pytest.raises(KlingError) as e:
+        c.list_tasks(1)
+    assert (e.value.status, e.value.code) == (429, 1302)

@@ -264,6 +264,20 @@ def test_an_outage_while_kling_works_is_waited_out(
     assert done["state"] == "completed", done
 
 
+def test_kling_concurrency_limit_makes_the_second_task_wait_not_fail(
+    server: Server, client: httpx.Client, fake: FakeKling, session: dict[str, Any],
+    audio_url: str,
+) -> None:
+    fake.max_running = 1  # the operator's Kling plan runs one task at a time
+    before, seen = fake.submits_created, len(fake.seen)
+    ids = [submit_sync(client, session, audio_url).json()["data"]["taskId"] for _ in range(2)]
+    done = [wait_task(client, i, timeout=60) for i in ids]
+    assert [d["state"] for d in done] == ["completed", "completed"], done
+    assert fake.submits_created == before + 2
+    # Both ran at once on two worker slots: one was refused (1303) until the other ended.
+    assert any(code == 1303 for _, _, _, code in fake.seen[seen:])
+
+
 @pytest.mark.parametrize(
     ("code", "fail_code"), [(5001, "upstream_unavailable"), (1303, "upstream_busy")]
 )
