@@ -3,10 +3,15 @@ account engine` per account; and a public URL Kling cannot reach, said plainly."
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
+from lipdub.config import Settings
+from lipdub.service.context import Context
+from lipdub.service.worker import Worker
 from tests.support.fake_kling import FakeKling
 
 from .helpers import GEN, MEDIA, MediaServer, Server, upload_file, wait_task
@@ -64,3 +69,14 @@ def test_an_account_set_to_local_runs_on_lipdubs_engine(
     assert done["state"] == "completed", done
     assert done["faceData"]["face_list"][0]["face_id"] == "face_001"  # lipdub's own ids
     assert fake.identified == []
+
+
+def test_a_worker_says_at_start_that_its_default_engine_lacks_settings(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    settings = Settings(data_dir=tmp_path, default_engine="kling", workers=1)
+    worker = Worker(Context.build(settings))
+    with caplog.at_level(logging.WARNING, logger="lipdub.worker"):
+        worker.start()
+        worker.stop()
+    assert "LIPDUB_DEFAULT_ENGINE=kling, but no Kling credentials are set" in caplog.text
