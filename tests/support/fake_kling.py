@@ -284,11 +284,13 @@ class FakeKling:
             self._hits = [t for t in self._hits if now - t < 1.0] + [now]
             if self.rate_limit_per_s and len(self._hits) > self.rate_limit_per_s:
                 raise Refused(1302, "Rate limit exceeded")
+            # Kling: a task holds concurrency from submitted until it ends; only task
+            # creation is limited, queries are not.
             if route == SUBMIT and self.max_running:
                 running = sum(1 for t in self.tasks.values()
                               if t.status() in ("submitted", "processing"))
                 if running >= self.max_running:
-                    raise Refused(1303, "Concurrency limit exceeded")
+                    raise Refused(1303, "parallel task over resource pack limit")
 
     def _answer(
         self,
