@@ -1,5 +1,6 @@
 """A worker killed mid-task on the Kling engine loses nothing and pays once: real `lipdub
-serve --workers 0` and `lipdub worker` processes, the fake Kling on loopback, SIGKILL.
+serve --workers 0` and `lipdub worker` processes, the fake Kling on loopback, SIGKILL,
+on SQLite and on PostgreSQL.
 
 Two windows: after Kling created the task but before its answer reached the worker (the
 worker cannot know it submitted: the next attempt must find the task by its
@@ -30,8 +31,14 @@ class KlingFleet:
     """An API process without workers, and `lipdub worker` processes started and killed
     one at a time, sharing the API's database and media directory."""
 
-    def __init__(self, root: Path, fake: FakeKling) -> None:
-        env = {**kling_env(fake), "LIPDUB_LEASE_S": "2", "LIPDUB_HEARTBEAT_S": "0.3"}
+    def __init__(self, root: Path, fake: FakeKling, db_url: str) -> None:
+        self.db_url = db_url
+        env = {
+            **kling_env(fake),
+            "LIPDUB_DATABASE_URL": db_url,
+            "LIPDUB_LEASE_S": "2",
+            "LIPDUB_HEARTBEAT_S": "0.3",
+        }
         self.api = Server(root / "api", env=env, workers=0)
         self.api.env["LIPDUB_PUBLIC_URL"] = self.api.url
         self.worker: subprocess.Popen[bytes] | None = None
@@ -49,7 +56,7 @@ class KlingFleet:
         self.worker.wait(15)
 
     def db(self, sql: str, **params: str) -> list[dict[str, object]]:
-        engine = create_engine(f"sqlite:///{self.api.data_dir / 'lipdub.db'}")
+        engine = create_engine(self.db_url)
         with engine.connect() as conn:
             rows = [dict(r) for r in conn.execute(text(sql), params).mappings()]
         engine.dispose()
@@ -70,8 +77,9 @@ def fake() -> Iterator[FakeKling]:
 
 
 @pytest.fixture()
-def fleet(tmp_path: Path, fake: FakeKling) -> Iterator[KlingFleet]:
-    f = KlingFleet(tmp_path, fake)
+def fleet(tmp_path: Path, fake: FakeKling, db_url: str) -> Iterator[KlingFleet]:
+    """On SQLite and on PostgreSQL (the db_url fixture)."""
+    f = KlingFleet(tmp_path, fake, db_url)
     f.api.start()
     f.start_worker()
     yield f
