@@ -3,6 +3,7 @@ account engine` per account; and a public URL Kling cannot reach, said plainly."
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Iterator
 from pathlib import Path
@@ -61,6 +62,8 @@ def test_an_account_set_to_local_runs_on_lipdubs_engine(
     key = server.new_key("on-cpu", "1")
     out = server.cli("account", "engine", "on-cpu", "local")
     assert out.returncode == 0 and "on-cpu: engine local" in out.stdout
+    shown = json.loads(server.cli("account", "show", "on-cpu", "--json").stdout)
+    assert shown["engine"] == "local"
     assert server.cli("account", "engine", "on-cpu", "gpu").returncode != 0
     with server.client(key) as c:
         r = c.post(GEN, json={"model": "kling-identify-face",
