@@ -17,6 +17,8 @@ from pathlib import Path
 from typing import Any
 
 MB = 1024 * 1024
+# The engines a task can run on (docs/kling-engine.md).
+ENGINES = ("local", "kling")
 
 
 @dataclass(frozen=True)
@@ -127,6 +129,28 @@ class Settings:
     # nbf are checked with this much leeway for clocks that disagree.
     kling_identify_timeout_s: float = 55.0
     kling_jwt_leeway_s: float = 5.0
+    # Which engine runs an account's tasks when the account names none (`lipdub account
+    # engine`): "local" (lipdub's own CPU engine) or "kling" (Kling's cloud, below).
+    default_engine: str = "local"
+    # Kling's official API as an engine (docs/kling-engine.md). Credentials: an AccessKey
+    # and SecretKey (a short-lived HS256 JWT is signed per request), or an API key sent
+    # as the bearer itself.
+    kling_base_url: str = "https://api-singapore.klingai.com"
+    # Kept out of repr(): a settings object in a log line or traceback shows no secret.
+    kling_access_key: str = dataclasses.field(default="", repr=False)
+    kling_secret_key: str = dataclasses.field(default="", repr=False)
+    kling_api_key: str = dataclasses.field(default="", repr=False)
+    # One HTTP request to Kling (identify is synchronous and may take a while).
+    kling_timeout_s: float = 120.0
+    kling_connect_timeout_s: float = 10.0
+    # How often a running upstream task is looked at.
+    kling_poll_s: float = 5.0
+    # Kling's outages (5000-5002, network errors) and rate or concurrency refusals
+    # (1302, 1303) are retried with growing pauses (up to kling_backoff_max_s) for this
+    # long before the task fails and is refunded.
+    kling_retry_s: float = 600.0
+    kling_backoff_s: float = 1.0
+    kling_backoff_max_s: float = 60.0
 
     # Embedded default: `lipdub serve` runs workers in-process when true.
     embedded_workers: bool = True
@@ -228,6 +252,12 @@ class Settings:
             )
         if self.fetch_rate_window_s <= 0:
             raise ValueError("LIPDUB_FETCH_RATE_WINDOW_S must be positive: e.g. 5 (seconds).")
+        if self.default_engine not in ENGINES:
+            raise ValueError(
+                f"LIPDUB_DEFAULT_ENGINE={self.default_engine!r}: use one of {', '.join(ENGINES)}."
+            )
+        if self.kling_poll_s <= 0 or self.kling_backoff_s <= 0:
+            raise ValueError("LIPDUB_KLING_POLL_S and LIPDUB_KLING_BACKOFF_S must be positive.")
         self.allowed_private_networks  # noqa: B018 - parses, so a typo fails at start-up
 
 

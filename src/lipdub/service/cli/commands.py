@@ -392,6 +392,45 @@ def register(app: typer.Typer) -> None:
             )
         console.print(table)
 
+    @account.command("engine")
+    def account_engine(
+        account_name: Annotated[str, typer.Argument(metavar="ACCOUNT")],
+        engine: Annotated[
+            str | None,
+            typer.Argument(
+                metavar="[local|kling|default]",
+                help="Engine of the account's new tasks; 'default' follows "
+                "LIPDUB_DEFAULT_ENGINE. Without it, show the current choice.",
+            ),
+        ] = None,
+        data_dir: DataDir = None,
+        database_url: DbUrl = None,
+    ) -> None:
+        """Choose where an account's new tasks run: lipdub's CPU engine or Kling's cloud.
+        A lip-sync always runs where its session was identified."""
+        from lipdub.config import ENGINES
+        from lipdub.service.store import UnknownAccount
+
+        settings = _settings(data_dir=data_dir, database_url=database_url)
+        store = _store(settings)
+        if engine is not None and engine not in (*ENGINES, "default"):
+            raise _fail(f"Unknown engine {engine!r}: use one of {', '.join(ENGINES)} or default.")
+        try:
+            if engine is not None:
+                store.set_account_engine(account_name, None if engine == "default" else engine)
+            if not store.account_exists(account_name):
+                raise UnknownAccount(account_name)
+            chosen = store.account_engine(account_name)
+        except UnknownAccount:
+            raise _fail(f"No account {account_name!r}: see 'lipdub keys list'.", 1) from None
+        if chosen is None:
+            console.print(
+                f"{account_name}: engine {settings.default_engine} (the default, "
+                "LIPDUB_DEFAULT_ENGINE)"
+            )
+        else:
+            console.print(f"{account_name}: engine {chosen}")
+
     @account.command("webhook-secret")
     def account_webhook_secret(
         account_name: Annotated[str, typer.Argument(metavar="ACCOUNT")],

@@ -15,7 +15,9 @@ from lipdub.service.store.kling import KlingStore
 from lipdub.service.store.queue import QueueStore
 from lipdub.service.store.stats import StatsStore
 from lipdub.service.store.uploads import UploadsStore
+from lipdub.service.store.upstream import UpstreamStore
 
 
-class Store(QueueStore, AccountsStore, KlingStore, UploadsStore, StatsStore, FleetStore):
+class Store(QueueStore, AccountsStore, KlingStore, UploadsStore, StatsStore, FleetStore,
+            UpstreamStore):
     """Every read and write of the service's state, over SQLite and PostgreSQL alike."""

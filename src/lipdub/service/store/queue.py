@@ -45,6 +45,8 @@ class Submission:
     task_id: str
     # The API it came through: None for the reseller contract, "kling" for Kling's own.
     via: str | None = None
+    # config.ENGINES; the task runs there whatever the account chooses later.
+    engine: str = "local"
 
 
 class QueueStore(FinishStore, TaskReads):
@@ -123,6 +125,7 @@ class QueueStore(FinishStore, TaskReads):
                     "create_ms": now_ms(),
                     "purged": 0,
                     "via": sub.via,
+                    "engine": sub.engine,
                 }
                 conn.execute(insert(t.tasks).values(**values))
                 self._ledger(

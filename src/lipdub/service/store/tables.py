@@ -32,6 +32,8 @@ accounts = Table(
     # Standard Webhooks secret ("whsec_..."); NULL means unsigned callbacks (the contract).
     Column("webhook_secret", String(128), nullable=True),
     Column("created_ms", BigInteger, nullable=False),
+    # Engine of the account's new tasks (config.ENGINES); NULL = LIPDUB_DEFAULT_ENGINE.
+    Column("engine", String(16), nullable=True),
 )
 
 api_keys = Table(
@@ -107,6 +109,8 @@ tasks = Table(
     # The API the task was submitted through: NULL for the reseller contract (/api/v1),
     # "kling" for Kling's own API (/v1): it decides the shape of the task's callback.
     Column("via", String(16), nullable=True),
+    # Engine the task runs on, fixed at submission; NULL = local (older rows).
+    Column("engine", String(16), nullable=True),
     UniqueConstraint("account", "external_task_id", name="uq_tasks_account_external"),
     Index("ix_tasks_claim", "state", "create_ms"),
     Index("ix_tasks_complete", "complete_ms"),
@@ -125,6 +129,8 @@ sessions = Table(
     Column("faces_json", Text, nullable=False),  # [{face_id, start_time, end_time, segments}]
     Column("create_ms", BigInteger, nullable=False),
     Column("expires_ms", BigInteger, nullable=False),
+    # Engine that identified the video (its sync must run there); NULL = local.
+    Column("engine", String(16), nullable=True),
 )
 
 deliveries = Table(
@@ -196,4 +202,24 @@ fleet_config = Table(
     metadata,
     Column("key", String(64), primary_key=True),
     Column("value", Text, nullable=False),
+)
+
+# What a task did on an upstream engine (Kling), written as soon as it happens: a retry
+# after a crash finds the upstream task or session here instead of paying for it twice.
+upstream_tasks = Table(
+    "upstream_tasks",
+    metadata,
+    Column("task_id", String(64), primary_key=True),  # lipdub's task
+    Column("engine", String(16), nullable=False),
+    # Kling's ids are long digit strings: kept as strings.
+    Column("upstream_task_id", String(64), nullable=True),
+    Column("upstream_session_id", String(64), nullable=True),
+    # Last status seen upstream (submitted | processing | succeed | failed | identified).
+    Column("status", String(16), nullable=True),
+    # Identify's answer (faces), kept so a retry does not identify (and pay) again.
+    Column("response_json", Text, nullable=True),
+    # What upstream charged, as it reports it (Kling: final_unit_deduction, in units).
+    Column("charge", String(32), nullable=True),
+    Column("create_ms", BigInteger, nullable=False),
+    Column("update_ms", BigInteger, nullable=False),
 )
