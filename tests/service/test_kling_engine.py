@@ -352,3 +352,46 @@ def test_cut_off_audio_is_cut_at_the_videos_end_before_it_goes_to_kling(
     # The video plays 5000 ms (lipdub's probe, the length its own engine uses): 3000 ms
     # of audio fit after the insert point.
     assert (fc["sound_start_time"], fc["sound_end_time"]) == (0, 3000)
+
+
+def test_a_kling_client_on_lipdubs_v1_runs_upstream_for_a_kling_engine_account(
+    server: Server, client: httpx.Client, fake: FakeKling, media_server: MediaServer
+) -> None:
+    """Both directions at once: code written for Kling's official API calls lipdub's /v1
+    with a JWT from the account's own pair; the account runs on the Kling engine, so the
+    work goes on to (fake) Kling once, and the answers keep Kling's shapes."""
+    from tests.service.test_kling_api import encode_jwt_token, kling_pair
+
+    ak, sk = kling_pair(server, ACCOUNT)
+    headers = {"Authorization": f"Bearer {encode_jwt_token(ak, sk)}"}
+    with httpx.Client(base_url=server.url, headers=headers, timeout=120) as k:
+        r = k.post("/v1/videos/identify-face", json={"video_url": media_server.url(VIDEO)})
+        body = r.json()
+        assert r.status_code == 200 and body["code"] == 0, body
+        assert fake.identified[-1] == media_server.url(VIDEO)  # passed through unchanged
+        face = body["data"]["face_data"][0]
+        assert face["face_id"] == list(fake.sessions.values())[-1]["faces"][0]["face_id"]
+        assert httpx.get(face["face_image"]).content == fake.face_image  # served by lipdub
+        before = fake.submits_created
+        r = k.post("/v1/videos/advanced-lip-sync", json={
+            "session_id": body["data"]["session_id"],
+            "face_choose": [{"face_id": face["face_id"],
+                             "sound_file": base64.b64encode((MEDIA / AUDIO).read_bytes())
+                             .decode(), "sound_start_time": 0, "sound_end_time": 5000,
+                             "sound_insert_time": 0}],
+        })
+        created = r.json()
+        assert r.status_code == 200 and created["code"] == 0, created
+        task_id = created["data"]["task_id"]
+        assert task_id.isdigit()
+        deadline = time.monotonic() + 60
+        while True:
+            got = k.get(f"/v1/videos/advanced-lip-sync/{task_id}").json()["data"]
+            if got["task_status"] in ("succeed", "failed") or time.monotonic() > deadline:
+                break
+            time.sleep(0.3)
+    assert got["task_status"] == "succeed", got
+    assert fake.submits_created == before + 1
+    video = got["task_result"]["videos"][0]
+    assert video["url"].startswith(server.url + "/media/")
+    assert httpx.get(video["url"]).content == (MEDIA / RESULT).read_bytes()
