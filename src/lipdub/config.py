@@ -113,13 +113,18 @@ class Settings:
     callback_give_up_s: float = 1800.0
     # Multiplies every callback delay; 1.0 is real time, tests use e.g. 0.002.
     callback_time_scale: float = 1.0
-    # Attempts in flight at once, at most callback_per_host of them to one receiver
-    # (scheme://host:port); after a timeout or refused connection that receiver waits
-    # callback_host_backoff_s (scaled) before its next attempt, so a dead receiver
-    # cannot hold the senders that other accounts' callbacks need.
+    # Attempts in flight at once; at most callback_per_host of them to one receiver
+    # (scheme://host:port), of which one account holds at most callback_per_account_host,
+    # so a hanging endpoint of one account leaves the others a slot even behind a shared
+    # gateway. An endpoint (URL) that timed out or refused the connection waits
+    # callback_endpoint_backoff_s, doubling with each such failure in a row up to
+    # callback_endpoint_backoff_max_s (both scaled), then sends one attempt at a time
+    # outside the receiver's slots until it answers (service/callbacks/pacing.py).
     callback_senders: int = 16
     callback_per_host: int = 2
-    callback_host_backoff_s: float = 1.0
+    callback_per_account_host: int = 1
+    callback_endpoint_backoff_s: float = 1.0
+    callback_endpoint_backoff_max_s: float = 8.0
 
     # Embedded default: `lipdub serve` runs workers in-process when true.
     embedded_workers: bool = True
@@ -209,9 +214,20 @@ class Settings:
             "max_downloads_per_account",
             "callback_senders",
             "callback_per_host",
+            "callback_per_account_host",
         ):
             if getattr(self, name) < 1:
                 raise ValueError(f"LIPDUB_{name.upper()} must be 1 or more: set a count.")
+        if self.callback_per_account_host > self.callback_per_host:
+            raise ValueError(
+                "LIPDUB_CALLBACK_PER_ACCOUNT_HOST must not exceed LIPDUB_CALLBACK_PER_HOST: "
+                "an account's share is part of the receiver's slots."
+            )
+        if not 0 <= self.callback_endpoint_backoff_s <= self.callback_endpoint_backoff_max_s:
+            raise ValueError(
+                "LIPDUB_CALLBACK_ENDPOINT_BACKOFF_S must be 0 or more and at most "
+                "LIPDUB_CALLBACK_ENDPOINT_BACKOFF_MAX_S (seconds)."
+            )
         if self.storage_links not in ("proxy", "presign"):
             raise ValueError("LIPDUB_STORAGE_LINKS must be 'proxy' or 'presign'.")
         if self.fetch_rate_window_s <= 0:

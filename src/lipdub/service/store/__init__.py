@@ -23,7 +23,7 @@ from lipdub.service.store.base import (
     new_task_id,
 )
 from lipdub.service.store.facade import Store
-from lipdub.service.store.outbox import BodyFor, CallbackFormat
+from lipdub.service.store.outbox import BodyFor, CallbackFormat, DeliveryGate
 from lipdub.service.store.queue import Submission
 
 __all__ = [
@@ -34,6 +34,7 @@ __all__ = [
     "AccountExists",
     "BodyFor",
     "CallbackFormat",
+    "DeliveryGate",
     "InsufficientBalance",
     "Row",
     "Store",
