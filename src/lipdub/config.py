@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 MB = 1024 * 1024
+REDIS_SCHEMES = ("redis", "rediss", "unix")
 
 
 @dataclass(frozen=True)
@@ -82,6 +83,16 @@ class Settings:
     # Inputs downloading at once, over all accounts (503 past it) and per account (429).
     max_downloads: int = 32
     max_downloads_per_account: int = 4
+
+    # The request rate and the download slots hold across every API process: counted in
+    # the database the processes share (SQLite or PostgreSQL, no extra service), or in
+    # Redis when redis_url is set (redis://host:6379/0, rediss://, unix://; needs the
+    # `redis` extra). Keys start with redis_prefix (one installation per prefix). A slot
+    # of a process that died is free again after download_slot_lease_s (a live process
+    # renews its slots every third of it).
+    redis_url: str = ""
+    redis_prefix: str = "lipdub:"
+    download_slot_lease_s: float = 30.0
 
     # Per-account limits, answered with 429; 0 switches one off. Tasks count while
     # pending or processing; upload bytes over the last 24 h; stored bytes are the
@@ -230,6 +241,13 @@ class Settings:
             )
         if self.storage_links not in ("proxy", "presign"):
             raise ValueError("LIPDUB_STORAGE_LINKS must be 'proxy' or 'presign'.")
+        if self.redis_url and self.redis_url.split("://", 1)[0] not in REDIS_SCHEMES:
+            raise ValueError(
+                "LIPDUB_REDIS_URL must start with redis://, rediss:// or unix:// "
+                "(e.g. redis://127.0.0.1:6379/0), or be empty to count limits in the database."
+            )
+        if self.download_slot_lease_s <= 0:
+            raise ValueError("LIPDUB_DOWNLOAD_SLOT_LEASE_S must be positive: e.g. 30 (seconds).")
         if self.fetch_rate_window_s <= 0:
             raise ValueError("LIPDUB_FETCH_RATE_WINDOW_S must be positive: e.g. 5 (seconds).")
         self.allowed_private_networks  # noqa: B018 - parses, so a typo fails at start-up

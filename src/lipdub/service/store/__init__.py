@@ -23,6 +23,7 @@ from lipdub.service.store.base import (
     new_task_id,
 )
 from lipdub.service.store.facade import Store
+from lipdub.service.store.limits import DownloadSlotsFull
 from lipdub.service.store.outbox import BodyFor, CallbackFormat, DeliveryGate
 from lipdub.service.store.queue import Submission
 
@@ -35,6 +36,7 @@ __all__ = [
     "BodyFor",
     "CallbackFormat",
     "DeliveryGate",
+    "DownloadSlotsFull",
     "InsufficientBalance",
     "Row",
     "Store",
