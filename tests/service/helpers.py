@@ -319,12 +319,13 @@ class _BusyServer(ThreadingHTTPServer):
 
 class TrickleServer:
     """A source that trickles: GET /t/<tag> declares 1 MB, then sends one byte every
-    ``interval_s`` until the client hangs up or ``close()``. Records which tags connected
-    and how many are being served right now."""
+    ``interval_s`` until the client hangs up or ``close()``. Records which tags connected,
+    how many are being served right now and the most at once."""
 
     def __init__(self, interval_s: float = 0.1, max_s: float = 60.0) -> None:
         self.seen: list[str] = []
         self.active = 0
+        self.max_active = 0  # the most sources served at once
         self._lock = threading.Lock()
         self._closing = threading.Event()
         trickle = self
@@ -336,6 +337,7 @@ class TrickleServer:
                 with trickle._lock:
                     trickle.seen.append(self.path.rsplit("/", 1)[-1])
                     trickle.active += 1
+                    trickle.max_active = max(trickle.max_active, trickle.active)
                 try:
                     self.send_response(200)
                     self.send_header("Content-Length", "1000000")
