@@ -185,3 +185,18 @@ def test_pacing_shares_a_host_and_probes_a_backed_off_endpoint(tmp_path: Path) -
     p.end(probe, unreachable=False)  # it answered
     assert p.backed_off() == {} and p.gate().backed_off == set()
     assert p.in_flight == 0
+
+
+def test_probes_leave_half_the_senders_to_endpoints_that_answer(tmp_path: Path) -> None:
+    s = Settings(data_dir=tmp_path, callback_senders=4, callback_endpoint_backoff_s=0)
+    p = Pacing(s)
+    dead = [f"http://gw{i}:80/x" for i in range(3)]
+    for url in dead:  # three endpoints time out once: all backed off, ready to probe
+        p.end(p.begin(url.rsplit("/", 1)[0], url, url), unreachable=True)
+    assert p.gate().probe_ready == set(dead)
+    probes = [p.begin(u.rsplit("/", 1)[0], u, u) for u in dead[:2]]
+    assert all(a.lane is Lane.PROBE for a in probes)
+    assert p.gate().probe_ready == set()  # 2 of 4 senders probing: the third waits
+    assert p.has_room()  # while an endpoint that answers may still start
+    p.end(probes[0], unreachable=True)
+    assert p.gate().probe_ready == {dead[0], dead[2]}  # one probe ended: room for one more

@@ -14,7 +14,8 @@ whole timeout each, and Y's callback waited 49-52 s. Three rules now:
   ``callback_time_scale``), and then sends one attempt at a time outside the
   destination's slots (a probe). So an endpoint that keeps timing out holds one
   connection and no slot another account needs; its first answer (any HTTP status)
-  ends the back-off.
+  ends the back-off. Probes take at most half of ``callback_senders``, so endpoints
+  that answer always find a sender, however many endpoints hang.
 - None of this changes a delivery's own schedule (``sender.next_attempt_ms``): it only
   decides which due attempt starts when, and an attempt never starts before it is due.
 
@@ -60,9 +61,9 @@ class _Backoff:
 
 
 class Pacing:
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, senders: int | None = None) -> None:
         s = settings
-        self.senders = s.callback_senders
+        self.senders = senders or s.callback_senders
         self.per_host = s.callback_per_host
         self.per_account = s.callback_per_account_host
         self.backoff_s = s.callback_endpoint_backoff_s * s.callback_time_scale
@@ -75,6 +76,8 @@ class Pacing:
         self._shares: Counter[tuple[str, str]] = Counter()
         self._backoff: dict[str, _Backoff] = {}
         self._in_flight = 0
+        self._probes = 0
+        self.max_probes = max(1, self.senders // 2)
 
     @property
     def in_flight(self) -> int:
@@ -94,7 +97,9 @@ class Pacing:
                 full_shares=frozenset(k for k, n in self._shares.items() if n >= self.per_account),
                 backed_off=frozenset(self._backoff),
                 probe_ready=frozenset(
-                    u for u, b in self._backoff.items() if b.until <= now and not b.probing
+                    u
+                    for u, b in self._backoff.items()
+                    if b.until <= now and not b.probing and self._probes < self.max_probes
                 ),
             )
 
@@ -104,6 +109,7 @@ class Pacing:
             b = self._backoff.get(url)
             if b is not None:
                 b.probing = True
+                self._probes += 1
                 attempt = Attempt(dest, account, url, Lane.PROBE)
             else:
                 attempt = Attempt(dest, account, url, Lane.REGULAR)
@@ -121,8 +127,10 @@ class Pacing:
                 _decrement(self._dests, attempt.dest)
                 _decrement(self._shares, (attempt.dest, attempt.account))
             b = self._backoff.get(attempt.url)
-            if attempt.lane is Lane.PROBE and b is not None:
-                b.probing = False
+            if attempt.lane is Lane.PROBE:
+                self._probes -= 1
+                if b is not None:
+                    b.probing = False
             if not unreachable:
                 self._backoff.pop(attempt.url, None)
                 return

@@ -88,9 +88,7 @@ class CallbackDispatcher:
 
     def __init__(self, ctx: Context, senders: int | None = None) -> None:
         self.ctx = ctx
-        self.pacing = Pacing(ctx.settings)
-        if senders:
-            self.pacing.senders = senders
+        self.pacing = Pacing(ctx.settings, senders)
         self._stop = threading.Event()
         self._wake = threading.Event()
         self._thread: threading.Thread | None = None
