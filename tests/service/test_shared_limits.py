@@ -18,6 +18,8 @@ from pathlib import Path
 import pytest
 import redis
 
+from lipdub.service.store import DownloadSlotsFull, Store
+
 from .conftest import _pg_schema
 from .faults import FaultProxy
 from .helpers import GEN, Server, TrickleServer, lipdub_cmd
@@ -278,3 +280,40 @@ def test_serve_refuses_an_unreachable_redis_in_one_line(tmp_path: Path) -> None:
     lines = out.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("limits store: Redis does not answer"), lines
     assert "unset LIPDUB_REDIS_URL" in lines[0]
+
+
+def test_the_store_counts_a_moving_window_exactly_under_concurrency(store: Store) -> None:
+    """16 threads hit one account's window at once: exactly the limit get in; a second
+    later the window has moved and lets the limit in again, and no sooner."""
+    with ThreadPoolExecutor(16) as pool:
+        results = list(pool.map(lambda _: store.rate_hit("w", 3), range(16)))
+    assert results.count(True) == 3
+    assert store.rate_hit("other", 3)  # windows are per account
+    time.sleep(0.5)
+    assert not store.rate_hit("w", 3)  # still within the second of the first three
+    time.sleep(0.6)
+    assert [store.rate_hit("w", 3) for _ in range(4)] == [True, True, True, False]
+
+
+def test_the_store_leases_download_slots(store: Store) -> None:
+    """Per-account and total limits; a released slot is free at once, an unrenewed one
+    when its lease runs out, a renewed one not."""
+    a1 = store.take_download_slot("a", 2, 3, 400)
+    a2 = store.take_download_slot("a", 2, 3, 400)
+    with pytest.raises(DownloadSlotsFull) as full:
+        store.take_download_slot("a", 2, 3, 400)
+    assert full.value.scope == "account"
+    b1 = store.take_download_slot("b", 2, 3, 60_000)
+    with pytest.raises(DownloadSlotsFull) as full:
+        store.take_download_slot("c", 2, 3, 400)
+    assert full.value.scope == "server"
+    store.release_download_slot(b1)
+    store.take_download_slot("c", 2, 3, 60_000)
+    time.sleep(0.25)
+    store.renew_download_slots([a1], 400)  # a1 still downloading; a2's process died
+    time.sleep(0.25)
+    assert store.download_slots_in_use() == 2  # a1 and c's; a2's lease ran out
+    store.take_download_slot("a", 2, 3, 400)  # a2's place, now free
+    with pytest.raises(DownloadSlotsFull):
+        store.take_download_slot("a", 2, 3, 400)
+    store.release_download_slot(a2)  # releasing an expired slot is harmless
