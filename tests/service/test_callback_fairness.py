@@ -8,6 +8,8 @@ import json
 import time
 from pathlib import Path
 
+import pytest
+
 from lipdub.config import Settings
 from lipdub.service.callbacks.pacing import Lane, Pacing
 from lipdub.service.callbacks.sender import CallbackDispatcher
@@ -200,3 +202,9 @@ def test_probes_leave_half_the_senders_to_endpoints_that_answer(tmp_path: Path) 
     assert p.has_room()  # while an endpoint that answers may still start
     p.end(probes[0], unreachable=True)
     assert p.gate().probe_ready == {dead[0], dead[2]}  # one probe ended: room for one more
+
+
+def test_an_account_share_larger_than_the_host_is_refused_at_start(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="CALLBACK_PER_ACCOUNT_HOST must not exceed"):
+        Settings.from_env(env={"LIPDUB_CALLBACK_PER_HOST": "2",
+                               "LIPDUB_CALLBACK_PER_ACCOUNT_HOST": "3"})

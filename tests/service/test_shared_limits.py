@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 import redis
 
+from lipdub.config import Settings
 from lipdub.service.store import DownloadSlotsFull, Store
 
 from .conftest import _pg_schema
@@ -317,3 +318,9 @@ def test_the_store_leases_download_slots(store: Store) -> None:
     with pytest.raises(DownloadSlotsFull):
         store.take_download_slot("a", 2, 3, 400)
     store.release_download_slot(a2)  # releasing an expired slot is harmless
+
+
+def test_a_redis_url_of_another_scheme_is_refused_at_start() -> None:
+    with pytest.raises(ValueError, match="LIPDUB_REDIS_URL must start with redis://"):
+        Settings.from_env(env={"LIPDUB_REDIS_URL": "http://127.0.0.1:6379"})
+    assert Settings.from_env(env={"LIPDUB_REDIS_URL": "rediss://r:6380/1"}).redis_url
