@@ -95,7 +95,9 @@ return 0
 
 class RedisLimits:
     """Counts in Redis: the request rate through the ``limits`` library's moving window
-    (a Lua script, atomic), the download slots through the scripts above."""
+    (a Lua script, atomic; it stamps hits with this machine's clock, so API machines
+    should keep theirs in sync, as NTP does), the download slots through the scripts
+    above (Redis's own clock)."""
 
     def __init__(self, url: str, prefix: str) -> None:
         import redis  # optional dependency: only an installation that sets the URL needs it
