@@ -99,7 +99,10 @@ class Admission:
             with self._lock:
                 self._held.pop(slot, None)
             try:
-                await run_in_threadpool(self.limits.release_slot, slot, account)
+                # Shielded: a request cancelled mid-download still gives its slot back
+                # now, not a lease later.
+                with anyio.CancelScope(shield=True):
+                    await run_in_threadpool(self.limits.release_slot, slot, account)
             except Exception as e:  # the lease runs out on its own: the slot is not lost
                 log.warning("download slot %s not released (%s): free when its lease ends",
                             slot, type(e).__name__)
