@@ -14,6 +14,8 @@ from pathlib import Path
 import pytest
 from sqlalchemy import create_engine, text
 
+from lipdub.service.store.db import head_revision
+
 from .helpers import REPO, Server, lipdub_cmd
 
 
@@ -77,9 +79,7 @@ def test_db_commands_and_the_alembic_tool(tmp_path: Path) -> None:
     def lipdub(*args: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run([*lipdub_cmd(), *args], env=env, capture_output=True, text=True)
 
-    from lipdub.service.store.db import head_revision
-
-    head = head_revision()  # the newest revision, whichever branch added it
+    head = head_revision()  # the newest migration, whichever branch added it
     assert f"schema revision none -> {head}" in lipdub("db", "upgrade").stdout
     current = lipdub("db", "current").stdout.split()
     assert current == ["database:", head, "this", "lipdub:", head]

@@ -113,7 +113,7 @@ async def accept(
     if cap and await svc.read(ctx.store.active_tasks, account) >= cap:
         raise too_many_tasks(cap)
     try:
-        with svc.admission.download_slot(account):
+        async with svc.admission.download_slot(account):
             # Own threads (bounded by the slots), not the shared pool: see admission.py.
             sub = await anyio.to_thread.run_sync(
                 prepare, ctx, account, body, limiter=svc.admission.download_threads

@@ -90,6 +90,7 @@ def _store(settings: Settings) -> Any:
 
 def _checked(build: Any) -> Any:
     """Start-up that refuses with one line (exit 2) when the fleet does not match."""
+    from lipdub.service.api.shared_limits import LimitsUnavailable
     from lipdub.service.ops.fleetcheck import FleetMismatch
     from lipdub.service.store.db import NewerDatabase
 
@@ -97,6 +98,8 @@ def _checked(build: Any) -> Any:
         return build()
     except (FleetMismatch, NewerDatabase) as e:
         raise _fail(f"fleet check failed: {e}") from None
+    except LimitsUnavailable as e:
+        raise _fail(f"limits store: {e}") from None
     except ValueError as e:  # a malformed LIPDUB_STORAGE_URL and the like
         raise _fail(str(e)) from None
 

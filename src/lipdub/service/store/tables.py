@@ -223,3 +223,24 @@ upstream_tasks = Table(
     Column("create_ms", BigInteger, nullable=False),
     Column("update_ms", BigInteger, nullable=False),
 )
+
+# Per-account request rate over every API process: the times (ms, comma-separated,
+# oldest first) of the account's last accepted requests, at most the limit of them. A
+# request is let in while fewer than the limit fall in the last second (a moving window).
+rate_windows = Table(
+    "rate_windows",
+    metadata,
+    Column("account", String(128), primary_key=True),
+    Column("hits", Text, nullable=False),
+)
+
+# Inputs downloading right now, over every API process. A slot is leased: its process
+# renews it while the download runs, so a process that dies frees its slots.
+download_slots = Table(
+    "download_slots",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("account", String(128), nullable=False),
+    Column("expires_ms", BigInteger, nullable=False),
+    Index("ix_download_slots_account", "account"),
+)

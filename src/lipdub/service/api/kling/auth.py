@@ -63,7 +63,7 @@ async def kling_account(svc: Svc, request: Request) -> str:
                 "sign a JWT with your access key and secret key.",
             )
         account = found
-    svc.admission.request(account)
+    await svc.admission.request(account)
     return account
 
 
