@@ -33,8 +33,9 @@ from lipdub.service.retry import BurstLog, retry_transient
 from lipdub.service.storage import StorageUnavailable
 from lipdub.service.store import DB_RETRY_S, Row
 from lipdub.service.worker.attempt import STORAGE_RETRY_S, Attempt
-from lipdub.service.worker.protocol import Output
+from lipdub.service.worker.protocol import Job, Output
 from lipdub.service.worker.runner import EngineRunner, JobFailed, SubprocessEngine
+from lipdub.service.worker.upstream_engine import upstream_engine, upstream_problem
 from lipdub.service.worker.wakeup import TaskListener
 from lipdub.service.worker.warm import WarmEngine
 
@@ -72,6 +73,8 @@ class Worker:
         self._wake = threading.Event()
         self._threads: list[threading.Thread] = []
         self._running: dict[str, threading.Event] = {}
+        # Engines on someone else's cloud (config.ENGINES but "local"), made when needed.
+        self._upstream: dict[str, EngineRunner] = {}
         self._claim_errors = BurstLog(log, "claiming tasks")
         self._heartbeat_errors = BurstLog(log, "renewing leases")
         self._janitor_errors = BurstLog(log, "janitor")
@@ -82,6 +85,7 @@ class Worker:
 
     def start(self) -> None:
         self._clear_dead_scratch()
+        self._warn_unconfigured_engine()
         if self.slots and isinstance(self.engine, WarmEngine):
             self.engine.start()  # loads the engine while the slots look for work
         for i in range(self.slots):
@@ -94,6 +98,17 @@ class Worker:
         self.dispatcher.start()
         if self._listener is not None and self.slots:
             self._listener.start()
+
+    def _warn_unconfigured_engine(self) -> None:
+        """Said once at start, not first at the first task it fails (and refunds)."""
+        s = self.ctx.settings
+        if s.default_engine != "local" and self.slots:
+            problem = upstream_problem(s.default_engine, self.ctx)
+            if problem is not None:
+                log.warning(
+                    "LIPDUB_DEFAULT_ENGINE=%s, but %s: its tasks will fail (refunded) until "
+                    "it is set (docs/kling-engine.md)", s.default_engine, problem,
+                )
 
     def wake(self) -> None:
         self._wake.set()
@@ -194,8 +209,8 @@ class Worker:
         """Run the attempt to its end; returns what happened, for the log line."""
         try:
             try:
-                job = a.job(self.ctx.storage)
-                out = self.engine.run(job, a.report, a.cancel)
+                engine, job = self._engine_and_job(a)
+                out = engine.run(job, a.report, a.cancel)
                 if a.cancel.is_set():
                     return self._stopped(a)
                 return self._complete(a, out, hb)
@@ -223,6 +238,17 @@ class Worker:
         except BaseException:
             self._discard(a)
             raise
+
+    def _engine_and_job(self, a: Attempt) -> tuple[EngineRunner, Job]:
+        """The engine the task was submitted to, and its job (inputs in scratch)."""
+        name = a.row.get("engine") or "local"
+        if name == "local":
+            return self.engine, a.job(self.ctx.storage)
+        engine = self._upstream.get(name)
+        if engine is None:
+            engine = self._upstream[name] = upstream_engine(name, self.ctx)
+        link_ttl_ms = self.ctx.settings.session_ttl_s * 1000
+        return engine, a.upstream_job(self.ctx.storage, link_ttl_ms, self.ctx.store.db_now())
 
     def _fail(self, a: Attempt, code: str, message: str) -> str:
         self._discard(a)
