@@ -86,8 +86,14 @@ class Worker:
     def start(self) -> None:
         self._clear_dead_scratch()
         self._warn_unconfigured_engine()
-        if self.slots and isinstance(self.engine, WarmEngine):
-            self.engine.start()  # loads the engine while the slots look for work
+        if (
+            self.slots
+            and isinstance(self.engine, WarmEngine)
+            and self.ctx.settings.default_engine == "local"
+        ):
+            # Load the engine while the slots look for work. A worker whose tasks go to
+            # another engine by default starts it at its first local task instead.
+            self.engine.start()
         for i in range(self.slots):
             th = threading.Thread(target=self._slot_loop, name=f"worker-{i}", daemon=True)
             th.start()
