@@ -29,8 +29,18 @@ def select_entries(
     w_pose: float = 0.004,
     w_jump: float = 0.02,
     w_look: float = 0.015,
+    max_step: float | None = None,
+    w_speed: float = 3.0,
 ) -> np.ndarray:
-    """Indices into ``bank`` for each of the T target frames."""
+    """Indices into ``bank`` for each of the T target frames.
+
+    ``max_step`` is the largest change of opening from one frame to the next that the
+    mouth may make (the targets' own limit): a pair of entries further apart costs
+    ``w_speed`` per unit of opening beyond it, natural sequences included. Without it,
+    two targets a small step apart could take entries on either side of them, and the
+    switch between a nearly shut and a half open entry was the one-frame jump an
+    independent landmark track sees (bench/motion.py), though the targets were smooth.
+    """
     t_len = len(target_open)
     if t_len == 0:
         return np.zeros(0, np.int64)
@@ -57,6 +67,9 @@ def select_entries(
         natural = (same_run >= 0) & (same_run <= 2)
         look = np.abs(bank.thumbs[prev][:, None, :] - bank.thumbs[cur][None, :, :]).mean(-1)
         trans = np.where(natural, 0.0, w_jump + w_look * look)
+        if max_step is not None:
+            step = np.abs(bank.opening[cur][None, :] - bank.opening[prev][:, None])
+            trans = trans + w_speed * np.maximum(step - max_step, 0.0)
         total = cost[:, None] + trans
         back[t] = np.argmin(total, axis=0)
         cost = total[back[t], np.arange(k)] + unary[t]

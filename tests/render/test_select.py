@@ -1,0 +1,42 @@
+"""Entry selection: a mouth never moves further in one frame than the targets allow, even
+where a natural run of source frames would make the jump for free."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from lipdub.render.bank import Bank
+from lipdub.render.select import select_entries
+
+
+def _bank(openings: list[float], frames: list[int], thumbs: np.ndarray) -> Bank:
+    k = len(openings)
+    return Bank(
+        canonical=None,  # type: ignore[arg-type]  # selection never looks at it
+        patches=np.zeros((k, 2, 2, 3), np.uint8),
+        landmarks=np.zeros((k, 68, 2), np.float32),
+        opening=np.asarray(openings, np.float32),
+        width=np.full(k, 0.9, np.float32),
+        pose=np.zeros((k, 3), np.float32),
+        frames=np.asarray(frames),
+        thumbs=thumbs.astype(np.float32),
+    )
+
+
+def test_a_natural_run_does_not_buy_a_jump() -> None:
+    # Shut (frame 0) and wide open (frame 1) are neighbours in the source: following them
+    # costs nothing, while the half-open entry (frame 50) looks different from both.
+    rng = np.random.default_rng(0)
+    a = rng.normal(size=192)
+    thumbs = np.stack([a, a, -3.0 * a])
+    bank = _bank([0.0, 0.2, 0.1], [0, 1, 50], thumbs)
+    target = np.array([0.0, 0.1, 0.2])
+    width = np.full(3, 0.9)
+    pose = np.zeros((3, 3))
+    free = select_entries(bank, target, width, pose)
+    limited = select_entries(bank, target, width, pose, max_step=0.1)
+    # Without a limit the cheap path holds shut and then snaps open in one frame...
+    assert np.abs(np.diff(bank.opening[free])).max() > 0.15
+    # ...with it, the half-open entry carries the mouth through.
+    assert bank.opening[limited].tolist() == [0.0, np.float32(0.1), np.float32(0.2)]
+    assert np.abs(np.diff(bank.opening[limited])).max() <= 0.1 + 1e-6
