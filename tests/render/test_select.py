@@ -40,3 +40,20 @@ def test_a_natural_run_does_not_buy_a_jump() -> None:
     # ...with it, the half-open entry carries the mouth through.
     assert bank.opening[limited].tolist() == [0.0, np.float32(0.1), np.float32(0.2)]
     assert np.abs(np.diff(bank.opening[limited])).max() <= 0.1 + 1e-6
+
+
+def test_a_closure_takes_the_entry_whose_lips_are_surely_together() -> None:
+    # Both entries read shut by their inner-lip points (dlib collapses them for lips just
+    # parted too); the first has the thicker outer lips of a mouth slightly open.
+    lm = np.zeros((2, 68, 2), np.float32)
+    lm[:, 36:42] = (-30.0, 0.0)  # eyes 60 px apart
+    lm[:, 42:48] = (30.0, 0.0)
+    lm[:, 51] = (0.0, 50.0)
+    lm[0, 57] = (0.0, 80.0)
+    lm[1, 57] = (0.0, 72.0)
+    bank = _bank([0.006, 0.008], [0, 40], np.zeros((2, 192)))
+    bank.landmarks[:] = lm
+    target, width, pose = np.full(1, 0.004), np.full(1, 0.9), np.zeros((1, 3))
+    assert select_entries(bank, target, width, pose).tolist() == [0]  # nearest opening
+    shut = select_entries(bank, target, width, pose, target_closure=np.ones(1))
+    assert shut.tolist() == [1]

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from lipdub.faces.geometry import lip_height
 from lipdub.render.bank import Bank
 
 
@@ -31,6 +32,7 @@ def select_entries(
     w_look: float = 0.015,
     max_step: float | None = None,
     w_speed: float = 3.0,
+    w_seal: float = 2.0,
 ) -> np.ndarray:
     """Indices into ``bank`` for each of the T target frames.
 
@@ -54,7 +56,12 @@ def select_entries(
                * np.abs(bank.width[None, :] - target_width[:, None]))
     if target_closure is not None:
         excess = np.maximum(bank.opening[None, :] - target_open[:, None], 0.0)
-        d_shape = d_shape + w_closure * np.asarray(target_closure)[:, None] * excess
+        # Among entries whose inner lips read shut, the thinner the lips the more surely
+        # they are together (``lip_height``): a closure takes the thinnest it can.
+        seal = lip_height(bank.landmarks)
+        seal = seal - seal.min()
+        d_shape = d_shape + np.asarray(target_closure)[:, None] * (
+            w_closure * excess + w_seal * seal[None, :])
     d_pose = np.abs(bank.pose[None, :, :2] - target_pose[:, None, :2]).sum(-1)
     unary_all = d_shape + w_pose * d_pose
     cand = np.argsort(unary_all, axis=1)[:, :k]  # (T, k)
