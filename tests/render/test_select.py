@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from lipdub.faces.geometry import lip_height
 from lipdub.render.bank import Bank
 from lipdub.render.select import select_entries
 
@@ -57,3 +58,28 @@ def test_a_closure_takes_the_entry_whose_lips_are_surely_together() -> None:
     assert select_entries(bank, target, width, pose).tolist() == [0]  # nearest opening
     shut = select_entries(bank, target, width, pose, target_closure=np.ones(1))
     assert shut.tolist() == [1]
+
+
+def test_lips_do_not_swell_or_part_in_one_frame_where_the_inner_points_cannot_tell() -> None:
+    # A run of 40 source frames with the lips together and steady, then one frame whose
+    # inner points read the same (dlib collapses them) but whose outer lips are much
+    # taller: a parted mouth. It matches the second target best and follows naturally.
+    n = 41
+    lm = np.zeros((n, 68, 2), np.float32)
+    lm[:, 36:42] = (-30.0, 0.0)
+    lm[:, 42:48] = (30.0, 0.0)
+    lm[:, 51] = (0.0, 50.0)
+    rng = np.random.default_rng(1)
+    lm[:, 57, 1] = 68.0 + rng.uniform(0, 0.3, n)
+    lm[-1, 57, 1] = 77.0  # lip height 0.45 eye distances instead of 0.30
+    openings = [0.02] * (n - 2) + [0.010, 0.011]  # the run ends near shut
+    bank = _bank(openings, list(range(n)), np.zeros((n, 192)))
+    bank.landmarks[:] = lm
+    target, width, pose = np.array([0.010, 0.011]), np.full(2, 0.9), np.zeros((2, 3))
+    height = lip_height(bank.landmarks)
+    free = select_entries(bank, target, width, pose)
+    # By the inner points alone the run's last frame, then the parted one, fit best...
+    assert free.tolist() == [n - 2, n - 1] and np.ptp(height[free]) > 0.1
+    # ...with the lips' own pace, whichever frames are taken, the lips do not change.
+    limited = select_entries(bank, target, width, pose, max_step=0.05)
+    assert np.ptp(height[limited]) < 0.01

@@ -66,6 +66,17 @@ def select_entries(
     unary_all = d_shape + w_pose * d_pose
     cand = np.argsort(unary_all, axis=1)[:, :k]  # (T, k)
     unary = np.take_along_axis(unary_all, cand, axis=1)
+    # The outer lips' height moves with the mouth where the inner points cannot tell
+    # (near shut, where dlib collapses them): steps of it beyond the person's own
+    # fastest, measured on the bank's runs of consecutive source frames, cost as opening
+    # steps do. Without it two entries both read "nearly shut" could be a closed and a
+    # parted mouth, and the switch was a jump an independent track saw (bench/motion.py).
+    height = lip_height(bank.landmarks)
+    h_step = None
+    if max_step is not None:
+        natural_pairs = np.diff(bank.frames) == 1
+        if natural_pairs.sum() >= 20:
+            h_step = float(np.percentile(np.abs(np.diff(height))[natural_pairs], 99))
     cost = unary[0].copy()
     back = np.zeros((t_len, k), np.int64)
     for t in range(1, t_len):
@@ -77,6 +88,9 @@ def select_entries(
         if max_step is not None:
             step = np.abs(bank.opening[cur][None, :] - bank.opening[prev][:, None])
             trans = trans + w_speed * np.maximum(step - max_step, 0.0)
+        if h_step is not None:
+            h = np.abs(height[cur][None, :] - height[prev][:, None])
+            trans = trans + w_speed * np.maximum(h - h_step, 0.0)
         total = cost[:, None] + trans
         back[t] = np.argmin(total, axis=0)
         cost = total[back[t], np.arange(k)] + unary[t]
