@@ -17,6 +17,9 @@ from pathlib import Path
 from typing import Any
 
 MB = 1024 * 1024
+# The engines a task can run on (docs/kling-engine.md).
+ENGINES = ("local", "kling")
+REDIS_SCHEMES = ("redis", "rediss", "unix")
 
 
 @dataclass(frozen=True)
@@ -56,6 +59,15 @@ class Settings:
     max_run_s_identify: float = 900.0
     max_run_s_sync: float = 3600.0
     stall_s: float = 300.0
+    # How engines start: "warm" forks each task's process from a fork server that has
+    # loaded the engine once (worker/zygote.py); "cold" starts a fresh interpreter per
+    # task (0.6 s+ of imports and model loading each; kept to compare, bench/warm_engines.py).
+    engine_start: str = "warm"
+    # Resident memory one task's engine process may use, in MB; past it that process is
+    # killed and the task fails (limit_exceeded, refunded), the worker runs on. A 4K
+    # minute's sync peaks at ~1 GB. 0 switches the cap off (the kernel's OOM killer is
+    # then the only bound).
+    engine_memory_mb: int = 4096
     # Processes refuse to start when what the fleet must share does not match (see
     # fleetcheck.py); "false" skips the check (not advised).
     fleet_check: bool = True
@@ -82,6 +94,16 @@ class Settings:
     # Inputs downloading at once, over all accounts (503 past it) and per account (429).
     max_downloads: int = 32
     max_downloads_per_account: int = 4
+
+    # The request rate and the download slots hold across every API process: counted in
+    # the database the processes share (SQLite or PostgreSQL, no extra service), or in
+    # Redis when redis_url is set (redis://host:6379/0, rediss://, unix://; needs the
+    # `redis` extra). Keys start with redis_prefix (one installation per prefix). A slot
+    # of a process that died is free again after download_slot_lease_s (a live process
+    # renews its slots every third of it).
+    redis_url: str = ""
+    redis_prefix: str = "lipdub:"
+    download_slot_lease_s: float = 30.0
 
     # Per-account limits, answered with 429; 0 switches one off. Tasks count while
     # pending or processing; upload bytes over the last 24 h; stored bytes are the
@@ -113,13 +135,47 @@ class Settings:
     callback_give_up_s: float = 1800.0
     # Multiplies every callback delay; 1.0 is real time, tests use e.g. 0.002.
     callback_time_scale: float = 1.0
-    # Attempts in flight at once, at most callback_per_host of them to one receiver
-    # (scheme://host:port); after a timeout or refused connection that receiver waits
-    # callback_host_backoff_s (scaled) before its next attempt, so a dead receiver
-    # cannot hold the senders that other accounts' callbacks need.
+    # Attempts in flight at once; at most callback_per_host of them to one receiver
+    # (scheme://host:port), of which one account holds at most callback_per_account_host,
+    # so a hanging endpoint of one account leaves the others a slot even behind a shared
+    # gateway. An endpoint (URL) that timed out or refused the connection waits
+    # callback_endpoint_backoff_s, doubling with each such failure in a row up to
+    # callback_endpoint_backoff_max_s (both scaled), then sends one attempt at a time
+    # outside the receiver's slots until it answers (service/callbacks/pacing.py).
     callback_senders: int = 16
     callback_per_host: int = 2
-    callback_host_backoff_s: float = 1.0
+    callback_per_account_host: int = 1
+    callback_endpoint_backoff_s: float = 1.0
+    callback_endpoint_backoff_max_s: float = 8.0
+
+    # Kling's own API (/v1, docs/kling.md). identify-face answers synchronously: past this
+    # many seconds it answers Kling's 5002 (HTTP 504) and cancels the task (refunded),
+    # below the 60 s at which HTTP clients and proxies commonly give up. JWTs' exp and
+    # nbf are checked with this much leeway for clocks that disagree.
+    kling_identify_timeout_s: float = 55.0
+    kling_jwt_leeway_s: float = 5.0
+    # Which engine runs an account's tasks when the account names none (`lipdub account
+    # engine`): "local" (lipdub's own CPU engine) or "kling" (Kling's cloud, below).
+    default_engine: str = "local"
+    # Kling's official API as an engine (docs/kling-engine.md). Credentials: an AccessKey
+    # and SecretKey (a short-lived HS256 JWT is signed per request), or an API key sent
+    # as the bearer itself.
+    kling_base_url: str = "https://api-singapore.klingai.com"
+    # Kept out of repr(): a settings object in a log line or traceback shows no secret.
+    kling_access_key: str = dataclasses.field(default="", repr=False)
+    kling_secret_key: str = dataclasses.field(default="", repr=False)
+    kling_api_key: str = dataclasses.field(default="", repr=False)
+    # One HTTP request to Kling (identify is synchronous and may take a while).
+    kling_timeout_s: float = 120.0
+    kling_connect_timeout_s: float = 10.0
+    # How often a running upstream task is looked at.
+    kling_poll_s: float = 5.0
+    # Kling's outages (5000-5002, network errors) and rate or concurrency refusals
+    # (1302, 1303) are retried with growing pauses (up to kling_backoff_max_s) for this
+    # long before the task fails and is refunded.
+    kling_retry_s: float = 600.0
+    kling_backoff_s: float = 1.0
+    kling_backoff_max_s: float = 60.0
 
     # Embedded default: `lipdub serve` runs workers in-process when true.
     embedded_workers: bool = True
@@ -209,13 +265,46 @@ class Settings:
             "max_downloads_per_account",
             "callback_senders",
             "callback_per_host",
+            "callback_per_account_host",
         ):
             if getattr(self, name) < 1:
                 raise ValueError(f"LIPDUB_{name.upper()} must be 1 or more: set a count.")
+        if self.engine_start not in ("warm", "cold"):
+            raise ValueError("LIPDUB_ENGINE_START must be 'warm' or 'cold'.")
+        if self.engine_memory_mb < 0:
+            raise ValueError("LIPDUB_ENGINE_MEMORY_MB must be 0 (no cap) or more: e.g. 4096.")
+        if self.callback_per_account_host > self.callback_per_host:
+            raise ValueError(
+                "LIPDUB_CALLBACK_PER_ACCOUNT_HOST must not exceed LIPDUB_CALLBACK_PER_HOST: "
+                "an account's share is part of the receiver's slots."
+            )
+        if not 0 <= self.callback_endpoint_backoff_s <= self.callback_endpoint_backoff_max_s:
+            raise ValueError(
+                "LIPDUB_CALLBACK_ENDPOINT_BACKOFF_S must be 0 or more and at most "
+                "LIPDUB_CALLBACK_ENDPOINT_BACKOFF_MAX_S (seconds)."
+            )
         if self.storage_links not in ("proxy", "presign"):
             raise ValueError("LIPDUB_STORAGE_LINKS must be 'proxy' or 'presign'.")
+        if self.kling_identify_timeout_s <= 0 or self.kling_jwt_leeway_s < 0:
+            raise ValueError(
+                "LIPDUB_KLING_IDENTIFY_TIMEOUT_S must be positive and "
+                "LIPDUB_KLING_JWT_LEEWAY_S 0 or more: e.g. 55 and 5 (seconds)."
+            )
+        if self.redis_url and self.redis_url.split("://", 1)[0] not in REDIS_SCHEMES:
+            raise ValueError(
+                "LIPDUB_REDIS_URL must start with redis://, rediss:// or unix:// "
+                "(e.g. redis://127.0.0.1:6379/0), or be empty to count limits in the database."
+            )
+        if self.download_slot_lease_s <= 0:
+            raise ValueError("LIPDUB_DOWNLOAD_SLOT_LEASE_S must be positive: e.g. 30 (seconds).")
         if self.fetch_rate_window_s <= 0:
             raise ValueError("LIPDUB_FETCH_RATE_WINDOW_S must be positive: e.g. 5 (seconds).")
+        if self.default_engine not in ENGINES:
+            raise ValueError(
+                f"LIPDUB_DEFAULT_ENGINE={self.default_engine!r}: use one of {', '.join(ENGINES)}."
+            )
+        if self.kling_poll_s <= 0 or self.kling_backoff_s <= 0:
+            raise ValueError("LIPDUB_KLING_POLL_S and LIPDUB_KLING_BACKOFF_S must be positive.")
         self.allowed_private_networks  # noqa: B018 - parses, so a typo fails at start-up
 
 

@@ -308,3 +308,12 @@ def test_match_sharpness_restores_two_resamplings(clip: Clip, f: int) -> None:
     # Already sharp: left alone.
     same = match_sharpness(src, src, mask)
     assert np.abs(same - src).max() < 1e-3
+    # Sharper than the frame it lands in (an entry from a still frame pasted into a
+    # soft, moving one): softened to it, not left crisp.
+    def ratio_to(x: np.ndarray, ref: np.ndarray) -> float:
+        g = cv2.cvtColor(np.clip(x, 0, 255).astype(np.uint8), cv2.COLOR_RGB2GRAY)
+        return lapvar(g, inside) / lapvar(cv2.cvtColor(ref, cv2.COLOR_RGB2GRAY), inside)
+
+    assert ratio_to(src, soft) > 1.4
+    softened = match_sharpness(src, soft, mask)
+    assert 0.8 <= ratio_to(softened, soft) <= 1.2

@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import select
 import signal
 import socket
 import subprocess
@@ -149,12 +150,20 @@ class Receiver:
 
     statuses: list[int] = field(default_factory=list)
     hits: list[Hit] = field(default_factory=list)
-    # A receiver that hangs: it reads the request, then answers only when closed.
+    # A receiver that hangs: it reads the request, then answers only when released.
     hang: bool = False
+    # Paths that hang while the others answer at once: endpoints of several accounts
+    # behind one host:port (a webhook gateway).
+    hang_paths: set[str] = field(default_factory=set)
+    # Requests hanging right now (until released or the sender hangs up), and the most
+    # ever at once.
+    hanging: int = 0
+    max_hanging: int = 0
 
     def __post_init__(self) -> None:
         recv = self
         self.released = threading.Event()
+        lock = threading.Lock()
 
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self) -> None:  # noqa: N802 - http.server's naming
@@ -168,8 +177,16 @@ class Receiver:
                         body,
                     )
                 )
-                if recv.hang:
-                    recv.released.wait(60)
+                if recv.hang or self.path in recv.hang_paths:
+                    with lock:
+                        recv.hanging += 1
+                        recv.max_hanging = max(recv.max_hanging, recv.hanging)
+                    try:
+                        if self._hang():
+                            return  # the sender gave up: nobody to answer
+                    finally:
+                        with lock:
+                            recv.hanging -= 1
                 status = recv.statuses.pop(0) if recv.statuses else 200
                 self.send_response(status)
                 if 300 <= status < 400:
@@ -178,12 +195,26 @@ class Receiver:
                 self.end_headers()
                 self.wfile.write(b"ok")
 
+            def _hang(self) -> bool:
+                """Answer nothing until released; True if the sender hung up meanwhile."""
+                deadline = time.monotonic() + 60
+                while not recv.released.is_set() and time.monotonic() < deadline:
+                    readable, _, _ = select.select([self.connection], [], [], 0.05)
+                    if readable and not self.connection.recv(1, socket.MSG_PEEK):
+                        self.close_connection = True
+                        return True
+                return False
+
             def log_message(self, *a: Any) -> None:
                 pass
 
         self.server = _BusyServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook"
+        self.base = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self.url = self.base + "/hook"
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def hits_at(self, path: str) -> list[Hit]:
+        return [h for h in self.hits if h.path == path]
 
     def wait(self, n: int, timeout: float = 30.0) -> list[Hit]:
         deadline = time.monotonic() + timeout
@@ -288,12 +319,13 @@ class _BusyServer(ThreadingHTTPServer):
 
 class TrickleServer:
     """A source that trickles: GET /t/<tag> declares 1 MB, then sends one byte every
-    ``interval_s`` until the client hangs up or ``close()``. Records which tags connected
-    and how many are being served right now."""
+    ``interval_s`` until the client hangs up or ``close()``. Records which tags connected,
+    how many are being served right now and the most at once."""
 
     def __init__(self, interval_s: float = 0.1, max_s: float = 60.0) -> None:
         self.seen: list[str] = []
         self.active = 0
+        self.max_active = 0  # the most sources served at once
         self._lock = threading.Lock()
         self._closing = threading.Event()
         trickle = self
@@ -305,6 +337,7 @@ class TrickleServer:
                 with trickle._lock:
                     trickle.seen.append(self.path.rsplit("/", 1)[-1])
                     trickle.active += 1
+                    trickle.max_active = max(trickle.max_active, trickle.active)
                 try:
                     self.send_response(200)
                     self.send_header("Content-Length", "1000000")

@@ -23,6 +23,7 @@ from lipdub.speech.mouth import (
     closed_level,
     closing_step,
     mouth_targets,
+    step_limit,
     width_range,
 )
 
@@ -81,12 +82,14 @@ def with_pauses(speech: np.ndarray, pause_s: float = 1.0) -> np.ndarray:
 def check_natural(t: MouthTargets, prof: SpeakerProfile) -> None:
     for v in (t.open, t.width, t.rounding, t.closure):
         assert np.isfinite(v).all()
-    # Inside the person's range, or pressed shut on a bilabial; no jump larger than
-    # the person's own fastest movement, except into and out of a closure.
+    # Inside the person's range, or pressed shut on a bilabial; every step inside the
+    # headroom under the person's own fastest movement (a run of steps at the limit
+    # itself read as jumps on an independent landmark track).
     lo = min(float(prof.open_q[0]), closed_level(prof))
     assert t.open.min() >= lo - 1e-6 and t.open.max() <= prof.open_q[-1] + 1e-6
     d = np.abs(np.diff(t.open))
-    assert d.max() <= closing_step(prof) + 1e-6
+    assert d.max() <= step_limit(prof, prof.fps) + 1e-6
+    assert step_limit(prof, prof.fps) < closing_step(prof)
     near_closure = (t.closure[1:] + t.closure[:-1]) > 0
     assert (d[~near_closure] <= prof.max_step + 1e-6).mean() > 0.97
     assert t.rounding.min() >= 0 and t.rounding.max() <= 1

@@ -13,7 +13,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from lipdub.speech.mouth import closed_level, closing_step, mouth_targets
+from lipdub.speech.mouth import closed_level, closing_step, mouth_targets, step_limit
+from lipdub.speech.profile import STEP_HEADROOM
 from lipdub.speech.trajectory import (
     articulate,
     hold_closures,
@@ -59,7 +60,8 @@ def test_closures_are_held_and_never_flicker(lang: str, fps: float) -> None:
         if b - a == 1 and a > 0 and b < n:
             assert not (t.open[a - 1] >= median and t.open[b] >= median), f"flicker at {a}"
     # Ramps per second, not per frame: at 50 fps half the step of the profile's 25 fps.
-    step = closing_step(prof) * prof.fps / fps
+    step = step_limit(prof, fps)
+    assert step == pytest.approx(STEP_HEADROOM * closing_step(prof) * prof.fps / fps)
     assert np.abs(np.diff(t.open)).max() <= step + 1e-5
     assert np.all(t.open[held] <= closed_level(prof) + 1e-6)
 

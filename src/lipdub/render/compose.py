@@ -384,7 +384,7 @@ class Compositor:
                                                 target_ratio=_SHARP_TARGET)
         self._sharp_age += 1
         a = self._sharp_amount
-        if a > 0.0:
+        if a != 0.0:
             warped = cv2.addWeighted(warped, 1.0 + a, cv2.GaussianBlur(warped, (0, 0), 1.0),
                                      -a, 0.0)
         self.last_blend = (x0, y0, wm)

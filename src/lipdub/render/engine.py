@@ -58,6 +58,8 @@ class FaceJob:
     target_width: np.ndarray  # (n_frames,)
     alpha: np.ndarray  # (n_frames,) 0..1, ramps at the window edges
     target_closure: np.ndarray | None = None  # (n_frames,) 1 where the lips must touch
+    # The largest change of opening per frame the targets allow (None: no limit).
+    max_step: float | None = None
     stats: dict[str, float] = field(default_factory=dict)
 
 
@@ -220,7 +222,7 @@ class ClassicEngine:
                        else job.target_closure[sel_frames])
             picks = select_entries(bank, job.target_open[sel_frames],
                                    job.target_width[sel_frames], tr.pose[active],
-                                   target_closure=closure)
+                                   target_closure=closure, max_step=job.max_step)
             # Frame -> (bank entry, track row), both looked up once here.
             rows = np.flatnonzero(active)
             plan = {int(f): (int(k), int(r))

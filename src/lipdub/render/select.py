@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from lipdub.faces.geometry import lip_height
 from lipdub.render.bank import Bank
 
 
@@ -29,8 +30,19 @@ def select_entries(
     w_pose: float = 0.004,
     w_jump: float = 0.02,
     w_look: float = 0.015,
+    max_step: float | None = None,
+    w_speed: float = 3.0,
+    w_seal: float = 2.0,
 ) -> np.ndarray:
-    """Indices into ``bank`` for each of the T target frames."""
+    """Indices into ``bank`` for each of the T target frames.
+
+    ``max_step`` is the largest change of opening from one frame to the next that the
+    mouth may make (the targets' own limit): a pair of entries further apart costs
+    ``w_speed`` per unit of opening beyond it, natural sequences included. Without it,
+    two targets a small step apart could take entries on either side of them, and the
+    switch between a nearly shut and a half open entry was the one-frame jump an
+    independent landmark track sees (bench/motion.py), though the targets were smooth.
+    """
     t_len = len(target_open)
     if t_len == 0:
         return np.zeros(0, np.int64)
@@ -44,11 +56,27 @@ def select_entries(
                * np.abs(bank.width[None, :] - target_width[:, None]))
     if target_closure is not None:
         excess = np.maximum(bank.opening[None, :] - target_open[:, None], 0.0)
-        d_shape = d_shape + w_closure * np.asarray(target_closure)[:, None] * excess
+        # Among entries whose inner lips read shut, the thinner the lips the more surely
+        # they are together (``lip_height``): a closure takes the thinnest it can.
+        seal = lip_height(bank.landmarks)
+        seal = seal - seal.min()
+        d_shape = d_shape + np.asarray(target_closure)[:, None] * (
+            w_closure * excess + w_seal * seal[None, :])
     d_pose = np.abs(bank.pose[None, :, :2] - target_pose[:, None, :2]).sum(-1)
     unary_all = d_shape + w_pose * d_pose
     cand = np.argsort(unary_all, axis=1)[:, :k]  # (T, k)
     unary = np.take_along_axis(unary_all, cand, axis=1)
+    # The outer lips' height moves with the mouth where the inner points cannot tell
+    # (near shut, where dlib collapses them): steps of it beyond the person's own
+    # fastest, measured on the bank's runs of consecutive source frames, cost as opening
+    # steps do. Without it two entries both read "nearly shut" could be a closed and a
+    # parted mouth, and the switch was a jump an independent track saw (bench/motion.py).
+    height = lip_height(bank.landmarks)
+    h_step = None
+    if max_step is not None:
+        natural_pairs = np.diff(bank.frames) == 1
+        if natural_pairs.sum() >= 20:
+            h_step = float(np.percentile(np.abs(np.diff(height))[natural_pairs], 99))
     cost = unary[0].copy()
     back = np.zeros((t_len, k), np.int64)
     for t in range(1, t_len):
@@ -57,6 +85,12 @@ def select_entries(
         natural = (same_run >= 0) & (same_run <= 2)
         look = np.abs(bank.thumbs[prev][:, None, :] - bank.thumbs[cur][None, :, :]).mean(-1)
         trans = np.where(natural, 0.0, w_jump + w_look * look)
+        if max_step is not None:
+            step = np.abs(bank.opening[cur][None, :] - bank.opening[prev][:, None])
+            trans = trans + w_speed * np.maximum(step - max_step, 0.0)
+        if h_step is not None:
+            h = np.abs(height[cur][None, :] - height[prev][:, None])
+            trans = trans + w_speed * np.maximum(h - h_step, 0.0)
         total = cost[:, None] + trans
         back[t] = np.argmin(total, axis=0)
         cost = total[back[t], np.arange(k)] + unary[t]

@@ -1,6 +1,7 @@
-"""The sharpness that resampling takes away, given back: an unsharp mask whose amount
-brings a warped patch's Laplacian variance to the source's, measured on the same region
-(the compositor measures it on the lips)."""
+"""A pasted patch as sharp as the frame it lands in: an unsharp mask whose amount (negative:
+a softening blend) brings a warped patch's Laplacian variance to the source's, measured on
+the same region (the compositor measures it on the lips). Resampling takes sharpness
+away; a bank entry from a still, crisp frame brings more than a moving one has."""
 
 from __future__ import annotations
 
@@ -14,8 +15,8 @@ def sharpen_amount(warped: np.ndarray, source_roi: np.ndarray, mask: np.ndarray,
                    sigma: float = 1.0, max_amount: float = 2.5,
                    target_ratio: float = 1.0) -> float:
     """The unsharp-mask amount ``a`` that brings ``warped``'s Laplacian variance over
-    ``mask`` > 0.5 to ``target_ratio`` times the source's there (0 when it is already as
-    sharp).
+    ``mask`` > 0.5 to ``target_ratio`` times the source's there: positive to sharpen,
+    negative (down to -1, the patch blurred by ``sigma``) to soften.
 
     The Laplacian of ``x + a (x - G x)`` is ``L1 + a (L1 - L2)``, so its variance is a
     quadratic in ``a`` that is solved in closed form: one blur and two Laplacians of the
@@ -38,18 +39,22 @@ def sharpen_amount(warped: np.ndarray, source_roi: np.ndarray, mask: np.ndarray,
     dd = l1 - (l2 - l2.mean())
     # Element-wise sums, not BLAS dot products: no thread pool spinning up per frame.
     v1, c, vd = float((l1 * l1).mean()), float((l1 * dd).mean()), float((dd * dd).mean())
-    if v1 >= target or vd < _EPS:
+    if vd < _EPS:
         return 0.0
-    # vd a^2 + 2 c a + (v1 - target) = 0, the positive root.
+    # vd a^2 + 2 c a + (v1 - target) = 0. A patch softer than the source takes the
+    # positive root (sharpen); one sharper than it (an entry from a still, crisp frame
+    # pasted into a moving, softer one: crisp lips on a soft face read as a seam) the
+    # root nearest zero on the negative side, a blend toward the blurred patch, at most
+    # all the way (-1). Where no amount reaches the target, the nearest: the vertex.
     disc = c * c - vd * (v1 - target)
-    a = (-c + np.sqrt(max(disc, 0.0))) / vd
-    return float(np.clip(a, 0.0, max_amount))
+    a = (-c + np.sqrt(disc)) / vd if disc >= 0.0 else -c / vd
+    return float(np.clip(a, -1.0, max_amount))
 
 
 def unsharp(x: np.ndarray, amount: float, sigma: float = 1.0) -> np.ndarray:
     """``x + amount (x - G_sigma x)``, float32."""
     x = np.asarray(x, np.float32)
-    if amount <= 0.0:
+    if amount == 0.0:
         return x
     blur = cv2.GaussianBlur(x, (0, 0), sigma)
     return np.asarray(x + amount * (x - blur), np.float32)

@@ -30,6 +30,7 @@ from lipdub.speech.mouth import (
     analyse_speech,
     build_profile,
     mouth_targets,
+    step_limit,
 )
 
 OUT_SR = 48000  # the output track's sample rate
@@ -290,6 +291,7 @@ def _job(face: Face, timeline: np.ndarray, analysis: SpeechAnalysis, profile: Sp
     return FaceJob(face=face, target_open=targets.open.astype(np.float64),
                    target_width=targets.width.astype(np.float64), alpha=alpha,
                    target_closure=targets.closure.astype(np.float64),
+                   max_step=step_limit(profile, fps),
                    stats={"calibrated": float(profile.open_cal is not None
                                                and profile.open_cal.weight > 0)})
 

@@ -44,6 +44,7 @@ from lipdub.speech.profile import (
     build_profile,
     closed_level,
     closing_step,
+    step_limit,
     width_range,
 )
 from lipdub.speech.trajectory import articulate, hold_closures, min_closure_frames
@@ -51,7 +52,8 @@ from lipdub.speech.visemes import MID, OPEN, ROUND, SIL, SPREAD, FrameVisemes, f
 
 __all__ = [
     "MouthTargets", "SpeakerProfile", "SpeechAnalysis", "analyse_speech", "build_profile",
-    "closed_level", "closing_step", "closure_frames", "mouth_targets", "width_range",
+    "closed_level", "closing_step", "closure_frames", "mouth_targets", "step_limit",
+    "width_range",
 ]
 
 # The mouth forms a sound slightly before it is heard. Half a frame, not one: the
@@ -143,7 +145,7 @@ def _shape_curve(score: np.ndarray, act: np.ndarray, prof: SpeakerProfile,
     tuning, so the speed matched is that of the finished curve, closures included:
     closures added after the tuning (or left out of its measure) made the mouth faster
     than the person's on an independent track (bench/motion.py)."""
-    q, rest, step = prof.open_q, prof.rest_open, prof.max_step
+    q, rest, step = prof.open_q, prof.rest_open, step_limit(prof, prof.fps)
     speech = act > 0.5
     ref = score[speech] if speech.sum() >= 5 else score
     # Speech frames take the person's range from their rest posture upwards: the quietest
@@ -289,7 +291,7 @@ def mouth_targets(
             np.clip(curve, lo, hi), held, labio & ~held, c.act, fps=fps,
             closed_level=closed_level(profile),
             labio_level=min(float(q[10]), 0.45 * float(q[50])),
-            step=closing_step(profile) * profile.fps / max(fps, 1.0),
+            step=step_limit(profile, fps),
             nucleus=vis.post[:, OPEN] + 0.5 * vis.post[:, MID])
 
     opening = _shape_curve(o_score, c.act, profile, with_articulation)

@@ -184,6 +184,14 @@ def build_profile(
     return prof
 
 
+# A dubbed mouth moves at most this share of the person's own 99th-percentile change per
+# frame. At the full percentile the curve sat on the limit on up to 7 % of its frames (a
+# fast stretch of speech is a run of steps at the limit), and an independent landmark
+# model, with its own noise, read most of them as larger than anything the person does
+# (bench/motion.py "jumps"); the person's own mouth is there 1 % of the time.
+STEP_HEADROOM = 0.8
+
+
 def closed_level(profile: SpeakerProfile) -> float:
     """The opening of lips pressed together for this person: their own most-closed
     speaking frames when those are closed, else (a mouth never shut in the source) a
@@ -198,6 +206,12 @@ def closing_step(profile: SpeakerProfile) -> float:
     on each side of every /p b m/. A floor keeps a closure reachable from a wide vowel in
     a few frames when the measured track is unusually slow."""
     return max(profile.max_step, 0.15 * float(profile.open_q[95] - profile.open_q[5]))
+
+
+def step_limit(profile: SpeakerProfile, fps: float) -> float:
+    """The largest per-frame change a dubbed mouth makes at ``fps``: ``STEP_HEADROOM``
+    of :func:`closing_step`, per second rather than per frame of the profile's video."""
+    return STEP_HEADROOM * closing_step(profile) * profile.fps / max(fps, 1.0)
 
 
 def width_range(profile: SpeakerProfile) -> tuple[float, float]:

@@ -203,7 +203,7 @@ class FrameVisemes:
     10 ms frames where the class is likely): a frame is in contact when its instant falls
     inside a segment or up to 20 ms before it (the lips meet as the sound starts, not
     after), and a segment too short to contain any frame instant still claims its
-    nearest frame, so a short stop is never skipped. The value is the segment's mean
+    nearest frame, so a short stop is never skipped. The value is the segment's peak
     posterior (0 outside segments).
     """
 
@@ -217,6 +217,10 @@ _LEAD_S = 0.02  # contact shown this long before its sound
 
 def _contact(p10: np.ndarray, t_v: np.ndarray) -> np.ndarray:
     """Per video frame: strength of the contact segment it shows (see FrameVisemes)."""
+    # A flat 30 ms mean over one half keeps lone 10 ms spikes out. A narrower window or a
+    # lower threshold found 3-9 more points of /p b m/ in synthetic speech but a third
+    # more closures in real Mandarin news (tests/speech/test_articulation.py's rate),
+    # most of them false.
     p = np.convolve(p10, np.ones(3) / 3.0, mode="same")
     on = p > 0.5
     out = np.zeros(t_v.shape[0])
@@ -227,7 +231,10 @@ def _contact(p10: np.ndarray, t_v: np.ndarray) -> np.ndarray:
     for a, b in zip(edges[::2], edges[1::2], strict=True):
         # Frame i covers [i - 0.5, i + 0.5) x 10 ms.
         s, e = (a - 0.5) * step, (b - 0.5) * step
-        strength = float(p[a:b].mean())
+        # How sure the model is at its surest over what the window saw: the segment's
+        # mean (as before) fell under one half for a short stop whose one strong 10 ms
+        # frame sat just outside the run, and such stops were dropped downstream.
+        strength = float(p10[max(a - 1, 0) : b + 1].max())
         inside = (t_v >= s - _LEAD_S) & (t_v < e)
         if not inside.any():
             inside = np.zeros_like(inside)

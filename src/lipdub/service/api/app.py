@@ -21,6 +21,7 @@ from lipdub.service.api import (
     docs_ui,
     files,
     handlers,
+    kling,
     openapi,
     operations,
     queries,
@@ -30,6 +31,7 @@ from lipdub.service.api import (
 from lipdub.service.api.admission import Admission
 from lipdub.service.api.body_limit import BodyLimit
 from lipdub.service.api.deps import Services
+from lipdub.service.api.shared_limits import shared_limits
 from lipdub.service.context import Context
 from lipdub.service.ops import fleetcheck
 from lipdub.service.ops.health import HealthProbe
@@ -55,7 +57,7 @@ def create_app(
     svc = Services(
         ctx=ctx,
         worker=worker,
-        admission=Admission(settings),
+        admission=Admission(settings, shared_limits(settings, ctx.store)),
         health=HealthProbe(settings.effective_database_url),
         registry=make_registry(ctx.store),
         inline_reads=ctx.store.engines.dialect == "sqlite",
@@ -71,6 +73,7 @@ def create_app(
             if worker is not None:
                 await run_in_threadpool(worker.stop)
             svc.health.close()
+            svc.admission.close()
 
     app = FastAPI(
         title="lipdub",
@@ -95,6 +98,7 @@ def create_app(
     console.mount_static(app)  # the browser console at / and its account endpoint
     app.include_router(console.router)
     app.include_router(files.router)  # uploads and /media links
+    app.include_router(kling.router)  # Kling's own API, /v1 (docs/kling.md)
     app.include_router(operations.router)  # /healthz, /metrics
     openapi.install(app, settings)
     docs_ui.install(app)

@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from lipdub.service.api.envelope import PREFIX, envelope
+from lipdub.service.api.kling import codes as kling
 
 Scope = dict[str, Any]
 Message = dict[str, Any]
@@ -53,11 +54,16 @@ class BodyLimit:
 
     async def _refuse(self, scope: Scope, receive: Any, send: Any) -> None:
         mb = self.max_bytes // (1024 * 1024)
-        response = envelope(
-            400,
+        message = (
             f"The request body is larger than {mb} MB: upload big files with "
-            f"POST {PREFIX}/files and pass the returned URL.",
-            # The rest of the body is never read: this connection cannot carry another.
-            headers={"connection": "close"},
+            f"POST {PREFIX}/files and pass the returned URL."
         )
+        # The rest of the body is never read: this connection cannot carry another.
+        headers = {"connection": "close"}
+        if kling.is_kling_path(scope.get("path", "")):
+            response = kling.error_response(
+                kling.KlingError(400, kling.BAD_PARAMETER, message, headers)
+            )
+        else:
+            response = envelope(400, message, headers=headers)
         await response(scope, receive, send)

@@ -66,7 +66,7 @@ async def account_of(
             "Invalid API key: check the key (it may have been revoked), or create one "
             "with 'lipdub keys create'.",
         )
-    svc.admission.request(account)
+    await svc.admission.request(account)
     return account
 
 

@@ -21,16 +21,24 @@ MODELS_TEXT = "'kling-identify-face' or 'kling-advanced-lip-sync'"
 
 
 class HttpError(Exception):
-    """An answer other than 200: its status, one sentence, optional data and headers."""
+    """An answer other than 200: its status, one sentence, optional data and headers.
+    ``reason`` tells apart refusals that share a status where another API's codes do
+    (Kling's 1302 rate vs 1303 concurrency, both 429)."""
 
     def __init__(
-        self, status: int, message: str, data: Any = None, headers: dict[str, str] | None = None
+        self,
+        status: int,
+        message: str,
+        data: Any = None,
+        headers: dict[str, str] | None = None,
+        reason: str | None = None,
     ) -> None:
         super().__init__(message)
         self.status = status
         self.message = message
         self.data = data
         self.headers = headers
+        self.reason = reason
 
 
 def insufficient(needed: int, balance: int, what: str = "this task costs") -> HttpError:

@@ -26,6 +26,18 @@ FAIL_CODES: dict[str, str] = {
     "session_expired": "the session's files were deleted; identify the video again",
     "worker_lost": "the task's worker died max_attempts times; resubmit",
     "cancelled": "the client cancelled it (POST /api/v1/audio/generations/cancel)",
+    # Accounts on the Kling engine (docs/kling-engine.md): Kling's errors, mapped.
+    "upstream_config": "Kling engine: the server's Kling settings or public URL are missing",
+    "upstream_auth": "Kling engine: Kling refused the server's credentials (codes 1000-1004)",
+    "upstream_account": "Kling engine: the server's Kling account is out of credit (1100-1102)",
+    "upstream_forbidden": "Kling engine: Kling denies this service the feature (1103, 1304)",
+    "upstream_invalid_input": "Kling engine: Kling refused a parameter (1200, 1201)",
+    "upstream_not_found": "Kling engine: Kling no longer has the session (1202, 1203)",
+    "content_policy": "Kling engine: Kling's content policy refused the media (1300, 1301)",
+    "upstream_busy": "Kling engine: Kling's rate or concurrency limit outlasted the retries",
+    "upstream_unavailable": "Kling engine: Kling was down (5000-5002) longer than the retries",
+    "upstream_failed": "Kling engine: Kling ran the task and reported it failed",
+    "upstream_error": "Kling engine: any other answer from Kling",
 }
 
 _SYNC_EXAMPLE = {

@@ -22,6 +22,15 @@ from lipdub.service.models import IDENTIFY, SYNC
 from lipdub.service.store import Submission, new_task_id
 from lipdub.service.store.db import now_ms
 
+KLING = "kling"
+# Kling's documented limits (identify-face, advanced-lip-sync), checked before a task
+# on the Kling engine is accepted.
+KLING_MIN_SIDE_PX, KLING_MAX_SIDE_PX = 512, 2160
+KLING_MIN_VIDEO_MS, KLING_MAX_VIDEO_MS = 2_000, 60_000
+KLING_MIN_OVERLAP_MS = 2_000
+MB = 1024 * 1024
+KLING_MAX_VIDEO_BYTES = 100 * MB
+
 
 class RequestError(Exception):
     """A client mistake; the message is returned verbatim with HTTP 400."""
@@ -108,26 +117,81 @@ def prepare_identify(ctx: Context, account: str, req: IdentifyRequest) -> Submis
     if not req.video_url:
         raise RequestError("video_url is required for kling-identify-face: add it to the request.")
     check_callback_url(ctx, req.callback_url)
+    engine = ctx.store.account_engine(account) or s.default_engine
     task_id = new_task_id()
     key = f"tasks/{task_id}/video_url"
     try:
         with tempfile.TemporaryDirectory(dir=ctx.scratch) as tmp:
-            info = _acquire_video(ctx, req.video_url, Path(tmp) / "video_url", key)
+            local = Path(tmp) / "video_url"
+            info = _acquire_video(ctx, req.video_url, local, key)
+            if engine == KLING:
+                check_kling_video(info, local.stat().st_size)
     except BaseException:
         ctx.storage.delete_prefix(f"tasks/{task_id}")
         raise
     param = req.model_dump(exclude_none=True)
     param["video_url"] = _short(req.video_url)
+    job: dict[str, Any] = {"video_key": key, "duration_ms": info.duration_ms}
+    if engine == KLING and _passable(ctx, req.video_url):
+        # Kling fetches the video itself: the client's own URL goes through unchanged
+        # (lipdub's copy is only for checking it and for the session).
+        job["source_url"] = req.video_url.strip()
     return Submission(
         account=account,
         model=IDENTIFY,
         param=param,
-        job={"video_key": key, "duration_ms": info.duration_ms},
+        job=job,
         price_micros=s.price_identify_micros,
         callback_url=req.callback_url,
         external_task_id=req.external_task_id,
         task_id=task_id,
+        engine=engine,
     )
+
+
+def _passable(ctx: Context, source: str) -> bool:
+    """A client's http(s) URL (not Base64, not lipdub's own upload link)."""
+    src = source.strip()
+    return src[:8].lower().startswith(("http://", "https://")) and (
+        ctx.storage.key_from_own_url(src, now_ms()) is None
+    )
+
+
+def check_kling_video(info: Any, size: int) -> None:
+    """Kling's own limits on a video, stricter than lipdub's: refused here, free, rather
+    than upstream after the price was reserved."""
+    if size > KLING_MAX_VIDEO_BYTES:
+        raise RequestError(
+            f"video_url is {size / MB:.0f} MB: this account's engine (Kling) takes videos of "
+            f"at most {KLING_MAX_VIDEO_BYTES // MB} MB, send a smaller file."
+        )
+    short, long = min(info.width, info.height), max(info.width, info.height)
+    if short < KLING_MIN_SIDE_PX or long > KLING_MAX_SIDE_PX:
+        raise RequestError(
+            f"video_url is {info.width}x{info.height}: this account's engine (Kling) takes "
+            f"sides between {KLING_MIN_SIDE_PX} and {KLING_MAX_SIDE_PX} px, resize it."
+        )
+    if not KLING_MIN_VIDEO_MS <= info.duration_ms <= KLING_MAX_VIDEO_MS:
+        raise RequestError(
+            f"video_url lasts {info.duration_ms} ms: this account's engine (Kling) takes "
+            f"{KLING_MIN_VIDEO_MS // 1000}-{KLING_MAX_VIDEO_MS // 1000} s videos."
+        )
+
+
+def check_kling_faces(req: SyncRequest) -> None:
+    """What Kling refuses in a lip-sync request that lipdub's own engine accepts."""
+    if len(req.face_choose) != 1:
+        raise RequestError(
+            f"face_choose has {len(req.face_choose)} entries, but this session was identified "
+            "on the Kling engine, which lip-syncs one face per task: send one entry per "
+            "task (each task's result_url is a whole video; see docs/kling-engine.md)."
+        )
+    fc = req.face_choose[0]
+    if fc.sync_mode in ("loop", "bounce", "remap"):
+        raise RequestError(
+            f"face_choose[0].sync_mode {fc.sync_mode!r} is not available on the Kling engine, "
+            "which plays the clip once: use cut_off or leave it out."
+        )
 
 
 def _acquire_video(ctx: Context, source: str, dest: Path, key: str) -> Any:
@@ -209,6 +273,9 @@ def prepare_sync(ctx: Context, account: str, req: SyncRequest) -> Submission:
             f"{s.max_faces_per_task} faces per task."
         )
     faces = {f["face_id"]: f for f in json.loads(sess["faces_json"])}
+    engine = sess["engine"] or "local"
+    if engine == KLING:
+        check_kling_faces(req)
     seen: set[str] = set()
     for i, fc in enumerate(req.face_choose):
         if fc.face_id not in faces:
@@ -294,6 +361,13 @@ def prepare_sync(ctx: Context, account: str, req: SyncRequest) -> Submission:
                     f"{fc.face_id} cannot be re-rendered ({why}): move sound_insert_time "
                     "to where its mouth is visible."
                 )
+            overlap = sum(max(0, min(b, ins + placed) - max(a, ins)) for a, b in spans)
+            if engine == KLING and overlap < KLING_MIN_OVERLAP_MS:
+                raise RequestError(
+                    f"{where} overlaps {fc.face_id}'s visible span by {overlap} ms; the Kling "
+                    f"engine needs at least {KLING_MIN_OVERLAP_MS} ms of audio while the face "
+                    "is visible: move sound_insert_time or give a longer clip."
+                )
             ctx.storage.put_file(key, dest)
             # Billed by the audio that plays on the video (after cut, loop or stretch).
             price += math.ceil(placed / s.sync_block_ms) * s.price_sync_block_micros
@@ -333,4 +407,5 @@ def prepare_sync(ctx: Context, account: str, req: SyncRequest) -> Submission:
         callback_url=req.callback_url,
         external_task_id=req.external_task_id,
         task_id=task_id,
+        engine=engine,
     )

@@ -9,6 +9,7 @@ task in one transaction.
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 from typing import Annotated, Any
 
 import anyio
@@ -18,7 +19,7 @@ from fastapi.responses import JSONResponse
 
 from lipdub.config import Settings
 from lipdub.service.api import schemas
-from lipdub.service.api.deps import Account, Svc
+from lipdub.service.api.deps import Account, Services, Svc
 from lipdub.service.api.envelope import PREFIX, envelope
 from lipdub.service.api.errors import HttpError, insufficient
 from lipdub.service.api.submission import RequestError, prepare
@@ -36,15 +37,15 @@ def minimum_price(settings: Settings, body: schemas.CreateRequest) -> int:
     return len(body.face_choose) * settings.price_sync_block_micros
 
 
-def same_request(row: Any, body: schemas.CreateRequest) -> JSONResponse:
-    """The task an ``external_task_id`` already names, if it is of the same model."""
+def check_same_model(row: Any, body: schemas.CreateRequest) -> None:
+    """The task an ``external_task_id`` already names answers a retry only if it is of
+    the same model."""
     if row["model"] != body.model:
         raise HttpError(
             400,
             f"external_task_id {body.external_task_id!r} already names a {row['model']} "
             f"task ({row['id']}): give this {body.model} request an id of its own.",
         )
-    return created(row)
 
 
 def too_many_tasks(cap: int) -> HttpError:
@@ -53,6 +54,7 @@ def too_many_tasks(cap: int) -> HttpError:
         f"Too many tasks at once: this account may have {cap} pending or processing; "
         "retry when one finishes.",
         headers={"Retry-After": "10"},
+        reason="concurrency",
     )
 
 
@@ -81,15 +83,26 @@ async def create_task(
         ),
     ] = None,
 ) -> JSONResponse:
-    ctx, settings = svc.ctx, svc.ctx.settings
     if body.external_task_id is None and idempotency_key is not None:
         body.external_task_id = idempotency_key
+    row, _ = await accept(svc, account, body)
+    return created(row)
+
+
+async def accept(
+    svc: Services, account: str, body: schemas.CreateRequest, via: str | None = None
+) -> tuple[Any, bool]:
+    """Check, fetch, price and queue a create request: (the task, whether it is new).
+    Shared by the contract's create and Kling's own API (``via="kling"``); every refusal
+    is an ``HttpError`` with the contract's status."""
+    ctx, settings = svc.ctx, svc.ctx.settings
     if body.external_task_id:
         existing = await run_in_threadpool(
             ctx.store.find_external, account, body.external_task_id
         )
         if existing is not None:
-            return same_request(existing, body)
+            check_same_model(existing, body)
+            return existing, False
     # Everything that refuses the request cheaply comes before any download.
     ctx.disk.check()
     balance = await svc.read(ctx.store.balance, account)
@@ -100,7 +113,7 @@ async def create_task(
     if cap and await svc.read(ctx.store.active_tasks, account) >= cap:
         raise too_many_tasks(cap)
     try:
-        with svc.admission.download_slot(account):
+        async with svc.admission.download_slot(account):
             # Own threads (bounded by the slots), not the shared pool: see admission.py.
             sub = await anyio.to_thread.run_sync(
                 prepare, ctx, account, body, limiter=svc.admission.download_threads
@@ -108,7 +121,7 @@ async def create_task(
     except RequestError as e:
         raise HttpError(400, str(e)) from None
     try:
-        row, is_new = await run_in_threadpool(ctx.store.submit, sub, cap)
+        row, is_new = await run_in_threadpool(ctx.store.submit, replace(sub, via=via), cap)
     except (InsufficientBalance, TooManyTasks) as e:
         ctx.storage.delete_prefix(f"tasks/{sub.task_id}")
         if isinstance(e, TooManyTasks):
@@ -129,7 +142,8 @@ async def create_task(
         ) from None
     if not is_new:
         ctx.storage.delete_prefix(f"tasks/{sub.task_id}")
-        return same_request(row, body)
+        check_same_model(row, body)
+        return row, False
     if svc.worker is not None:
         svc.worker.wake()
-    return created(row)
+    return row, True

@@ -1,4 +1,5 @@
 """The callback bodies the contract defines, and the public form of a stored result.
+Tasks submitted through Kling's own API get Kling's task object instead (``kling``).
 
 The worker builds a body when a task ends, the store is handed ``WIRE`` for the failures
 it decides itself (a cancel, a task whose worker kept dying), and the API's task view
@@ -13,6 +14,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from lipdub.media.fetch import origin
+from lipdub.service.callbacks import kling
 from lipdub.service.models import IDENTIFY, SYNC
 from lipdub.service.storage import Storage
 
@@ -73,6 +75,11 @@ def _body(
     return json.dumps({"code": 200, "msg": "success", "data": data})
 
 
+def _via_kling(row: Mapping[Any, Any]) -> bool:
+    """Submitted through Kling's own API (/v1): its callbacks are in Kling's shape."""
+    return row.get("via") == "kling"
+
+
 def callback_body_for_success(
     row: Mapping[Any, Any],
     result: Mapping[Any, Any],
@@ -80,6 +87,8 @@ def callback_body_for_success(
     complete_ms: int,
     retention_ms: int,
 ) -> str:
+    if _via_kling(row):
+        return kling.success_body(row, result, storage, complete_ms, retention_ms)
     obj = public_result(row["model"], result, storage, complete_ms + retention_ms)
     # The contract: resultUrls always exists. Receivers written for it read
     # resultJson.resultUrls[0] for every callback, identify's too.
@@ -89,6 +98,8 @@ def callback_body_for_success(
 def callback_body_for_failure(
     row: Mapping[Any, Any], code: str, message: str, complete_ms: int
 ) -> str:
+    if _via_kling(row):
+        return kling.failure_body(row, message, complete_ms)
     return _body(row, "failed", {"resultUrls": []}, code, message, complete_ms)
 
 

@@ -18,7 +18,6 @@ import hmac
 import logging
 import threading
 import time
-from collections import Counter
 from typing import Protocol
 
 import httpx
@@ -26,6 +25,7 @@ import httpx
 from lipdub.config import Settings
 from lipdub.errors import LipdubError
 from lipdub.media.fetch import AddressNotAllowed, FetchError, TimedOut, UrlPolicy, open_url, origin
+from lipdub.service.callbacks.pacing import Attempt, Pacing
 from lipdub.service.retry import BurstLog
 from lipdub.service.store import Row, Store
 from lipdub.service.store.db import now_ms
@@ -78,26 +78,20 @@ def next_attempt_ms(ctx: Context, attempts_done: int, first_ms: int, now: int) -
 class CallbackDispatcher:
     """Claims due deliveries and sends each attempt on a thread of its own.
 
-    At most ``callback_senders`` attempts are in flight, and at most ``callback_per_host``
-    of them to one destination (scheme://host:port); a destination that just timed out or
-    refused the connection waits ``callback_host_backoff_s`` (scaled) before its next
-    attempt. So a receiver that hangs holds two senders, never the ones that other
-    destinations' callbacks need. These limits only decide when an attempt starts: the
-    retry schedule of each delivery (``next_attempt_ms``) is unchanged.
+    At most ``callback_senders`` attempts are in flight; which may start is decided by
+    ``Pacing`` (pacing.py): a destination's slots shared between accounts, and an endpoint
+    that timed out or refused the connection backed off onto one probe at a time. So a
+    receiver that hangs never holds the slots that other accounts' callbacks need, even
+    behind the same host. These limits only decide when an attempt starts: the retry
+    schedule of each delivery (``next_attempt_ms``) is unchanged.
     """
 
     def __init__(self, ctx: Context, senders: int | None = None) -> None:
         self.ctx = ctx
-        s = ctx.settings
-        self.senders = senders or s.callback_senders
-        self.per_host = s.callback_per_host
-        self.backoff_s = s.callback_host_backoff_s * s.callback_time_scale
+        self.pacing = Pacing(ctx.settings, senders)
         self._stop = threading.Event()
         self._wake = threading.Event()
         self._thread: threading.Thread | None = None
-        self._lock = threading.Lock()
-        self._in_flight: Counter[str] = Counter()
-        self._backoff_until: dict[str, float] = {}
         self._errors = BurstLog(log, "callback dispatcher")
 
     def start(self) -> None:
@@ -115,21 +109,12 @@ class CallbackDispatcher:
         # Attempts in flight finish on their own (each is bounded by the callback timeout);
         # give them a moment to record their outcome, then leave their leases to lapse.
         deadline = time.monotonic() + timeout
-        while self._in_flight.total() and time.monotonic() < deadline:
+        while self.pacing.in_flight and time.monotonic() < deadline:
             time.sleep(0.02)
 
     def _poll_interval(self) -> float:
         # Fine-grained enough for the time-scaled tests, cheap: one indexed read.
         return min(0.25, max(0.01, self.ctx.settings.callback_time_scale * 0.25))
-
-    def _skipped(self) -> set[str]:
-        """Destinations that may not start another attempt now."""
-        now = time.monotonic()
-        with self._lock:
-            for dest in [d for d, until in self._backoff_until.items() if until <= now]:
-                del self._backoff_until[dest]
-            full = {d for d, n in self._in_flight.items() if n >= self.per_host}
-            return full | set(self._backoff_until)
 
     def _loop(self) -> None:
         store = self.ctx.store
@@ -137,43 +122,38 @@ class CallbackDispatcher:
         while not self._stop.is_set():
             try:
                 row = None
-                if self._in_flight.total() < self.senders:
-                    skip = self._skipped()
-                    if store.delivery_due(skip):
-                        row = store.claim_delivery(lease_ms, skip)
+                if self.pacing.has_room():
+                    gate = self.pacing.gate()
+                    if store.delivery_due(gate):
+                        row = store.claim_delivery(lease_ms, gate)
                 self._errors.ok()
                 if row is None:
                     self._wake.wait(self._poll_interval())
                     self._wake.clear()
                     continue
-                dest = str(row["dest"] or origin(str(row["url"])))
-                with self._lock:
-                    self._in_flight[dest] += 1
+                url = str(row["url"])
+                dest = str(row["dest"] or origin(url))
+                attempt = self.pacing.begin(dest, str(row["account"]), url)
                 threading.Thread(
-                    target=self._send, args=(row, dest), name="callback-send", daemon=True
+                    target=self._send, args=(row, attempt), name="callback-send", daemon=True
                 ).start()
             except Exception as e:  # keep dispatching; a claimed row's lease expires and retries
                 self._errors.failed(e)
                 time.sleep(0.5)
 
-    def _send(self, row: Row, dest: str) -> None:
+    def _send(self, row: Row, attempt: Attempt) -> None:
         unreachable = False
         try:
             unreachable = self.deliver(row)
         except Exception:
             log.exception("callback %s: delivery error", row["id"])
         finally:
-            with self._lock:
-                self._in_flight[dest] -= 1
-                if self._in_flight[dest] <= 0:
-                    del self._in_flight[dest]
-                if unreachable:
-                    self._backoff_until[dest] = time.monotonic() + self.backoff_s
+            self.pacing.end(attempt, unreachable)
             self._wake.set()
 
     def deliver(self, r: Row) -> bool:
         """One attempt; records its outcome. True if the receiver was unreachable (timed
-        out or refused the connection), which puts its destination in back-off."""
+        out or refused the connection), which backs its endpoint off (pacing.py)."""
         msg_id, body, url = str(r["id"]), str(r["body"]), str(r["url"])
         attempts_before = int(r["attempts"])
         secret = self.ctx.store.webhook_secret(str(r["account"]))

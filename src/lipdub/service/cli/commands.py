@@ -90,6 +90,7 @@ def _store(settings: Settings) -> Any:
 
 def _checked(build: Any) -> Any:
     """Start-up that refuses with one line (exit 2) when the fleet does not match."""
+    from lipdub.service.api.shared_limits import LimitsUnavailable
     from lipdub.service.ops.fleetcheck import FleetMismatch
     from lipdub.service.store.db import NewerDatabase
 
@@ -97,6 +98,8 @@ def _checked(build: Any) -> Any:
         return build()
     except (FleetMismatch, NewerDatabase) as e:
         raise _fail(f"fleet check failed: {e}") from None
+    except LimitsUnavailable as e:
+        raise _fail(f"limits store: {e}") from None
     except ValueError as e:  # a malformed LIPDUB_STORAGE_URL and the like
         raise _fail(str(e)) from None
 
@@ -293,6 +296,47 @@ def register(app: typer.Typer) -> None:
         state = "was already revoked" if k["revoked_ms"] is not None else "is revoked"
         console.print(f"Key {k['prefix']} of account {k['account']!r} {state}.")
 
+    @keys.command("kling")
+    def keys_kling(
+        account_name: Annotated[str, typer.Argument(metavar="ACCOUNT")],
+        data_dir: DataDir = None,
+        database_url: DbUrl = None,
+    ) -> None:
+        """An access key / secret key pair for Kling's own API (/v1, docs/kling.md),
+        printed once as 'access_key=...' and 'secret_key=...' on the last two lines."""
+        from lipdub.service.store import UnknownAccount
+
+        settings = _settings(data_dir=data_dir, database_url=database_url)
+        store = _store(settings)
+        try:
+            access_key, secret = store.create_kling_key(account_name, settings.secret_key())
+        except UnknownAccount:
+            raise _fail(
+                f"No account {account_name!r}: create it first with 'lipdub keys create "
+                f"{account_name}'.",
+                1,
+            ) from None
+        console.print(
+            f"Kling access key pair for account {account_name!r}; store the secret key now, "
+            "it is not shown again:"
+        )
+        print(f"access_key={access_key}")
+        print(f"secret_key={secret}")
+
+    @keys.command("kling-revoke")
+    def keys_kling_revoke(
+        access_key: Annotated[str, typer.Argument(metavar="ACCESS_KEY")],
+        data_dir: DataDir = None,
+        database_url: DbUrl = None,
+    ) -> None:
+        """Revoke a Kling access key pair; its tokens answer 401 (code 1000) at once."""
+        store = _store(_settings(data_dir=data_dir, database_url=database_url))
+        found = store.revoke_kling_key(access_key.strip())
+        if found is None:
+            raise _fail(f"No Kling access key {access_key!r}.", 1)
+        state = "was already revoked" if found["revoked_ms"] is not None else "is revoked"
+        console.print(f"Kling access key {access_key} of account {found['account']!r} {state}.")
+
     @credits.command("add")
     def credits_add(
         account_name: Annotated[str, typer.Argument(metavar="ACCOUNT")],
@@ -350,6 +394,45 @@ def register(app: typer.Typer) -> None:
                 e["task_id"] or "",
             )
         console.print(table)
+
+    @account.command("engine")
+    def account_engine(
+        account_name: Annotated[str, typer.Argument(metavar="ACCOUNT")],
+        engine: Annotated[
+            str | None,
+            typer.Argument(
+                metavar="[local|kling|default]",
+                help="Engine of the account's new tasks; 'default' follows "
+                "LIPDUB_DEFAULT_ENGINE. Without it, show the current choice.",
+            ),
+        ] = None,
+        data_dir: DataDir = None,
+        database_url: DbUrl = None,
+    ) -> None:
+        """Choose where an account's new tasks run: lipdub's CPU engine or Kling's cloud.
+        A lip-sync always runs where its session was identified."""
+        from lipdub.config import ENGINES
+        from lipdub.service.store import UnknownAccount
+
+        settings = _settings(data_dir=data_dir, database_url=database_url)
+        store = _store(settings)
+        if engine is not None and engine not in (*ENGINES, "default"):
+            raise _fail(f"Unknown engine {engine!r}: use one of {', '.join(ENGINES)} or default.")
+        try:
+            if engine is not None:
+                store.set_account_engine(account_name, None if engine == "default" else engine)
+            if not store.account_exists(account_name):
+                raise UnknownAccount(account_name)
+            chosen = store.account_engine(account_name)
+        except UnknownAccount:
+            raise _fail(f"No account {account_name!r}: see 'lipdub keys list'.", 1) from None
+        if chosen is None:
+            console.print(
+                f"{account_name}: engine {settings.default_engine} (the default, "
+                "LIPDUB_DEFAULT_ENGINE)"
+            )
+        else:
+            console.print(f"{account_name}: engine {chosen}")
 
     @account.command("webhook-secret")
     def account_webhook_secret(

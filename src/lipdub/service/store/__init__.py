@@ -23,7 +23,8 @@ from lipdub.service.store.base import (
     new_task_id,
 )
 from lipdub.service.store.facade import Store
-from lipdub.service.store.outbox import BodyFor, CallbackFormat
+from lipdub.service.store.limits import DownloadSlotsFull
+from lipdub.service.store.outbox import BodyFor, CallbackFormat, DeliveryGate
 from lipdub.service.store.queue import Submission
 
 __all__ = [
@@ -34,6 +35,8 @@ __all__ = [
     "AccountExists",
     "BodyFor",
     "CallbackFormat",
+    "DeliveryGate",
+    "DownloadSlotsFull",
     "InsufficientBalance",
     "Row",
     "Store",

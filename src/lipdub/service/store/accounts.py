@@ -121,6 +121,8 @@ class AccountsStore(StoreBase):
                 "balance_micros": int(row["balance_micros"]),
                 "reserved_micros": int(row["reserved_micros"]),
                 "webhook_signing": row["webhook_secret"] is not None,
+                # Where its new tasks run; None = the service's default (docs/kling-engine.md).
+                "engine": row["engine"],
                 "ledger": [dict(e) for e in entries],
             }
 

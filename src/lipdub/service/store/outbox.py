@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable, Collection
+from dataclasses import dataclass
 from typing import Any, Protocol
 
-from sqlalchemy import bindparam, func, insert, or_, select, update
+from sqlalchemy import and_, bindparam, func, insert, or_, select, true, tuple_, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
+from sqlalchemy.sql.elements import ColumnElement
 
 from lipdub.service.store import tables as t
 from lipdub.service.store.base import Row, StoreBase
@@ -37,6 +39,43 @@ class CallbackFormat(Protocol):
     def destination(self, url: str) -> str:
         """The receiver a callback URL names (deliveries to one are paced together)."""
         ...
+
+
+@dataclass(frozen=True)
+class DeliveryGate:
+    """Which due deliveries a dispatcher may start now (its own in-flight bookkeeping,
+    handed to the claim so that one query picks among exactly the startable rows).
+
+    A delivery to an endpoint (its URL) in ``backed_off`` goes only through the probe
+    lane, and only if the endpoint is in ``probe_ready``; any other delivery needs a free
+    slot at its destination (not in ``full_dests``) and its account's share of that
+    destination (``(dest, account)`` not in ``full_shares``).
+    """
+
+    full_dests: frozenset[str] = frozenset()
+    full_shares: frozenset[tuple[str, str]] = frozenset()
+    backed_off: frozenset[str] = frozenset()
+    probe_ready: frozenset[str] = frozenset()
+
+    def condition(self) -> Any:
+        d = t.deliveries.c
+        regular: list[ColumnElement[bool]] = []
+        if self.backed_off:
+            regular.append(d.url.not_in(sorted(self.backed_off)))
+        # Rows written before destinations were recorded have no dest: never excluded.
+        if self.full_dests:
+            regular.append(or_(d.dest.is_(None), d.dest.not_in(sorted(self.full_dests))))
+        if self.full_shares:
+            regular.append(
+                or_(d.dest.is_(None), tuple_(d.dest, d.account).not_in(sorted(self.full_shares)))
+            )
+        cond = and_(*regular) if regular else true()
+        if self.probe_ready:
+            cond = or_(cond, d.url.in_(sorted(self.probe_ready)))
+        return cond
+
+
+OPEN_GATE = DeliveryGate()
 
 
 class OutboxStore(StoreBase):
@@ -65,26 +104,24 @@ class OutboxStore(StoreBase):
         )
 
     @staticmethod
-    def _due(now: int, skip_dests: Collection[str]) -> list[Any]:
+    def _due(now: int, gate: DeliveryGate) -> list[Any]:
         d = t.deliveries.c
-        cond = [
+        return [
             d.state == "pending",
             d.next_ms <= now,
             or_(d.lease_until_ms.is_(None), d.lease_until_ms < now),
+            gate.condition(),
         ]
-        if skip_dests:
-            cond.append(or_(d.dest.is_(None), d.dest.not_in(list(skip_dests))))
-        return cond
 
-    def claim_delivery(self, lease_ms: int, skip_dests: Collection[str] = ()) -> Row | None:
-        """The most overdue delivery not being sent, except to ``skip_dests`` (busy or
-        backing-off receivers), leased for one attempt."""
+    def claim_delivery(self, lease_ms: int, gate: DeliveryGate = OPEN_GATE) -> Row | None:
+        """The most overdue delivery not being sent that ``gate`` lets start (see
+        DeliveryGate), leased for one attempt."""
         with self.engines.write.begin() as conn:
             now = now_ms()
             row = (
                 conn.execute(
                     select(t.deliveries)
-                    .where(*self._due(now, skip_dests))
+                    .where(*self._due(now, gate))
                     .order_by(t.deliveries.c.next_ms)
                     .limit(1)
                     .with_for_update(skip_locked=True)
@@ -101,10 +138,10 @@ class OutboxStore(StoreBase):
             )
             return row
 
-    def delivery_due(self, skip_dests: Collection[str] = ()) -> bool:
+    def delivery_due(self, gate: DeliveryGate = OPEN_GATE) -> bool:
         """Whether claim_delivery would find a row now (a cheap read before the write)."""
         with self.engines.read.connect() as conn:
-            q = select(t.deliveries.c.id).where(*self._due(now_ms(), skip_dests)).limit(1)
+            q = select(t.deliveries.c.id).where(*self._due(now_ms(), gate)).limit(1)
             return conn.execute(q).first() is not None
 
     def record_delivery(

@@ -43,6 +43,10 @@ class Submission:
     callback_url: str | None
     external_task_id: str | None
     task_id: str
+    # The API it came through: None for the reseller contract, "kling" for Kling's own.
+    via: str | None = None
+    # config.ENGINES; the task runs there whatever the account chooses later.
+    engine: str = "local"
 
 
 class QueueStore(FinishStore, TaskReads):
@@ -120,6 +124,8 @@ class QueueStore(FinishStore, TaskReads):
                     "callback_url": sub.callback_url,
                     "create_ms": now_ms(),
                     "purged": 0,
+                    "via": sub.via,
+                    "engine": sub.engine,
                 }
                 conn.execute(insert(t.tasks).values(**values))
                 self._ledger(

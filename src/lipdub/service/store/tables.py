@@ -32,6 +32,8 @@ accounts = Table(
     # Standard Webhooks secret ("whsec_..."); NULL means unsigned callbacks (the contract).
     Column("webhook_secret", String(128), nullable=True),
     Column("created_ms", BigInteger, nullable=False),
+    # Engine of the account's new tasks (config.ENGINES); NULL = LIPDUB_DEFAULT_ENGINE.
+    Column("engine", String(16), nullable=True),
 )
 
 api_keys = Table(
@@ -44,6 +46,21 @@ api_keys = Table(
     Column("created_ms", BigInteger, nullable=False),
     # Set by `lipdub keys revoke`: the key answers 401 from then on.
     Column("revoked_ms", BigInteger, nullable=True),
+)
+
+# Kling-style access key / secret key pairs (Kling's API, /v1). The secret key is never
+# stored: it is derived from the service's signing key and the access key (see
+# store/kling.py), so a copy of the database alone yields no secret. ``secret_check``
+# (sha256 of the derived secret) tells a changed signing key apart from a forged token.
+kling_keys = Table(
+    "kling_keys",
+    metadata,
+    Column("access_key", String(64), primary_key=True),
+    Column("account", String(128), ForeignKey("accounts.name"), nullable=False),
+    Column("secret_check", String(64), nullable=False),
+    Column("created_ms", BigInteger, nullable=False),
+    Column("revoked_ms", BigInteger, nullable=True),
+    Index("ix_kling_keys_account", "account"),
 )
 
 ledger = Table(
@@ -89,6 +106,11 @@ tasks = Table(
     Column("start_ms", BigInteger, nullable=True),
     Column("complete_ms", BigInteger, nullable=True),
     Column("purged", Integer, nullable=False, default=0),
+    # The API the task was submitted through: NULL for the reseller contract (/api/v1),
+    # "kling" for Kling's own API (/v1): it decides the shape of the task's callback.
+    Column("via", String(16), nullable=True),
+    # Engine the task runs on, fixed at submission; NULL = local (older rows).
+    Column("engine", String(16), nullable=True),
     UniqueConstraint("account", "external_task_id", name="uq_tasks_account_external"),
     Index("ix_tasks_claim", "state", "create_ms"),
     Index("ix_tasks_complete", "complete_ms"),
@@ -107,6 +129,8 @@ sessions = Table(
     Column("faces_json", Text, nullable=False),  # [{face_id, start_time, end_time, segments}]
     Column("create_ms", BigInteger, nullable=False),
     Column("expires_ms", BigInteger, nullable=False),
+    # Engine that identified the video (its sync must run there); NULL = local.
+    Column("engine", String(16), nullable=True),
 )
 
 deliveries = Table(
@@ -178,4 +202,45 @@ fleet_config = Table(
     metadata,
     Column("key", String(64), primary_key=True),
     Column("value", Text, nullable=False),
+)
+
+# What a task did on an upstream engine (Kling), written as soon as it happens: a retry
+# after a crash finds the upstream task or session here instead of paying for it twice.
+upstream_tasks = Table(
+    "upstream_tasks",
+    metadata,
+    Column("task_id", String(64), primary_key=True),  # lipdub's task
+    Column("engine", String(16), nullable=False),
+    # Kling's ids are long digit strings: kept as strings.
+    Column("upstream_task_id", String(64), nullable=True),
+    Column("upstream_session_id", String(64), nullable=True),
+    # Last status seen upstream (submitted | processing | succeed | failed | identified).
+    Column("status", String(16), nullable=True),
+    # Identify's answer (faces), kept so a retry does not identify (and pay) again.
+    Column("response_json", Text, nullable=True),
+    # What upstream charged, as it reports it (Kling: final_unit_deduction, in units).
+    Column("charge", String(32), nullable=True),
+    Column("create_ms", BigInteger, nullable=False),
+    Column("update_ms", BigInteger, nullable=False),
+)
+
+# Per-account request rate over every API process: the times (ms, comma-separated,
+# oldest first) of the account's last accepted requests, at most the limit of them. A
+# request is let in while fewer than the limit fall in the last second (a moving window).
+rate_windows = Table(
+    "rate_windows",
+    metadata,
+    Column("account", String(128), primary_key=True),
+    Column("hits", Text, nullable=False),
+)
+
+# Inputs downloading right now, over every API process. A slot is leased: its process
+# renews it while the download runs, so a process that dies frees its slots.
+download_slots = Table(
+    "download_slots",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("account", String(128), nullable=False),
+    Column("expires_ms", BigInteger, nullable=False),
+    Index("ix_download_slots_account", "account"),
 )

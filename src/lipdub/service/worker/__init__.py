@@ -3,12 +3,13 @@
 Layer: above ``context``, ``callbacks``, ``ops``, ``store`` and ``storage``; below the API
 and the CLI. What the rest of the service may use is exported here (``Worker``, the
 ``EngineRunner`` interface and ``JobFailed``); ``slots`` (the claim loop, heartbeat and
-janitor), ``attempt`` (one run's inputs and outputs), ``runner`` and ``child`` (the engine
-process) and ``protocol`` (what those two say to each other) are internals the API must
-not import.
+janitor), ``attempt`` (one run's inputs and outputs), ``runner``, ``warm``, ``zygote`` and
+``child`` (the engine's fork server and process) and ``protocol`` (what they say to each
+other) are internals the API must not import.
 
-The exports load lazily: the engine's child process imports ``worker.child`` and
-``worker.protocol`` and must not pay for the database and HTTP libraries on every task.
+The exports load lazily: the engine's fork server imports ``worker.zygote``,
+``worker.child`` and ``worker.protocol`` and must not carry the database and HTTP
+libraries into every task's process.
 """
 
 from __future__ import annotations

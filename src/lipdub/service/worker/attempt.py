@@ -125,6 +125,46 @@ class Attempt:
             log=log_path,
         )
 
+    def upstream_job(self, storage: Storage, link_ttl_ms: int, now_ms: int) -> Job:
+        """The job of an engine that runs elsewhere (worker/upstream_engine.py): the
+        video is not copied here (upstream fetches it itself, from the client's own URL
+        or a signed link to lipdub's copy, valid ``link_ttl_ms``); audio is, since it
+        goes inline."""
+        job = json.loads(self.row["job_json"])
+        out = self.scratch / "out"
+        out.mkdir(parents=True, exist_ok=True)
+        log_path = str(self.scratch / "engine.log")
+        if self.row["model"] == IDENTIFY:
+            expires = now_ms + link_ttl_ms
+            url = job.get("source_url") or storage.signed_url(job["video_key"], expires)
+            return IdentifyJob(
+                video="", out_dir=str(out / "session"), log=log_path,
+                task_id=self.task_id, video_url=url,
+            )
+        inputs = self.scratch / "in"
+        faces = tuple(
+            FaceAudioJob(
+                face_id=f["face_id"],
+                audio=str(self.fetch(storage, f["audio_key"], inputs / f"audio{i}")),
+                start_ms=f["start_ms"],
+                end_ms=f["end_ms"],
+                insert_ms=f["insert_ms"],
+                volume=f["volume"],
+                sync_mode=f.get("sync_mode"),
+            )
+            for i, f in enumerate(job["faces"])
+        )
+        return SyncJob(
+            video="",
+            session_dir="",
+            faces=faces,
+            original_volume=job["original_volume"],
+            out_path=str(out / "result.mp4"),
+            log=log_path,
+            task_id=self.task_id,
+            session_id=job["session_id"],
+        )
+
     # --- outputs ---------------------------------------------------------------------
 
     def publishable(
@@ -171,6 +211,8 @@ class Attempt:
             "video_key": job["video_key"],
             "dir_key": dir_key,
             "duration_ms": int(out.video["duration_ms"]),
+            # A session's sync runs where it was identified (upstream sessions live there).
+            "engine": self.row.get("engine"),
             "faces_json": json.dumps(
                 [
                     {

@@ -1,4 +1,5 @@
-"""Child process that runs one engine call: ``python -m lipdub.service.worker.child SPEC``.
+"""The process that runs one engine call: forked by the warm ``zygote`` (the service's
+way), or started cold as ``python -m lipdub.service.worker.child SPEC``.
 
 The engine is CPU-heavy Python; running it in its own process keeps the API's event loop
 and the GIL free (the API stays responsive while a worker renders), and a crash or leak
@@ -22,6 +23,7 @@ from lipdub.service.worker.protocol import (
     FoundFace,
     IdentifyJob,
     IdentifyOutput,
+    Job,
     Message,
     Progress,
     Succeeded,
@@ -121,13 +123,10 @@ def run_sync(job: SyncJob) -> SyncOutput:
     )
 
 
-def main(argv: list[str]) -> int:
+def run_job(job: Job) -> None:
+    """Run one job and write its final line (``Succeeded`` or ``Failed``) on stdout."""
     from lipdub.errors import LipdubError
 
-    _exit_when_parent_dies()
-    # Below the API's priority: on a small machine queries must not wait for renders.
-    os.nice(5)
-    job = decode_job(argv[1])
     try:
         result = run_identify(job) if isinstance(job, IdentifyJob) else run_sync(job)
         _emit(Succeeded(result))
@@ -142,13 +141,33 @@ def main(argv: list[str]) -> int:
         else:  # an engine bug: report it as such, with the trace on stderr
             traceback.print_exc()
             _emit(Failed("InternalError", f"{type(e).__name__}: {e}"))
-    return 0
+
+
+def serve(job: Job) -> None:
+    """The engine's life once it runs as a job's process (the cold ``main`` below, or a
+    child forked by the warm ``zygote``): watch the parent, run, flush, exit at once.
+
+    os._exit: the stdin watcher thread holds the stdin lock, which a normal interpreter
+    shutdown would wait for and then abort with a fatal error; and a forked child must
+    never return into its zygote's loop."""
+    code = 0
+    try:
+        _exit_when_parent_dies()
+        run_job(job)
+    except BaseException:  # noqa: BLE001  (reported by the missing final line)
+        traceback.print_exc()
+        code = 1
+    finally:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+
+
+def main(argv: list[str]) -> None:
+    # Below the API's priority: on a small machine queries must not wait for renders.
+    os.nice(5)
+    serve(decode_job(argv[1]))
 
 
 if __name__ == "__main__":
-    code = main(sys.argv)
-    sys.stdout.flush()
-    sys.stderr.flush()
-    # os._exit: the stdin watcher thread holds the stdin lock, which a normal interpreter
-    # shutdown would wait for and then abort with a fatal error.
-    os._exit(code)
+    main(sys.argv)

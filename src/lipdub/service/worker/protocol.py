@@ -23,6 +23,11 @@ class IdentifyJob:
     out_dir: str
     log: str
     kind: Literal["identify"] = "identify"
+    # For an engine that runs elsewhere (worker/upstream_engine.py) and reads no local
+    # file: the task, and a URL it can fetch the video from (``video`` is then empty).
+    # The local engine's child ignores them.
+    task_id: str = ""
+    video_url: str = ""
 
 
 @dataclass(frozen=True)
@@ -47,6 +52,10 @@ class SyncJob:
     out_path: str
     log: str
     kind: Literal["sync"] = "sync"
+    # For an engine that runs elsewhere: the task and the identify session (lipdub's
+    # id); ``video`` and ``session_dir`` are then empty. The local child ignores them.
+    task_id: str = ""
+    session_id: str = ""
 
 
 Job = IdentifyJob | SyncJob

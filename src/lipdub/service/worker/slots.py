@@ -33,9 +33,11 @@ from lipdub.service.retry import BurstLog, retry_transient
 from lipdub.service.storage import StorageUnavailable
 from lipdub.service.store import DB_RETRY_S, Row
 from lipdub.service.worker.attempt import STORAGE_RETRY_S, Attempt
-from lipdub.service.worker.protocol import Output
+from lipdub.service.worker.protocol import Job, Output
 from lipdub.service.worker.runner import EngineRunner, JobFailed, SubprocessEngine
+from lipdub.service.worker.upstream_engine import upstream_engine, upstream_problem
 from lipdub.service.worker.wakeup import TaskListener
+from lipdub.service.worker.warm import WarmEngine
 
 log = logging.getLogger("lipdub.worker")
 DISK_FULL_MSG = (
@@ -46,6 +48,13 @@ DISK_FULL_MSG = (
 LISTENING_POLL_S = 2.0
 
 
+def _default_engine(ctx: Context) -> EngineRunner:
+    s = ctx.settings
+    if s.engine_start == "cold":
+        return SubprocessEngine(memory_mb=s.engine_memory_mb)
+    return WarmEngine(memory_mb=s.engine_memory_mb)
+
+
 class Worker:
     """The slots of one process (and its janitor and callback sender): ``start``, ``wake``
     when a task is queued here, ``cancel`` a task this process runs, ``stop``."""
@@ -54,7 +63,7 @@ class Worker:
         self, ctx: Context, engine: EngineRunner | None = None, slots: int | None = None
     ):
         self.ctx = ctx
-        self.engine: EngineRunner = engine or SubprocessEngine()
+        self.engine: EngineRunner = engine or _default_engine(ctx)
         self.slots = ctx.settings.workers if slots is None else slots
         self.name = f"{socket.gethostname()[:32]}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
         # Attempts of this process work under scratch/<pid>-<id>; see _clear_dead_scratch.
@@ -64,6 +73,8 @@ class Worker:
         self._wake = threading.Event()
         self._threads: list[threading.Thread] = []
         self._running: dict[str, threading.Event] = {}
+        # Engines on someone else's cloud (config.ENGINES but "local"), made when needed.
+        self._upstream: dict[str, EngineRunner] = {}
         self._claim_errors = BurstLog(log, "claiming tasks")
         self._heartbeat_errors = BurstLog(log, "renewing leases")
         self._janitor_errors = BurstLog(log, "janitor")
@@ -74,6 +85,15 @@ class Worker:
 
     def start(self) -> None:
         self._clear_dead_scratch()
+        self._warn_unconfigured_engine()
+        if (
+            self.slots
+            and isinstance(self.engine, WarmEngine)
+            and self.ctx.settings.default_engine == "local"
+        ):
+            # Load the engine while the slots look for work. A worker whose tasks go to
+            # another engine by default starts it at its first local task instead.
+            self.engine.start()
         for i in range(self.slots):
             th = threading.Thread(target=self._slot_loop, name=f"worker-{i}", daemon=True)
             th.start()
@@ -84,6 +104,17 @@ class Worker:
         self.dispatcher.start()
         if self._listener is not None and self.slots:
             self._listener.start()
+
+    def _warn_unconfigured_engine(self) -> None:
+        """Said once at start, not first at the first task it fails (and refunds)."""
+        s = self.ctx.settings
+        if s.default_engine != "local" and self.slots:
+            problem = upstream_problem(s.default_engine, self.ctx)
+            if problem is not None:
+                log.warning(
+                    "LIPDUB_DEFAULT_ENGINE=%s, but %s: its tasks will fail (refunded) until "
+                    "it is set (docs/kling-engine.md)", s.default_engine, problem,
+                )
 
     def wake(self) -> None:
         self._wake.set()
@@ -105,6 +136,8 @@ class Worker:
             self._listener.stop()
         for th in self._threads:
             th.join(timeout)
+        if isinstance(self.engine, WarmEngine):
+            self.engine.close()
         self.dispatcher.stop()
 
     def _clear_dead_scratch(self) -> None:
@@ -182,8 +215,8 @@ class Worker:
         """Run the attempt to its end; returns what happened, for the log line."""
         try:
             try:
-                job = a.job(self.ctx.storage)
-                out = self.engine.run(job, a.report, a.cancel)
+                engine, job = self._engine_and_job(a)
+                out = engine.run(job, a.report, a.cancel)
                 if a.cancel.is_set():
                     return self._stopped(a)
                 return self._complete(a, out, hb)
@@ -211,6 +244,17 @@ class Worker:
         except BaseException:
             self._discard(a)
             raise
+
+    def _engine_and_job(self, a: Attempt) -> tuple[EngineRunner, Job]:
+        """The engine the task was submitted to, and its job (inputs in scratch)."""
+        name = a.row.get("engine") or "local"
+        if name == "local":
+            return self.engine, a.job(self.ctx.storage)
+        engine = self._upstream.get(name)
+        if engine is None:
+            engine = self._upstream[name] = upstream_engine(name, self.ctx)
+        link_ttl_ms = self.ctx.settings.session_ttl_s * 1000
+        return engine, a.upstream_job(self.ctx.storage, link_ttl_ms, self.ctx.store.db_now())
 
     def _fail(self, a: Attempt, code: str, message: str) -> str:
         self._discard(a)
