@@ -104,7 +104,20 @@ class Attempt:
                 "session_expired",
                 f"Session {job['session_id']} is no longer stored: identify the video again.",
             )
-        faces = tuple(
+        faces = self.face_audio(storage, job, inputs)
+        return SyncJob(
+            video=video,
+            session_dir=str(session_dir),
+            faces=faces,
+            original_volume=job["original_volume"],
+            out_path=str(out / "result.mp4"),
+            log=log_path,
+        )
+
+    def face_audio(self, storage: Storage, job: dict[str, Any], inputs: Path
+                   ) -> tuple[FaceAudioJob, ...]:
+        """Each chosen face with its audio fetched into ``inputs``."""
+        return tuple(
             FaceAudioJob(
                 face_id=f["face_id"],
                 audio=str(self.fetch(storage, f["audio_key"], inputs / f"audio{i}")),
@@ -115,14 +128,6 @@ class Attempt:
                 sync_mode=f.get("sync_mode"),
             )
             for i, f in enumerate(job["faces"])
-        )
-        return SyncJob(
-            video=video,
-            session_dir=str(session_dir),
-            faces=faces,
-            original_volume=job["original_volume"],
-            out_path=str(out / "result.mp4"),
-            log=log_path,
         )
 
     def upstream_job(self, storage: Storage, link_ttl_ms: int, now_ms: int) -> Job:
@@ -142,18 +147,7 @@ class Attempt:
                 task_id=self.task_id, video_url=url,
             )
         inputs = self.scratch / "in"
-        faces = tuple(
-            FaceAudioJob(
-                face_id=f["face_id"],
-                audio=str(self.fetch(storage, f["audio_key"], inputs / f"audio{i}")),
-                start_ms=f["start_ms"],
-                end_ms=f["end_ms"],
-                insert_ms=f["insert_ms"],
-                volume=f["volume"],
-                sync_mode=f.get("sync_mode"),
-            )
-            for i, f in enumerate(job["faces"])
-        )
+        faces = self.face_audio(storage, job, inputs)
         return SyncJob(
             video="",
             session_dir="",
