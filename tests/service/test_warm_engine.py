@@ -244,7 +244,7 @@ def test_a_dead_fork_server_fails_its_tasks_and_the_next_task_gets_a_new_one(
         run.finish(30)
         assert run.error is not None and run.error.code == "engine_crashed"
         assert "fork server stopped" in run.error.message
-        wait_until(lambda: not alive(child), 5, "its child to die with it")
+        wait_until(lambda: not alive(child), 15, "its child to die with it")
         after = Run(own, job_for(tmp_path, short_clip, "after")).finish()
         assert after.error is None and isinstance(after.output, IdentifyOutput)
         assert own.server.pid != zygote and own.server.starts == 2
