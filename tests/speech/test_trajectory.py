@@ -111,3 +111,37 @@ def test_closures_only_lower_and_pauses_keep_their_rest() -> None:
     np.testing.assert_allclose(y[14:17], x[14:17], atol=0.01)
     # Next to a closure the mouth is part way down, not snapped open.
     assert 0.01 < y[22] < 0.2
+
+
+def speech_speed(t: np.ndarray, act: np.ndarray) -> float:
+    m = (act[1:] > 0.5) & (act[:-1] > 0.5)
+    return float(np.abs(np.diff(t))[m].mean())
+
+
+def test_a_slow_mouth_opens_less_between_its_closures() -> None:
+    """A person who moves slowly, dubbed with speech full of /p b m/: smoothing cannot
+    take out the ramps into and out of every closure, so the openings between them come
+    down toward rest (as a real mouth's do in fast speech) until the mouth moves at the
+    person's pace, by at most 30 %; the closures stay whole."""
+    import dataclasses
+
+    from lipdub.speech.mouth import _SPEED_TARGET
+
+    voice, text = TEXT["de"]  # (the Spanish sentences slow down by smoothing alone)
+    audio, sr, _ = synth(text, voice)
+    audio = np.concatenate([np.zeros(sr // 2, np.float32), audio,
+                            np.zeros(sr // 2, np.float32)])
+    fps = 25.0
+    n = int(audio.size / sr * fps)
+    prof = typical_profile()
+    slow = dataclasses.replace(prof, speed=0.5 * prof.speed)
+    t, ts = mouth_targets(audio, sr, fps, n, prof), mouth_targets(audio, sr, fps, n, slow)
+    held = ts.closure > 0.5
+    assert held.sum() >= 6 and np.all(ts.open[held] <= closed_level(slow) + 1e-6)
+    sp, sp_slow = speech_speed(t.open, t.speaking), speech_speed(ts.open, ts.speaking)
+    # At the person's pace, or as close as 30 % less opening brings it.
+    assert sp_slow <= _SPEED_TARGET * slow.speed * 1.02 or sp_slow < 0.85 * sp
+    # Open frames come down, but stay open: not a mumble.
+    talk = (ts.speaking > 0.5) & ~held
+    ratio = np.percentile(ts.open[talk], 90) / np.percentile(t.open[talk], 90)
+    assert 0.65 <= ratio < 0.97

@@ -65,6 +65,11 @@ _LEAD_FRAMES = 0.5
 # whole-clip speed near 1 while speech itself stays within 1.2 of the person's.
 _SPEED_TARGET = 1.15
 _MAX_SMOOTHING = 1.0
+# How far openings may come down toward rest when smoothing alone cannot bring the mouth
+# to the person's pace (bench/motion.py, 7 clips x 3 voices: speed 1.16-1.27 -> 1.12-1.16
+# and jumps 0.9-1.6 -> 0.8-1.5 at 0.7; 0.8 stopped at 1.14-1.21; open/bilabial 3.1-4.2 ->
+# 2.8-4.0).
+_MIN_AMPLITUDE = 0.7
 
 
 @dataclass
@@ -163,7 +168,7 @@ def _shape_curve(score: np.ndarray, act: np.ndarray, prof: SpeakerProfile,
 
     light = _zero_phase_smooth(base, 0.95, 0.8)
 
-    def render(k: float) -> np.ndarray:
+    def render(k: float, amp: float = 1.0) -> np.ndarray:
         # k = 0: barely smoothed; k = 1: heavily smoothed. Attack stays faster than release:
         # mouths snap open for a vowel and drift closed.
         # Geometric in k: smoothed (filtered) landmark tracks move slowly, and need
@@ -177,6 +182,8 @@ def _shape_curve(score: np.ndarray, act: np.ndarray, prof: SpeakerProfile,
         # Pauses take the lightly smoothed curve: the heavy smoothing a slow speaker's
         # speech needs would otherwise carry the speech's opening far into the pause.
         out = act_s * remapped + (1 - act_s) * light
+        if amp < 1.0:
+            out = out - act_s * (1.0 - amp) * (out - rest)
         return finish(_rate_limit(out, step))
 
     def speed_of(y: np.ndarray) -> float:
@@ -193,7 +200,22 @@ def _shape_curve(score: np.ndarray, act: np.ndarray, prof: SpeakerProfile,
             lo = mid
         else:
             hi = mid
-    return best
+    best = render(hi)  # the lightest smoothing found slow enough (or the heaviest)
+    if speed_of(best) <= _SPEED_TARGET * prof.speed:
+        return best
+    # Smoothing alone could not slow it enough: the ramps into and out of closures are
+    # motion no smoothing removes. A real mouth in fast speech opens less between its
+    # closures (undershoot): the openings come down toward rest, as far as needed and
+    # down to ``_MIN_AMPLITUDE`` of their height above rest; the closures stay whole.
+    k = hi
+    a_lo, a_hi = _MIN_AMPLITUDE, 1.0
+    for _ in range(8):
+        mid = 0.5 * (a_lo + a_hi)
+        if speed_of(render(k, mid)) > _SPEED_TARGET * prof.speed:
+            a_hi = mid
+        else:
+            a_lo = mid
+    return render(k, a_lo)
 
 
 def _anticipate(x: np.ndarray, weights: tuple[float, ...]) -> np.ndarray:
