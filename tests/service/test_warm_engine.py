@@ -155,7 +155,9 @@ def test_a_warm_engine_starts_working_without_the_start_up(
     warm = Run(engine, job_for(tmp_path, short_clip, "warm")).finish()
     assert cold.error is None and warm.error is None
     cold_first, warm_first = cold.progress[0][0], warm.progress[0][0]
-    assert warm_first < cold_first / 4, (warm_first, cold_first)
+    # Half, not a quarter: beside other work on 2 cores a fork was seen taking 0.4 s
+    # against the cold start's 1.3 s; an engine that is not warm takes as long as cold.
+    assert warm_first < cold_first / 2, (warm_first, cold_first)
     # Same engine, same answer.
     assert isinstance(cold.output, IdentifyOutput) and isinstance(warm.output, IdentifyOutput)
     assert [(f.start_time, f.end_time) for f in warm.output.faces] == [
