@@ -122,7 +122,7 @@ def test_a_slow_mouth_opens_less_between_its_closures() -> None:
     """A person who moves slowly, dubbed with speech full of /p b m/: smoothing cannot
     take out the ramps into and out of every closure, so the openings between them come
     down toward rest (as a real mouth's do in fast speech) until the mouth moves at the
-    person's pace, by at most 30 %; the closures stay whole."""
+    person's pace, by at most a fifth; the closures stay whole."""
     import dataclasses
 
     from lipdub.speech.mouth import _SPEED_TARGET
@@ -139,9 +139,9 @@ def test_a_slow_mouth_opens_less_between_its_closures() -> None:
     held = ts.closure > 0.5
     assert held.sum() >= 6 and np.all(ts.open[held] <= closed_level(slow) + 1e-6)
     sp, sp_slow = speech_speed(t.open, t.speaking), speech_speed(ts.open, ts.speaking)
-    # At the person's pace, or as close as 30 % less opening brings it.
+    # At the person's pace, or as close as a fifth less opening brings it.
     assert sp_slow <= _SPEED_TARGET * slow.speed * 1.02 or sp_slow < 0.85 * sp
     # Open frames come down, but stay open: not a mumble.
     talk = (ts.speaking > 0.5) & ~held
     ratio = np.percentile(ts.open[talk], 90) / np.percentile(t.open[talk], 90)
-    assert 0.65 <= ratio < 0.97
+    assert 0.75 <= ratio < 0.97
