@@ -38,9 +38,8 @@ def lip_height(lm: np.ndarray) -> np.ndarray:
     """Outer-lip height (top of the upper lip, 51, to the bottom of the lower, 57) over
     inter-ocular distance. Where the inner-lip points have collapsed (``mouth_opening``
     near 0, as dlib puts them for lips together and for lips just parted alike), the
-    smaller this is, the more surely the lips are together: on two bench clips it
-    followed an independent landmark model's opening at r 0.6-0.9 over such frames, the
-    inner gap at 0.2."""
+    smaller this is, the more surely the lips are together (entry selection's closures
+    take the thinnest: bench/motion.py's closure rate rose with it)."""
     lm = np.asarray(lm, dtype=np.float64)
     return np.linalg.norm(lm[..., 57, :] - lm[..., 51, :], axis=-1) / interocular(lm)
 

@@ -218,9 +218,9 @@ _LEAD_S = 0.02  # contact shown this long before its sound
 def _contact(p10: np.ndarray, t_v: np.ndarray) -> np.ndarray:
     """Per video frame: strength of the contact segment it shows (see FrameVisemes)."""
     # A flat 30 ms mean over one half keeps lone 10 ms spikes out. A narrower window or a
-    # lower threshold found 3-9 more points of /p b m/ in synthetic speech but a third
-    # more closures in real Mandarin news (tests/speech/test_articulation.py's rate),
-    # most of them false.
+    # lower threshold found more /p b m/ in synthetic speech but pushed the closure rate
+    # of real Mandarin news past tests/speech/test_articulation.py's bound, most of them
+    # false.
     p = np.convolve(p10, np.ones(3) / 3.0, mode="same")
     on = p > 0.5
     out = np.zeros(t_v.shape[0])
