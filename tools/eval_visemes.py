@@ -37,7 +37,14 @@ EN = [
     "Who put the blue boots by the pool?", "Pam sees a big map of the moon.",
     "Please bring me five more oval pebbles.", "The old boat floats past the white bridge.",
     "My mother bought two warm rolls for Paul.", "Be brave, Tom, the movie begins soon.",
+    "The puppy ran up the bumpy path to the barn.", "Amber bought a bamboo lamp in Bombay.",
+    "We hope the rope will hold the boat in the bay.", "Maple syrup pours slowly from the cup.",
+    "Tim swims by the pier most mornings in May.", "Put the woolen robe back on the bed.",
+    "Members of the band played a happy tune.", "A bumblebee buzzed above the empty bench.",
 ]
+CA = ["El meu pare beu vi blanc amb pa.", "La mare compra pomes i prunes al mercat.",
+      "Bon dia, vols un bombó de maduixa?", "El nen puja a la barca blava amb el pare.",
+      "Plou molt a la muntanya a la primavera.", "Pau porta un barret molt bonic."]
 IT = ["Il bambino beve molto latte.", "Mamma porta una borsa blu.",
       "Paolo mangia pane e burro.", "Vorrei un piatto di pasta fresca."]
 CS = ["Maminka peče buchty pro babičku.", "Bratr koupil nové boty.",
@@ -54,6 +61,7 @@ VOICES: list[tuple[str, str, list[str]]] = [
     ("espeak", "de+m3", DE), ("espeak", "es+f2", ES), ("espeak", "en-us+m1", EN),
     ("festival", "ked_diphone", EN), ("festival", "lp_diphone", IT),
     ("festival", "czech_machac", CS), ("festival", "hy_fi_mv_diphone", FI),
+    ("festival", "upc_ca_ona_hts", CA),
     ("flite", "awb", EN), ("flite", "rms", EN),
 ]
 

@@ -19,9 +19,13 @@ Labels: every 10 ms frame gets the viseme class of the phoneme it falls in
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 import unicodedata
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -267,32 +271,51 @@ def _festival_text(rng: np.random.Generator, lang: str) -> str:
     return _text(rng, "en" if lang == "en" else lang)
 
 
+Utterance = tuple[np.ndarray, int, list, str]  # audio, rate, phones, voice key
+VTLP = (0.88, 1.12)  # range of the tract-length factor (corpus)
+
+
+def _espeak_job(text: str, voice: str, lang: str, rate: int, pitch: int,
+                pitch_range: int) -> list[Utterance]:
+    try:
+        u = synth_espeak(text, voice, rate=rate, pitch=pitch, pitch_range=pitch_range)
+    except ValueError:  # a variant this espeak-ng lacks
+        u = synth_espeak(text, LANGS[lang][0])
+    return [(*u, "espeak")]
+
+
 def _speak(rng: np.random.Generator, synths: list[str], langs: list[str],
-           n: int) -> list[tuple[np.ndarray, int, list]]:
-    """``n`` phone-timed utterances from the chosen synthesizers (shares renormalised)."""
+           n: int) -> list[Utterance]:
+    """``n`` phone-timed utterances from the chosen synthesizers (shares renormalised),
+    each with its voice key ("espeak", "flite:awb", "festival:ked_diphone"...). Every
+    random choice is drawn here, in order, so the corpus is the same whatever the number
+    of synthesizer processes run at once (one per core)."""
     from othertts import FESTIVAL_VOICES, FLITE_VOICES, festival_batch, flite_synth
 
-    counts = _counts(synths, n)
-    out: list[tuple[np.ndarray, int, list]] = []
-    for synth, k in zip(synths, counts, strict=True):
+    def flite_job(text: str, voice: str, stretch: float,
+                  f0: float | None) -> list[Utterance]:
+        return [(*flite_synth(text, voice, stretch=stretch, f0_mean=f0), f"flite:{voice}")]
+
+    def festival_job(texts: list[str], voice: str, stretch: float) -> list[Utterance]:
+        return [(*u, f"festival:{voice}")
+                for u in festival_batch(texts, voice, stretch=stretch)]
+
+    jobs: list[Callable[[], list[Utterance]]] = []
+    for synth, k in zip(synths, _counts(synths, n), strict=True):
         if synth == "espeak":
             for i in range(k):
                 lang = langs[i % len(langs)]
                 voice = LANGS[lang][0] + VARIANTS[int(rng.integers(len(VARIANTS)))]
-                text = _text(rng, lang)
-                try:
-                    out.append(synth_espeak(text, voice, rate=int(rng.integers(110, 230)),
-                                            pitch=int(rng.integers(15, 85)),
-                                            pitch_range=int(rng.integers(10, 95))))
-                except ValueError:
-                    out.append(synth_espeak(text, LANGS[lang][0]))
+                jobs.append(partial(_espeak_job, _text(rng, lang), voice, lang,
+                                    int(rng.integers(110, 230)), int(rng.integers(15, 85)),
+                                    int(rng.integers(10, 95))))
         elif synth == "flite":
             for _ in range(k):
                 voice = FLITE_VOICES[int(rng.integers(len(FLITE_VOICES)))]
                 lang = "en" if rng.random() < 0.5 else "en-us"
                 f0 = float(rng.uniform(80, 190)) if rng.random() < 0.7 else None
-                out.append(flite_synth(_text(rng, lang), voice,
-                                       stretch=float(rng.uniform(0.75, 1.45)), f0_mean=f0))
+                jobs.append(partial(flite_job, _text(rng, lang), voice,
+                                    float(rng.uniform(0.75, 1.45)), f0))
         else:
             voices = list(FESTIVAL_VOICES)
             per = np.full(len(voices), k // len(voices))
@@ -302,42 +325,52 @@ def _speak(rng: np.random.Generator, synths: list[str], langs: list[str],
                 for a in range(0, int(m), _FESTIVAL_BATCH):
                     texts = [_festival_text(rng, lang)
                              for _ in range(min(_FESTIVAL_BATCH, int(m) - a))]
-                    out.extend(festival_batch(texts, voice,
-                                              stretch=float(rng.uniform(0.8, 1.4))))
-    return out
+                    jobs.append(partial(festival_job, texts, voice,
+                                        float(rng.uniform(0.8, 1.4))))
+    with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
+        return [u for batch in pool.map(lambda job: job(), jobs) for u in batch]
 
 
 def corpus(n_utts: int, seed: int, langs: list[str], synths: list[str] | None = None,
-           stride: int = 1) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(features, labels, synthesizer index into ``SYNTHS``) for every ``stride``-th 10 ms
-    frame of ``n_utts`` augmented utterances. Neighbouring frames are near copies: every
-    second one carries the same information at half the memory and training time."""
+           stride: int = 1) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[str]]:
+    """(features, labels, voice index, voice keys) for every ``stride``-th 10 ms frame of
+    ``n_utts`` augmented utterances; ``keys[v]`` names voice ``v`` ("flite:awb"), so a
+    model can leave out a whole synthesizer or single voices. Neighbouring frames are
+    near copies: every second one carries the same information at half the memory and
+    training time."""
     rng = np.random.default_rng(seed)
-    xs, ys, ss = [], [], []
     t0 = time.time()
-    synths = synths or ["espeak"]
-    utts = _speak(rng, synths, langs, n_utts)
-    which = np.repeat([SYNTHS.index(s) for s in synths], _counts(synths, n_utts))
-    for i, (audio, sr, phones) in enumerate(utts):
+    utts = _speak(rng, synths or ["espeak"], langs, n_utts)
+    print(f"  {len(utts)} utterances spoken, {time.time() - t0:.0f} s", flush=True)
+    keys = sorted({u[3] for u in utts})
+
+    def one(u: Utterance, sub: np.random.Generator,
+            ) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+        audio, sr, phones, key = u
         if audio.size < sr // 4 or not phones:
-            continue
-        lead = np.zeros(int(rng.uniform(0.05, 0.6) * sr), np.float32)
+            return None
+        lead = np.zeros(int(sub.uniform(0.05, 0.6) * sr), np.float32)
         audio = np.concatenate([lead, audio, np.zeros(int(0.3 * sr), np.float32)])
         shift = lead.size / sr
         # Vocal-tract length: reading the samples at a rate f off scales every formant
         # (and the pitch) by f and the timing by 1/f, as a longer or shorter tract and a
         # slower or faster talker would. It is the speaker variation a handful of
         # synthetic voices lack.
-        f = float(rng.uniform(0.88, 1.12)) if rng.random() < 0.7 else 1.0
+        f = float(sub.uniform(VTLP[0], VTLP[1])) if sub.random() < 0.7 else 1.0
         phones = [((a + shift) / f, (b + shift) / f, p) for a, b, p in phones]
-        x16 = V.to_16k(_augment(audio, sr, rng), int(round(sr * f)))
+        x16 = V.to_16k(_augment(audio, sr, sub), int(round(sr * f)))
         feats = V.features(x16)
-        xs.append(feats[::stride].astype(np.float16))
-        ys.append(frame_labels(phones, feats.shape[0])[::stride])
-        ss.append(np.full(ys[-1].size, which[i], np.int8))
-        if (i + 1) % 200 == 0:
-            print(f"  {i + 1}/{len(utts)} utterances, {time.time() - t0:.0f} s", flush=True)
-    return np.concatenate(xs), np.concatenate(ys), np.concatenate(ss)
+        y = frame_labels(phones, feats.shape[0])[::stride]
+        return (feats[::stride].astype(np.float16), y,
+                np.full(y.size, keys.index(key), np.int16))
+
+    subs = [np.random.default_rng(int(s)) for s in rng.integers(0, 2**62, len(utts))]
+    with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
+        rows = [r for r in pool.map(one, utts, subs) if r is not None]
+    print(f"  features of {len(rows)} utterances, {time.time() - t0:.0f} s", flush=True)
+    xs, ys, vs = zip(*rows, strict=True)
+    return np.concatenate(xs), np.concatenate(ys), np.concatenate(vs), keys
+
 
 
 OVERSAMPLED = (V.BILABIAL, V.LABIODENTAL)
@@ -357,17 +390,25 @@ def _prior_corrected(clf) -> list[tuple[np.ndarray, np.ndarray]]:  # type: ignor
 
 
 def _load_or_make(path: Path | None, n: int, seed: int, langs: list[str], stride: int,
-                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """The corpus of every synthesizer, cached at ``path``: models that leave one
-    synthesizer out train on a subset of the same utterances."""
+                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[str]]:
+    """The corpus of every synthesizer, cached at ``path``: models that leave a
+    synthesizer or a voice out train on a subset of the same utterances."""
     if path is not None and path.is_file():
         with np.load(path) as z:
-            return z["x"], z["y"], z["s"]
-    x, y, s = corpus(n, seed, langs, list(SYNTHS), stride)
+            return z["x"], z["y"], z["v"], [str(k) for k in z["keys"]]
+    x, y, v, keys = corpus(n, seed, langs, list(SYNTHS), stride)
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
-        np.savez(path, x=x, y=y, s=s)
-    return x, y, s
+        np.savez(path, x=x, y=y, v=v, keys=np.array(keys))
+    return x, y, v, keys
+
+
+def _kept(v: np.ndarray, keys: list[str], synths: list[str], leave_out: list[str],
+          ) -> np.ndarray:
+    """Rows whose voice is of a chosen synthesizer and not left out by name."""
+    ok = [i for i, k in enumerate(keys)
+          if k.split(":")[0] in synths and k not in leave_out]
+    return np.isin(v, ok)
 
 
 def main() -> None:
@@ -378,23 +419,34 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=OUT)
     ap.add_argument("--synths", default=",".join(SYNTHS),
                     help="synthesizers to train on; leave one out to validate on it")
+    ap.add_argument("--leave-out", default="",
+                    help="voices to leave out, e.g. festival:upc_ca_ona_hts,flite:rms")
     ap.add_argument("--cache", type=Path,
                     help="keep the synthesised corpus here (float16, ~1 GB) and reuse it")
+    ap.add_argument("--corpus-only", action="store_true", help="build the cache and stop")
     args = ap.parse_args()
     synths = [s for s in args.synths.split(",") if s]
     if set(synths) - set(SYNTHS):
         raise SystemExit(f"--synths: choose from {', '.join(SYNTHS)}")
-    from sklearn.neural_network import MLPClassifier
+    leave_out = [k for k in args.leave_out.split(",") if k]
 
     langs = [k for k in LANGS if k not in HELD_OUT]
     print(f"corpus: {args.utterances} utterances of {', '.join(SYNTHS)}, espeak in "
-          f"{len(langs)} languages; training on {', '.join(synths)}", flush=True)
+          f"{len(langs)} languages; training on {', '.join(synths)}"
+          + (f" less {', '.join(leave_out)}" if leave_out else ""), flush=True)
     cache_v = args.cache.with_suffix(".val.npz") if args.cache else None
-    x, y, s = _load_or_make(args.cache, args.utterances, 1, langs, 2)
-    xv, yv, sv = _load_or_make(cache_v, max(200, args.utterances // 10), 2, langs, 1)
-    keep = np.isin(s, [SYNTHS.index(k) for k in synths])
+    x, y, v, keys = _load_or_make(args.cache, args.utterances, 1, langs, 2)
+    xv, yv, vv, keys_v = _load_or_make(cache_v, max(200, args.utterances // 10), 2, langs, 1)
+    if args.corpus_only:
+        print(f"corpus: {x.shape[0]} frames, voices {', '.join(keys)}")
+        return
+    from sklearn.neural_network import MLPClassifier
+
+    if unknown := set(leave_out) - set(keys):
+        raise SystemExit(f"--leave-out: no voice {', '.join(sorted(unknown))} in the corpus")
+    keep = _kept(v, keys, synths, leave_out)
     x, y = x[keep], y[keep]
-    keep_v = np.isin(sv, [SYNTHS.index(k) for k in synths])
+    keep_v = _kept(vv, keys_v, synths, leave_out)
     xv, yv = xv[keep_v].astype(np.float32), yv[keep_v]
     print(f"{x.shape[0]} training frames; class shares",
           np.round(np.bincount(y, minlength=len(V.CLASSES)) / y.size, 3), flush=True)

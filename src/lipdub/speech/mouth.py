@@ -35,6 +35,7 @@ import numpy as np
 from scipy.ndimage import maximum_filter1d
 
 from lipdub.errors import InputError
+from lipdub.speech import visemes
 from lipdub.speech.calibration import apply_calibration
 from lipdub.speech.cues import articulation_cues, generic_open, sig
 from lipdub.speech.features import FrameFeatures, frame_features
@@ -71,6 +72,7 @@ _MAX_SMOOTHING = 1.0
 # at 0.7 one frame of KatieHill's Chinese dub turned into a glitch and 8 % of open vowels
 # read closed, at 0.8 no glitch, 7 %, open/bilabial as before (4.05).
 _MIN_AMPLITUDE = 0.8
+NEAR_CLOSURES = True
 
 
 @dataclass
@@ -239,10 +241,27 @@ def closure_frames(vis: FrameVisemes, gate: np.ndarray, loudness: np.ndarray) ->
     as a closure whatever the model says: on real recordings, that is where its rare
     false closures fall (a loud vowel misheard as a murmur).
     """
-    n = loudness.shape[0]
-    peak = maximum_filter1d(loudness, 9) if n else loudness
-    quiet = sig((peak - loudness - 4.0) / 1.5)
-    return np.asarray(vis.bilabial * (gate > 0.2) * quiet > 0.5)
+    return np.asarray(vis.bilabial * (gate > 0.2) * _quiet(loudness) > visemes.BILABIAL_CONTACT)
+
+
+def _quiet(loudness: np.ndarray) -> np.ndarray:
+    """How much quieter than the loudest of its syllable each frame is (0..1; 4 dB under
+    it reads 0.5)."""
+    peak = maximum_filter1d(loudness, 9) if loudness.shape[0] else loudness
+    return np.asarray(sig((peak - loudness - 4.0) / 1.5))
+
+
+def near_closure_frames(vis: FrameVisemes, gate: np.ndarray,
+                        loudness: np.ndarray) -> np.ndarray:
+    """Frames where the model hears a bilabial less surely than :func:`closure_frames`
+    asks (a voice unlike any it was trained on: its posteriors peak at 0.3-0.5 where a
+    familiar voice's reach 0.9). The lips come near, as for /f v/, not pressed: a
+    near-closure still reads as a /p b m/, and where the model was wrong (a /t/ or /n/,
+    whose lips are half shut anyway) it costs little."""
+    if vis.bilabial_near.shape != loudness.shape:
+        return np.zeros(loudness.shape, bool)
+    return np.asarray(vis.bilabial_near * (gate > 0.2) * _quiet(loudness)
+                      > visemes.BILABIAL_NEAR)
 
 
 @dataclass(frozen=True)
@@ -303,6 +322,8 @@ def mouth_targets(
     o_score = apply_calibration(profile.open_cal, cm, generic_open(c))
     closed = closure_frames(vis, c.gate, ff.loudness)
     labio = (vis.labiodental * (c.gate > 0.2) > 0.5) & ~closed
+    if NEAR_CLOSURES:
+        labio |= near_closure_frames(vis, c.gate, ff.loudness) & ~closed
     q = profile.open_q
     span = float(q[95] - q[5])
     lo, hi = float(profile.open_q[0]), float(profile.open_q[-1])

@@ -14,7 +14,7 @@ it holds on real recordings. Inference is numpy only (no framework, no download)
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import lru_cache
 from importlib import resources
 
@@ -210,25 +210,39 @@ class FrameVisemes:
     post: np.ndarray  # (n, len(CLASSES))
     bilabial: np.ndarray  # (n,)
     labiodental: np.ndarray  # (n,)
+    # Contact segments where the model is less sure (BILABIAL_NEAR): lips brought near,
+    # not pressed. Empty when not computed.
+    bilabial_near: np.ndarray = field(default_factory=lambda: np.zeros(0))
 
 
 _LEAD_S = 0.02  # contact shown this long before its sound
+# A contact segment is where the 30 ms mean of the posterior exceeds BILABIAL_CONTACT
+# (lips pressed); segments that reach only BILABIAL_NEAR bring the lips near
+# (speech/mouth.py near_closure_frames). On voices the model never heard (a model trained
+# without flite, or without Festival's ked and ona voices: tools/train_visemes.py
+# --leave-out), their bilabials often peak at 0.3-0.5.
+BILABIAL_CONTACT = 0.5
+BILABIAL_NEAR = 0.3
 
 
-def _contact(p10: np.ndarray, t_v: np.ndarray) -> np.ndarray:
-    """Per video frame: strength of the contact segment it shows (see FrameVisemes)."""
+def _contact(p10: np.ndarray, t_v: np.ndarray, threshold: float = 0.5,
+             below: float | None = None) -> np.ndarray:
+    """Per video frame: strength of the contact segment it shows (see FrameVisemes);
+    with ``below``, only of the segments that never reach it (the weak ones)."""
     # A flat 30 ms mean over one half keeps lone 10 ms spikes out. A narrower window or a
     # lower threshold found more /p b m/ in synthetic speech but pushed the closure rate
     # of real Mandarin news past tests/speech/test_articulation.py's bound, most of them
     # false.
     p = np.convolve(p10, np.ones(3) / 3.0, mode="same")
-    on = p > 0.5
+    on = p > threshold
     out = np.zeros(t_v.shape[0])
     if not on.any() or t_v.size == 0:
         return out
     edges = np.flatnonzero(np.diff(np.r_[0, on.astype(np.int8), 0]))
     step = HOP / SR
     for a, b in zip(edges[::2], edges[1::2], strict=True):
+        if below is not None and p[a:b].max() > below:
+            continue
         # Frame i covers [i - 0.5, i + 0.5) x 10 ms.
         s, e = (a - 0.5) * step, (b - 0.5) * step
         # How sure the model is at its surest over what the window saw: the segment's
@@ -254,17 +268,33 @@ def frame_visemes(
 ) -> FrameVisemes:
     """Posteriors per video frame; frame ``k`` at ``start_ms + k / fps`` (or
     ``times_ms[k]``) on the timeline of ``samples``. Frames outside the audio are silence."""
-    p10 = viseme_posteriors(samples, sr)
+    return visemes_at_frames(viseme_posteriors(samples, sr), fps, n_frames, start_ms,
+                             times_ms=times_ms)
+
+
+def visemes_at_frames(
+    p10: np.ndarray,
+    fps: float,
+    n_frames: int,
+    start_ms: float = 0.0,
+    *,
+    times_ms: np.ndarray | None = None,
+) -> FrameVisemes:
+    """:func:`frame_visemes` from 10 ms posteriors already computed."""
     n10 = p10.shape[0]
     t_v = frame_times_s(n_frames, fps, start_ms, times_ms)
     half = 0.5 / fps
     lo, hi = frame_spans(n10, t_v, fps)
     post = spans_mean(p10, lo, hi)
-    bil = _contact(p10[:, BILABIAL], t_v)
+    bil = _contact(p10[:, BILABIAL], t_v, BILABIAL_CONTACT)
+    # Only segments that never reach BILABIAL_CONTACT: a strong segment's weaker edges
+    # would otherwise spread its closure into the vowels around it.
+    near = _contact(p10[:, BILABIAL], t_v, BILABIAL_NEAR, below=BILABIAL_CONTACT)
     lab = _contact(p10[:, LABIODENTAL], t_v)
     outside = (t_v < -half) | (t_v > n10 * HOP / SR + half)
     post[outside] = 0.0
     post[outside, SIL] = 1.0
     bil[outside] = 0.0
+    near[outside] = 0.0
     lab[outside] = 0.0
-    return FrameVisemes(post, bil, lab)
+    return FrameVisemes(post, bil, lab, near)
