@@ -6,10 +6,11 @@ rounded and spread lips, open and mid vowels, other consonants, silence). The cl
 mouth shapes, not phonemes: they are the same in every language, which is what lets a
 model trained on many languages work on one it never heard.
 
-The weights (``viseme_mlp.npz``, ~0.3 MB, shipped in the package) were trained offline by
-``tools/train_visemes.py`` on phoneme-timed speech synthesised by espeak-ng in many
-languages and voices, with noise, reverberation, band limits and level changes added so
-it holds on real recordings. Inference is numpy only (no framework, no download).
+The weights (``viseme_mlp.npz``, ~0.4 MB, shipped in the package) were trained offline by
+``tools/train_visemes.py`` on phoneme-timed speech from three synthesizers (espeak-ng in
+many languages and voices, Festival and flite; their voices kal and slt are never used),
+with noise, reverberation, band limits and level changes added so it holds on real
+recordings. Inference is numpy only (no framework, no download).
 """
 
 from __future__ import annotations
