@@ -40,12 +40,17 @@ class ColourState:
 # ratio.
 _CLOSE_TOLERANCE = 0.02
 _SHARP_EVERY = 4
-# Matched on the lips themselves (the source's and the entry's, where each lands), as
-# sharp as the source's: matching the whole region (mostly skin) at 1.2x to make up for
-# the lips' larger loss left the lips 1.3-1.5x the source's on independent checks, crisp
-# lips on a soft face that read as a seam (issue 20).
+# As sharp as the face around the mouth: matched on the skin near the lips (the
+# source's and the entry's, where each lands), their edges left out, at 1.0x. Matching the
+# whole region (mostly skin) at 1.2x left the lips 1.3-1.5x the source's on independent
+# checks; matching on the lips themselves still left them 1.0-1.3x (bench/articulation.py):
+# the frame's own mouth there (teeth, a dark lip line) set the target, and the entry's
+# lips, which cover it, were sharpened to it (4-5x where the frame showed teeth,
+# tests/render/test_sharpness.py). Crisp lips on a soft face read as a seam (issue 20).
 _SHARP_TARGET = 1.0
 _OUTER_LIP = np.arange(48, 60)
+_LIP_MARGIN = 0.1  # eye distances: the lips' edges, left out of the skin around them
+_AROUND = 0.4  # eye distances from the lips: the skin the lips are matched to
 _WIDTH_TOLERANCE = 0.04
 
 # The mask is smooth by design, so it is built at half resolution: erosion and blur there
@@ -277,17 +282,22 @@ class Compositor:
         pix = self.bank.patches[k][m.astype(bool)]
         return pix.mean(axis=0).astype(np.float64) if len(pix) else np.array([60.0, 30, 30])
 
-    def _lip_mask(self, to_roi: np.ndarray, shapes: tuple[np.ndarray, ...],
-                  roi: tuple[int, int]) -> np.ndarray:
-        """1 inside the outer lips of each of ``shapes`` (canonical landmarks) as they
-        land in the region, grown by a tenth of the eye distance (lip edges are where the
-        resampling shows)."""
-        m = np.zeros((roi[1], roi[0]), np.float32)
+    def _around_lips(self, to_roi: np.ndarray, shapes: tuple[np.ndarray, ...],
+                     roi: tuple[int, int]) -> np.ndarray:
+        """1 on the skin around the lips: within ``_AROUND`` eye distances of the outer
+        lips of any of ``shapes`` (canonical landmarks) as they land in the region, but
+        outside every one of them grown by ``_LIP_MARGIN`` (the lip edges). Its texture
+        does not depend on the mouth's shape, unlike the lips' own: a mouth open on teeth
+        or shut on a dark lip line reads as more Laplacian energy than the lips' texture
+        alone, whichever of the entry or the frame shows it."""
+        m = np.zeros((roi[1], roi[0]), np.uint8)
         for lm in shapes:
             pts = lm[_OUTER_LIP] @ to_roi[:, :2].T + to_roi[:, 2]
-            cv2.fillPoly(m, [np.round(pts).astype(np.int32)], 1.0)
-        r = max(1, int(round(0.1 * self.iod * float(np.linalg.norm(to_roi[:, 0])))))
-        return np.asarray(cv2.dilate(m, disc(r)), np.float32)
+            cv2.fillPoly(m, [np.round(pts).astype(np.int32)], 1)
+        px = self.iod * float(np.linalg.norm(to_roi[:, 0]))  # canonical -> frame pixels
+        lips = cv2.dilate(m, disc(max(1, int(round(_LIP_MARGIN * px)))))
+        near = cv2.dilate(m, disc(max(2, int(round(_AROUND * px)))))
+        return np.asarray((near > 0) & (lips == 0), np.float32)
 
     def render(self, frame: np.ndarray, target_lm: np.ndarray, entry: int, alpha: float,
                want_open: float, want_width: float | None = None,
@@ -375,12 +385,13 @@ class Compositor:
             g = self.colour.update(np.clip(g, 0.8, 1.25))
             gains = (float(g[0]), float(g[1]), float(g[2]), 0.0)
             warped = cv2.multiply(warped, gains)  # type: ignore[call-overload]
-        # What resampling still took, an unsharp mask gives back: as sharp as the source.
+        # What resampling still took, an unsharp mask gives back: as sharp as the frame's
+        # own skin around the mouth, whatever shape either mouth has.
         # The amount depends on the face's texture and the warp's scale, which change
         # slowly: it is solved every few frames, not every frame.
         if self._sharp_age % _SHARP_EVERY == 0:
-            lips = self._lip_mask(m, (t_canon, e_lm), roi) * (wm > 0.5 * alpha)
-            self._sharp_amount = sharpen_amount(warped, region, lips,
+            skin = self._around_lips(m, (t_canon, e_lm), roi) * (wm > 0.5 * alpha)
+            self._sharp_amount = sharpen_amount(warped, region, skin,
                                                 target_ratio=_SHARP_TARGET)
         self._sharp_age += 1
         a = self._sharp_amount
