@@ -49,8 +49,7 @@ _SHARP_EVERY = 4
 # tests/render/test_sharpness.py). Crisp lips on a soft face read as a seam (issue 20).
 _SHARP_TARGET = 1.0
 _OUTER_LIP = np.arange(48, 60)
-_LIP_MARGIN = 0.1  # eye distances: the lips' edges, left out of the skin around them
-_AROUND = 0.4  # eye distances from the lips: the skin the lips are matched to
+_SHARP_KEEP = 0.5
 _WIDTH_TOLERANCE = 0.04
 
 # The mask is smooth by design, so it is built at half resolution: erosion and blur there
@@ -269,6 +268,7 @@ class Compositor:
         self.max_open = float(bank.opening.max())
         self._sharp_amount = 0.0
         self._sharp_age = 0
+        self._calibrated = False
         # The blend weights of the last render and where they start in the frame.
         self.last_blend: tuple[int, int, np.ndarray] | None = None
 
@@ -282,29 +282,62 @@ class Compositor:
         pix = self.bank.patches[k][m.astype(bool)]
         return pix.mean(axis=0).astype(np.float64) if len(pix) else np.array([60.0, 30, 30])
 
-    def _around_lips(self, to_roi: np.ndarray, shapes: tuple[np.ndarray, ...],
-                     roi: tuple[int, int]) -> np.ndarray:
-        """1 on the skin around the lips: within ``_AROUND`` eye distances of the outer
-        lips of any of ``shapes`` (canonical landmarks) as they land in the region, but
-        outside every one of them grown by ``_LIP_MARGIN`` (the lip edges). Its texture
-        does not depend on the mouth's shape, unlike the lips' own: a mouth open on teeth
-        or shut on a dark lip line reads as more Laplacian energy than the lips' texture
-        alone, whichever of the entry or the frame shows it."""
-        m = np.zeros((roi[1], roi[0]), np.uint8)
+    def _lip_mask(self, to_roi: np.ndarray, shapes: tuple[np.ndarray, ...],
+                  roi: tuple[int, int]) -> np.ndarray:
+        """1 inside the outer lips of each of ``shapes`` (canonical landmarks) as they
+        land in the region, grown by a tenth of the eye distance (lip edges are where the
+        resampling shows)."""
+        m = np.zeros((roi[1], roi[0]), np.float32)
         for lm in shapes:
             pts = lm[_OUTER_LIP] @ to_roi[:, :2].T + to_roi[:, 2]
-            cv2.fillPoly(m, [np.round(pts).astype(np.int32)], 1)
-        px = self.iod * float(np.linalg.norm(to_roi[:, 0]))  # canonical -> frame pixels
-        lips = cv2.dilate(m, disc(max(1, int(round(_LIP_MARGIN * px)))))
-        near = cv2.dilate(m, disc(max(2, int(round(_AROUND * px)))))
-        return np.asarray((near > 0) & (lips == 0), np.float32)
+            cv2.fillPoly(m, [np.round(pts).astype(np.int32)], 1.0)
+        r = max(1, int(round(0.1 * self.iod * float(np.linalg.norm(to_roi[:, 0])))))
+        return np.asarray(cv2.dilate(m, disc(r)), np.float32)
+
+    def _calibrate(self, own: int, to_roi: np.ndarray, t_canon: np.ndarray,
+                   region: np.ndarray) -> None:
+        """The sharpening that the whole way from a frame to a bank entry and back calls
+        for (the crop's JPEG and scale, the cubic warp into the canonical frame, the
+        bilinear one back), solved where it can be measured exactly: the entry taken from
+        this very frame, pasted back where it came from, against the frame's own lips
+        (the same lips, the same shape). Any entry pasted here went the same way. Held
+        (smoothed) until the next frame the bank holds."""
+        warped = cv2.warpAffine(self.bank.patches[own], to_roi, region.shape[1::-1],
+                                flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+        lips = self._lip_mask(to_roi, (t_canon,), region.shape[1::-1])
+        a = sharpen_amount(warped, region, lips, target_ratio=_SHARP_TARGET)
+        self._sharp_amount = (a if not self._calibrated
+                              else _SHARP_KEEP * self._sharp_amount + (1 - _SHARP_KEEP) * a)
+        self._calibrated = True
+
+    def _resampling_loss(self, patch: np.ndarray, warped: np.ndarray, m_patch: np.ndarray,
+                         to_roi: np.ndarray, e_lm: np.ndarray) -> float:
+        """The unsharp amount that gives the entry's lips, pasted by the bilinear warp,
+        the sharpness the same lips have through a Lanczos warp (the entry as it was,
+        on the frame's pixel grid). Measured on the entry's own lips, in and out: the
+        same shape, the same content, whatever the frame's own mouth shows."""
+        lips = self._lip_mask(to_roi, (e_lm,), warped.shape[1::-1])
+        ys, xs = np.nonzero(lips > 0.5)
+        if ys.size < 16:
+            return 0.0
+        h, w = warped.shape[:2]
+        x0, y0 = max(int(xs.min()) - 2, 0), max(int(ys.min()) - 2, 0)
+        x1, y1 = min(int(xs.max()) + 3, w), min(int(ys.max()) + 3, h)
+        sub = m_patch.copy()
+        sub[:, 2] -= (x0, y0)
+        ref = cv2.warpAffine(patch, sub, (x1 - x0, y1 - y0), flags=cv2.INTER_LANCZOS4,
+                             borderMode=cv2.BORDER_REPLICATE)
+        return sharpen_amount(warped[y0:y1, x0:x1], ref, lips[y0:y1, x0:x1],
+                              target_ratio=_SHARP_TARGET)
 
     def render(self, frame: np.ndarray, target_lm: np.ndarray, entry: int, alpha: float,
                want_open: float, want_width: float | None = None,
-               to_canonical: np.ndarray | None = None,
+               to_canonical: np.ndarray | None = None, own: int | None = None,
                ) -> tuple[int, int, int, int] | None:
         """Blend ``entry`` into ``frame`` (in place) over the face with landmarks
-        ``target_lm``; returns the changed region (x0, y0, x1, y1) or None."""
+        ``target_lm``; returns the changed region (x0, y0, x1, y1) or None. ``own``: the
+        bank entry taken from this very frame, if there is one (it calibrates the
+        sharpening: see :meth:`_calibrate`)."""
         if alpha <= 0.0:
             return None
         b = self.bank
@@ -368,6 +401,15 @@ class Compositor:
         # bilinear pass takes is given back below (sharpness matched to the source).
         warped = cv2.warpAffine(patch, m_patch, roi, flags=cv2.INTER_LINEAR,
                                 borderMode=cv2.BORDER_REPLICATE)
+        # What the bilinear pass takes, an unsharp mask gives back (below, after the
+        # colour). The amount depends on the face's texture and the warp's scale, which
+        # change slowly: it is solved every few frames, not every frame.
+        if self._sharp_age % _SHARP_EVERY == 0:
+            if own is not None:
+                self._calibrate(own, m, t_canon, frame[y0:y1, x0:x1])
+            elif not self._calibrated:
+                self._sharp_amount = self._resampling_loss(patch, warped, m_patch, m, e_lm)
+        self._sharp_age += 1
         m_mask = m.copy()
         m_mask[:, :2] /= MASK_SCALE  # half-resolution mask pixels -> canonical pixels
         wm = np.asarray(cv2.warpAffine(mask, m_mask, roi, flags=cv2.INTER_LINEAR,
@@ -385,15 +427,6 @@ class Compositor:
             g = self.colour.update(np.clip(g, 0.8, 1.25))
             gains = (float(g[0]), float(g[1]), float(g[2]), 0.0)
             warped = cv2.multiply(warped, gains)  # type: ignore[call-overload]
-        # What resampling still took, an unsharp mask gives back: as sharp as the frame's
-        # own skin around the mouth, whatever shape either mouth has.
-        # The amount depends on the face's texture and the warp's scale, which change
-        # slowly: it is solved every few frames, not every frame.
-        if self._sharp_age % _SHARP_EVERY == 0:
-            skin = self._around_lips(m, (t_canon, e_lm), roi) * (wm > 0.5 * alpha)
-            self._sharp_amount = sharpen_amount(warped, region, skin,
-                                                target_ratio=_SHARP_TARGET)
-        self._sharp_age += 1
         a = self._sharp_amount
         if a != 0.0:
             warped = cv2.addWeighted(warped, 1.0 + a, cv2.GaussianBlur(warped, (0, 0), 1.0),
