@@ -1,5 +1,5 @@
-"""A pasted mouth is as sharp as the face it lands in, whatever the frame's own mouth
-showed (issue 20: lip sharpness 0.9-1.2x the source's, not boosted).
+"""A pasted mouth is as sharp as the frame's own, whatever the frame's own mouth showed
+(issue 20: lip sharpness 0.9-1.2x the source's, not boosted).
 
 The compositor gives back, by an unsharp mask, what resampling took from a bank entry.
 It used to solve the amount on the lips, the frame's and the entry's: where the frame's
@@ -7,7 +7,9 @@ own mouth showed teeth or a dark lip line (more Laplacian energy than lips alone
 none of it left once the entry covers it), the pasted lips were sharpened to that, crisp
 lips on a soft face. Here the same entry is pasted into the same real frame twice, once
 as it is and once with teeth painted into its mouth, where the entry then covers them:
-the output lips must come out equally sharp, and as sharp as the frame's.
+the output lips must come out equally sharp. And on frames the bank holds (which
+calibrate the amount on one and the same mouth) the pasted lips are as sharp as the
+frame's own.
 """
 
 from __future__ import annotations
@@ -84,3 +86,26 @@ def test_pasted_lips_ignore_what_the_frames_mouth_showed(face) -> None:  # type:
     # As sharp as the frame's own shut lips: not boosted, not blurred.
     own = np.median(plain_a / src_a, axis=0)
     assert np.all((own > 0.8) & (own < 1.2)), f"pasted / frame's lip sharpness {own}"
+
+
+def test_calibrated_on_a_frame_the_bank_holds(face) -> None:  # type: ignore[no-untyped-def]
+    """A frame the bank holds calibrates the sharpening (its own entry pasted back where
+    it came from); the amount is held for the frames after it. A mouth pasted there with
+    that amount comes out as sharp as the frame's own, neither crisper nor softer, by
+    either Laplacian (entries differ among themselves, so each frame gets its own entry
+    here: what is measured is what the resampling took and the mask gave back)."""
+    frames, frame_of_row, landmarks, bank = face
+    rows = [int(r) for r in bank.frames]
+    ratios = []
+    for k in range(0, len(rows) - 1, max(1, len(rows) // 6)):
+        comp = Compositor(bank)
+        for j, own in ((k, k), (k + 1, None)):  # calibrated, then held
+            r = rows[j]
+            f = int(frame_of_row[r])
+            out = frames[f].copy()
+            assert comp.render(out, landmarks[r], j, 1.0, float(bank.opening[j]), own=own)
+            inside = lips_of(out.shape, landmarks[r])
+            ratios.append([lapvar(out, inside, q) / lapvar(frames[f], inside, q)
+                           for q in (1, 3)])
+    ratio = np.median(np.array(ratios), axis=0)
+    assert np.all((ratio > 0.9) & (ratio < 1.1)), f"pasted / frame's lip sharpness {ratio}"

@@ -40,16 +40,18 @@ class ColourState:
 # ratio.
 _CLOSE_TOLERANCE = 0.02
 _SHARP_EVERY = 4
-# As sharp as the face around the mouth: matched on the skin near the lips (the
-# source's and the entry's, where each lands), their edges left out, at 1.0x. Matching the
-# whole region (mostly skin) at 1.2x left the lips 1.3-1.5x the source's on independent
-# checks; matching on the lips themselves still left them 1.0-1.3x (bench/articulation.py):
-# the frame's own mouth there (teeth, a dark lip line) set the target, and the entry's
-# lips, which cover it, were sharpened to it (4-5x where the frame showed teeth,
-# tests/render/test_sharpness.py). Crisp lips on a soft face read as a seam (issue 20).
+# The lips as sharp as the source's, no more: the unsharp amount gives back what the way
+# from a frame to a bank entry and back takes (see Compositor._calibrate), measured on one
+# and the same mouth. Matched between the entry and the frame it lands in, on the whole
+# region (mostly skin) at 1.2x, the lips came out 1.3-1.5x the source's on independent
+# checks; on the lips of both, 1.0-1.3x (bench/articulation.py): the frame's own mouth
+# (teeth, a dark lip line) set the target, and the entry's lips, which cover it, were
+# sharpened to it (4-5x where the frame showed teeth, tests/render/test_sharpness.py);
+# on the skin around the lips, 0.75-1.2x, and 1.6x on vasp's small face. Crisp lips on a
+# soft face read as a seam (issue 20).
 _SHARP_TARGET = 1.0
 _OUTER_LIP = np.arange(48, 60)
-_SHARP_KEEP = 0.5
+_SHARP_KEEP = 0.5  # of the held amount at each new calibration
 _WIDTH_TOLERANCE = 0.04
 
 # The mask is smooth by design, so it is built at half resolution: erosion and blur there
