@@ -40,12 +40,18 @@ class ColourState:
 # ratio.
 _CLOSE_TOLERANCE = 0.02
 _SHARP_EVERY = 4
-# Matched on the lips themselves (the source's and the entry's, where each lands), as
-# sharp as the source's: matching the whole region (mostly skin) at 1.2x to make up for
-# the lips' larger loss left the lips 1.3-1.5x the source's on independent checks, crisp
-# lips on a soft face that read as a seam (issue 20).
+# The lips as sharp as the source's, no more: the unsharp amount gives back what the way
+# from a frame to a bank entry and back takes (see Compositor._calibrate), measured on one
+# and the same mouth. Matched between the entry and the frame it lands in, on the whole
+# region (mostly skin) at 1.2x, the lips came out 1.3-1.5x the source's on independent
+# checks; on the lips of both, 1.0-1.3x (bench/articulation.py): the frame's own mouth
+# (teeth, a dark lip line) set the target, and the entry's lips, which cover it, were
+# sharpened to it (4-5x where the frame showed teeth, tests/render/test_sharpness.py);
+# on the skin around the lips, 0.75-1.2x, and 1.6x on vasp's small face. Crisp lips on a
+# soft face read as a seam (issue 20).
 _SHARP_TARGET = 1.0
 _OUTER_LIP = np.arange(48, 60)
+_SHARP_KEEP = 0.5  # of the held amount at each new calibration
 _WIDTH_TOLERANCE = 0.04
 
 # The mask is smooth by design, so it is built at half resolution: erosion and blur there
@@ -264,6 +270,7 @@ class Compositor:
         self.max_open = float(bank.opening.max())
         self._sharp_amount = 0.0
         self._sharp_age = 0
+        self._calibrated = False
         # The blend weights of the last render and where they start in the frame.
         self.last_blend: tuple[int, int, np.ndarray] | None = None
 
@@ -289,12 +296,50 @@ class Compositor:
         r = max(1, int(round(0.1 * self.iod * float(np.linalg.norm(to_roi[:, 0])))))
         return np.asarray(cv2.dilate(m, disc(r)), np.float32)
 
+    def _calibrate(self, own: int, to_roi: np.ndarray, t_canon: np.ndarray,
+                   region: np.ndarray) -> None:
+        """The sharpening that the whole way from a frame to a bank entry and back calls
+        for (the crop's JPEG and scale, the cubic warp into the canonical frame, the
+        bilinear one back), solved where it can be measured exactly: the entry taken from
+        this very frame, pasted back where it came from, against the frame's own lips
+        (the same lips, the same shape). Any entry pasted here went the same way. Held
+        (smoothed) until the next frame the bank holds."""
+        warped = cv2.warpAffine(self.bank.patches[own], to_roi, region.shape[1::-1],
+                                flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+        lips = self._lip_mask(to_roi, (t_canon,), region.shape[1::-1])
+        a = sharpen_amount(warped, region, lips, target_ratio=_SHARP_TARGET)
+        self._sharp_amount = (a if not self._calibrated
+                              else _SHARP_KEEP * self._sharp_amount + (1 - _SHARP_KEEP) * a)
+        self._calibrated = True
+
+    def _resampling_loss(self, patch: np.ndarray, warped: np.ndarray, m_patch: np.ndarray,
+                         to_roi: np.ndarray, e_lm: np.ndarray) -> float:
+        """The unsharp amount that gives the entry's lips, pasted by the bilinear warp,
+        the sharpness the same lips have through a Lanczos warp (the entry as it was,
+        on the frame's pixel grid). Measured on the entry's own lips, in and out: the
+        same shape, the same content, whatever the frame's own mouth shows."""
+        lips = self._lip_mask(to_roi, (e_lm,), warped.shape[1::-1])
+        ys, xs = np.nonzero(lips > 0.5)
+        if ys.size < 16:
+            return 0.0
+        h, w = warped.shape[:2]
+        x0, y0 = max(int(xs.min()) - 2, 0), max(int(ys.min()) - 2, 0)
+        x1, y1 = min(int(xs.max()) + 3, w), min(int(ys.max()) + 3, h)
+        sub = m_patch.copy()
+        sub[:, 2] -= (x0, y0)
+        ref = cv2.warpAffine(patch, sub, (x1 - x0, y1 - y0), flags=cv2.INTER_LANCZOS4,
+                             borderMode=cv2.BORDER_REPLICATE)
+        return sharpen_amount(warped[y0:y1, x0:x1], ref, lips[y0:y1, x0:x1],
+                              target_ratio=_SHARP_TARGET)
+
     def render(self, frame: np.ndarray, target_lm: np.ndarray, entry: int, alpha: float,
                want_open: float, want_width: float | None = None,
-               to_canonical: np.ndarray | None = None,
+               to_canonical: np.ndarray | None = None, own: int | None = None,
                ) -> tuple[int, int, int, int] | None:
         """Blend ``entry`` into ``frame`` (in place) over the face with landmarks
-        ``target_lm``; returns the changed region (x0, y0, x1, y1) or None."""
+        ``target_lm``; returns the changed region (x0, y0, x1, y1) or None. ``own``: the
+        bank entry taken from this very frame, if there is one (it calibrates the
+        sharpening: see :meth:`_calibrate`)."""
         if alpha <= 0.0:
             return None
         b = self.bank
@@ -358,6 +403,15 @@ class Compositor:
         # bilinear pass takes is given back below (sharpness matched to the source).
         warped = cv2.warpAffine(patch, m_patch, roi, flags=cv2.INTER_LINEAR,
                                 borderMode=cv2.BORDER_REPLICATE)
+        # What the bilinear pass takes, an unsharp mask gives back (below, after the
+        # colour). The amount depends on the face's texture and the warp's scale, which
+        # change slowly: it is solved every few frames, not every frame.
+        if self._sharp_age % _SHARP_EVERY == 0:
+            if own is not None:
+                self._calibrate(own, m, t_canon, frame[y0:y1, x0:x1])
+            elif not self._calibrated:
+                self._sharp_amount = self._resampling_loss(patch, warped, m_patch, m, e_lm)
+        self._sharp_age += 1
         m_mask = m.copy()
         m_mask[:, :2] /= MASK_SCALE  # half-resolution mask pixels -> canonical pixels
         wm = np.asarray(cv2.warpAffine(mask, m_mask, roi, flags=cv2.INTER_LINEAR,
@@ -375,14 +429,6 @@ class Compositor:
             g = self.colour.update(np.clip(g, 0.8, 1.25))
             gains = (float(g[0]), float(g[1]), float(g[2]), 0.0)
             warped = cv2.multiply(warped, gains)  # type: ignore[call-overload]
-        # What resampling still took, an unsharp mask gives back: as sharp as the source.
-        # The amount depends on the face's texture and the warp's scale, which change
-        # slowly: it is solved every few frames, not every frame.
-        if self._sharp_age % _SHARP_EVERY == 0:
-            lips = self._lip_mask(m, (t_canon, e_lm), roi) * (wm > 0.5 * alpha)
-            self._sharp_amount = sharpen_amount(warped, region, lips,
-                                                target_ratio=_SHARP_TARGET)
-        self._sharp_age += 1
         a = self._sharp_amount
         if a != 0.0:
             warped = cv2.addWeighted(warped, 1.0 + a, cv2.GaussianBlur(warped, (0, 0), 1.0),

@@ -350,6 +350,8 @@ class _Guarded:
         self.last_good: int | None = None
         self.rejected = 0
         self._jumps: dict[tuple[int, int], float] = {}
+        # The bank entry taken from each track row that has one (sharpening calibration).
+        self._own = {int(r): k for k, r in enumerate(comp.bank.frames)}
 
     def expect(self, rows: np.ndarray) -> None:
         """The track rows about to be rendered, in order: the landmark jump between each
@@ -386,7 +388,8 @@ class _Guarded:
         for k in dict.fromkeys([entry, self.last_good]):
             if k is None:
                 continue
-            if self.comp.render(rgb, lm, k, alpha, want_open, want_width, to_c) is None:
+            if self.comp.render(rgb, lm, k, alpha, want_open, want_width, to_c,
+                                own=self._own.get(row)) is None:
                 return
             out_small = SmallLab.of(rgb[y0:y1, x0:x1])
             ok, why = check_patch(out_small, src_small, self.prev_out,

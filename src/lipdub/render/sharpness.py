@@ -1,6 +1,7 @@
 """A pasted patch as sharp as the frame it lands in: an unsharp mask whose amount (negative:
 a softening blend) brings a warped patch's Laplacian variance to the source's, measured on
-the same region (the compositor measures it on the lips). Resampling takes sharpness
+the same region (the compositor measures it on one and the same mouth: a frame's own
+bank entry pasted back where it came from, against the frame). Resampling takes sharpness
 away; a bank entry from a still, crisp frame brings more than a moving one has."""
 
 from __future__ import annotations
