@@ -350,8 +350,10 @@ class _Guarded:
         self.last_good: int | None = None
         self.rejected = 0
         self._jumps: dict[tuple[int, int], float] = {}
-        # The bank entry taken from each track row that has one (sharpening calibration).
-        self._own = {int(r): k for k, r in enumerate(comp.bank.frames)}
+        # The bank entry taken from each source frame that has one (sharpening
+        # calibration). Keyed by frame index, not track row: a track that starts late or
+        # skips frames has rows that are not frame numbers.
+        self._own = {int(f): k for k, f in enumerate(comp.bank.frames)}
 
     def expect(self, rows: np.ndarray) -> None:
         """The track rows about to be rendered, in order: the landmark jump between each
@@ -389,7 +391,7 @@ class _Guarded:
             if k is None:
                 continue
             if self.comp.render(rgb, lm, k, alpha, want_open, want_width, to_c,
-                                own=self._own.get(row)) is None:
+                                own=self._own.get(index)) is None:
                 return
             out_small = SmallLab.of(rgb[y0:y1, x0:x1])
             ok, why = check_patch(out_small, src_small, self.prev_out,
