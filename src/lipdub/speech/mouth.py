@@ -258,8 +258,6 @@ def near_closure_frames(vis: FrameVisemes, gate: np.ndarray,
     familiar voice's reach 0.9). The lips come near, as for /f v/, not pressed: a
     near-closure still reads as a /p b m/, and where the model was wrong (a /t/ or /n/,
     whose lips are half shut anyway) it costs little."""
-    if vis.bilabial_near.shape != loudness.shape:
-        return np.zeros(loudness.shape, bool)
     return np.asarray(vis.bilabial_near * (gate > 0.2) * _quiet(loudness)
                       > visemes.BILABIAL_NEAR)
 

@@ -15,7 +15,7 @@ recordings. Inference is numpy only (no framework, no download).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import lru_cache
 from importlib import resources
 
@@ -212,8 +212,8 @@ class FrameVisemes:
     bilabial: np.ndarray  # (n,)
     labiodental: np.ndarray  # (n,)
     # Contact segments where the model is less sure (BILABIAL_NEAR): lips brought near,
-    # not pressed. Empty when not computed.
-    bilabial_near: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    # not pressed.
+    bilabial_near: np.ndarray  # (n,)
 
 
 _LEAD_S = 0.02  # contact shown this long before its sound
