@@ -22,6 +22,9 @@ import lipdub
 from lipdub.faces.geometry import mouth_opening
 from lipdub.render.bank import Bank, BankBuilder
 from lipdub.render.compose import Compositor
+from lipdub.render.engine import _Guarded
+from lipdub.render.targets import render_targets
+from lipdub.faces.tracker import Track
 from tests.conftest import media
 from tests.render.test_sync import frames_of
 
@@ -51,10 +54,13 @@ def with_teeth(rgb: np.ndarray, lm: np.ndarray) -> np.ndarray:
 
 
 @pytest.fixture(scope="module")
-def face() -> tuple[list[np.ndarray], np.ndarray, np.ndarray, Bank]:
-    video = media("videoretalking__face_3.mp4")
-    track = lipdub.identify(video).faces[0].track
-    frames = frames_of(video)
+def track() -> Track:
+    return lipdub.identify(media("videoretalking__face_3.mp4")).faces[0].track
+
+
+@pytest.fixture(scope="module")
+def face(track: Track) -> tuple[list[np.ndarray], np.ndarray, np.ndarray, Bank]:
+    frames = frames_of(media("videoretalking__face_3.mp4"))
     n = min(len(frames), int(track.frames[-1]) + 1)
     builder = BankBuilder(track.landmarks, track.frames, track.pose, cap=60)
     for i in range(n):
@@ -109,3 +115,62 @@ def test_calibrated_on_a_frame_the_bank_holds(face) -> None:  # type: ignore[no-
                            for q in (1, 3)])
     ratio = np.median(np.array(ratios), axis=0)
     assert np.all((ratio > 0.9) & (ratio < 1.1)), f"pasted / frame's lip sharpness {ratio}"
+
+
+def test_a_track_that_starts_late_calibrates_on_its_own_frame(face, track) -> None:  # type: ignore[no-untyped-def]
+    """The engine hands the compositor the entry taken from the frame being rendered. A
+    bank keeps track rows, and on a track that starts late (a face that enters after the
+    first frame) a row is not a frame number: looked up by frame number, the entry of a
+    frame further on (another mouth) set the sharpening."""
+    frames = face[0]
+    skip = 12  # the face as if it entered at frame 12: row r is frame r + 12
+    lms, fr = track.landmarks[skip:], track.frames[skip:]
+    builder = BankBuilder(lms, fr, track.pose[skip:], cap=60)
+    for i in range(min(len(frames), int(fr[-1]) + 1)):
+        if builder.wants(i):
+            builder.add(i, frames[i])
+    bank = builder.build()
+    targets = render_targets(lms, fr, bank.canonical.template)
+    origin = np.zeros(2)
+    checked = 0
+    for k in range(len(bank) // 3, len(bank), max(1, len(bank) // 5)):
+        row = int(bank.frames[k])
+        f, lm = int(fr[row]), targets.landmarks[row]
+        assert f == row + skip
+        want_open, want_width = float(bank.opening[k]), float(bank.width[k])
+        got = frames[f].copy()
+        _Guarded(Compositor(bank), "face", targets).render(
+            got, None, f, row, lm, origin, k, 1.0, want_open, want_width)
+        renders = {}
+        for own in (k, None):
+            out = frames[f].copy()
+            assert Compositor(bank).render(out, lm, k, 1.0, want_open, want_width,
+                                           targets.to_canonical_at(row, origin), own=own)
+            renders[own] = out
+        assert not np.array_equal(renders[k], renders[None])  # calibration shows here
+        np.testing.assert_array_equal(got, renders[k])
+        checked += 1
+    assert checked >= 3
+
+
+def test_the_first_frame_the_bank_holds_calibrates(face) -> None:  # type: ignore[no-untyped-def]
+    """Frames the bank does not hold come first (the sharpening falls back to what the
+    warp alone takes), then one it holds: that frame calibrates at once. The solve used
+    to run on every fourth frame counted from the first, and a held frame between two
+    solves was passed over (on a bank that holds every fourth frame, all of them)."""
+    frames, frame_of_row, landmarks, bank = face
+    k = len(bank) // 2
+    row = int(bank.frames[k])
+    rows = [r for r in range(row - 3, row) if r not in set(int(x) for x in bank.frames)]
+    assert rows, "the frames before the entry's are in the bank too: pick another entry"
+    comp = Compositor(bank)
+    for r in rows[-1:]:  # one frame the bank does not hold, then the entry's own
+        assert comp.render(frames[int(frame_of_row[r])].copy(), landmarks[r], k, 1.0,
+                           float(bank.opening[k]))
+    fallback = comp.sharpening
+    f = int(frame_of_row[row])
+    fresh = Compositor(bank)
+    for c in (comp, fresh):
+        assert c.render(frames[f].copy(), landmarks[row], k, 1.0, float(bank.opening[k]), own=k)
+    assert fresh.sharpening != fallback  # the calibration shows here
+    assert comp.sharpening == fresh.sharpening

@@ -111,7 +111,7 @@ class Bank:
     opening: np.ndarray  # (K,) geometry units (inner-lip gap / IOD)
     width: np.ndarray  # (K,)
     pose: np.ndarray  # (K, 3)
-    frames: np.ndarray  # (K,) source frame of each entry
+    frames: np.ndarray  # (K,) track row of each entry (the track's frames[row] is its frame)
     thumbs: np.ndarray  # (K, D) small grey mouth images, for transition costs
 
     def __len__(self) -> int:

@@ -269,10 +269,15 @@ class Compositor:
         self.interior = self._interior_colour()
         self.max_open = float(bank.opening.max())
         self._sharp_amount = 0.0
-        self._sharp_age = 0
+        self._sharp_age = _SHARP_EVERY  # frames since the sharpening was last solved
         self._calibrated = False
         # The blend weights of the last render and where they start in the frame.
         self.last_blend: tuple[int, int, np.ndarray] | None = None
+
+    @property
+    def sharpening(self) -> float:
+        """The unsharp amount pasted lips get now (negative: softened)."""
+        return self._sharp_amount
 
     def _interior_colour(self) -> np.ndarray:
         k = int(np.argmax(self.bank.opening))
@@ -406,11 +411,16 @@ class Compositor:
         # What the bilinear pass takes, an unsharp mask gives back (below, after the
         # colour). The amount depends on the face's texture and the warp's scale, which
         # change slowly: it is solved every few frames, not every frame.
-        if self._sharp_age % _SHARP_EVERY == 0:
-            if own is not None:
-                self._calibrate(own, m, t_canon, frame[y0:y1, x0:x1])
-            elif not self._calibrated:
-                self._sharp_amount = self._resampling_loss(patch, warped, m_patch, m, e_lm)
+        # A frame the bank holds calibrates whenever the last solve is a few frames old,
+        # and the first one always: gated on a fixed phase of the frame count instead,
+        # the frames the bank holds could fall between the solves and never calibrate.
+        due = self._sharp_age >= _SHARP_EVERY
+        if own is not None and (due or not self._calibrated):
+            self._calibrate(own, m, t_canon, frame[y0:y1, x0:x1])
+            self._sharp_age = 0
+        elif due and not self._calibrated:
+            self._sharp_amount = self._resampling_loss(patch, warped, m_patch, m, e_lm)
+            self._sharp_age = 0
         self._sharp_age += 1
         m_mask = m.copy()
         m_mask[:, :2] /= MASK_SCALE  # half-resolution mask pixels -> canonical pixels

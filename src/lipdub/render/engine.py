@@ -325,7 +325,7 @@ def _vetted(bank: Bank, face_id: str) -> Bank:
     keep = vet_entries(bank.patches, bank.landmarks, bank.canonical.template, bank.pose,
                        scores=scores)
     for k in np.flatnonzero(~keep):
-        log.info("%s: bank entry from frame %d dropped (%s)", face_id, int(bank.frames[k]),
+        log.info("%s: bank entry from track row %d dropped (%s)", face_id, int(bank.frames[k]),
                  scores.reason(int(k)))
     return subset_bank(bank, keep) if not keep.all() else bank
 
@@ -350,10 +350,11 @@ class _Guarded:
         self.last_good: int | None = None
         self.rejected = 0
         self._jumps: dict[tuple[int, int], float] = {}
-        # The bank entry taken from each source frame that has one (sharpening
-        # calibration). Keyed by frame index, not track row: a track that starts late or
-        # skips frames has rows that are not frame numbers.
-        self._own = {int(f): k for k, f in enumerate(comp.bank.frames)}
+        # The bank entry taken from each track row that has one (sharpening calibration).
+        # Bank.frames holds track rows, not frame numbers: on a track that starts late or
+        # skips frames the two differ, and the entry of another frame (another mouth)
+        # would set the amount.
+        self._own = {int(r): k for k, r in enumerate(comp.bank.frames)}
 
     def expect(self, rows: np.ndarray) -> None:
         """The track rows about to be rendered, in order: the landmark jump between each
@@ -391,7 +392,7 @@ class _Guarded:
             if k is None:
                 continue
             if self.comp.render(rgb, lm, k, alpha, want_open, want_width, to_c,
-                                own=self._own.get(index)) is None:
+                                own=self._own.get(row)) is None:
                 return
             out_small = SmallLab.of(rgb[y0:y1, x0:x1])
             ok, why = check_patch(out_small, src_small, self.prev_out,
