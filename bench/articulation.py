@@ -73,6 +73,9 @@ phoneme timings, the chance reference):
           person never made as a glitch, which is what articulation has to produce.)
   sharp   variance of the Laplacian (grey, 3x3) inside the outer-lip polygon, mean over
           the dubbed frames, output / source. Target >= 0.9
+  sharpM  the same, each output frame set against the source frames whose mouth is
+          opened as far (``matched_sharpness``): frame by frame, a source talking with
+          its teeth showing makes any dub's lips read soft. Target 0.9-1.2 (issue 20)
 
 vasp case: ../shared/media/vasp__combine001.mp4 (three 224 px panels side by side), the
 woman in the middle (chosen by position) dubbed with videoretalking__audio_1.wav 0..3000 ms
@@ -198,6 +201,8 @@ TARGETS = {
     "lag": ("0 or +1", lambda v: v in (0, 1)),
     "glitch": ("0", lambda v: v == 0),
     "sharp": ("≥0.9 all", lambda v: v >= 0.9),
+    "sharp_m": ("≥0.9 all", lambda v: v >= 0.9),
+    "sharp_m_max": ("≤1.2 all", lambda v: v <= 1.2),
 }
 
 # ---------------------------------------------------------------------------- phonemes
@@ -681,6 +686,27 @@ def load_source(video: Path, x_range: tuple[int, int] | None = None) -> Source:
     return Source(video, fps, tr, canon, 0.5 * float(np.median(v)), x_range)
 
 
+def matched_sharpness(out: Track, src: Track, covered: np.ndarray, k: int = 5) -> float:
+    """Output lip sharpness / the source's on the source frames whose mouth is opened as
+    far (the ``k`` nearest in opening, anywhere in the clip). Frame by frame (``sharp``)
+    a dub's closed lips are set against whatever the source's mouth showed at that
+    instant: teeth and a dark mouth line have far more Laplacian energy than lips alone,
+    so a source that talks with its teeth showing reads the dub soft, however matched
+    the texture is."""
+    m = min(len(out.sharp), len(src.sharp), covered.size)
+    o_open, s_open = mouth_opening(out.lm[:m]), mouth_opening(src.lm)
+    ok_s = np.isfinite(src.sharp) & np.isfinite(s_open)
+    if ok_s.sum() < k:
+        return float("nan")
+    so, ss = s_open[ok_s], src.sharp[ok_s]
+    num, den = [], []
+    for i in np.flatnonzero(covered[:m] & np.isfinite(out.sharp[:m]) & np.isfinite(o_open)):
+        j = np.argpartition(np.abs(so - o_open[i]), k - 1)[:k]
+        num.append(out.sharp[i])
+        den.append(ss[j].mean())
+    return float(np.mean(num) / np.mean(den)) if num else float("nan")
+
+
 def measure_output(src: Source, out: Path, covered: np.ndarray) -> tuple[Track, dict]:
     tr = track(out, None, src.canon, src.x_range)
     bad, info = glitches(src.track, tr, src.canon)
@@ -688,7 +714,9 @@ def measure_output(src: Source, out: Path, covered: np.ndarray) -> tuple[Track, 
     a, b = tr.sharp[:m][covered[:m]], src.track.sharp[:m][covered[:m]]
     ok = np.isfinite(a) & np.isfinite(b)
     sharp = float(a[ok].mean() / b[ok].mean()) if ok.sum() else float("nan")
+    sharp_m = matched_sharpness(tr, src.track, covered[:m])
     return tr, {"glitch": float(len(bad)), "glitch_frames": bad, "sharp": sharp,
+                "sharp_m": sharp_m,
                 "misses": float(tr.misses), "out_frames": float(len(tr.sharp)), **info}
 
 
@@ -712,7 +740,7 @@ def evaluate(src: Source, idx: int, lang: str, reuse: bool) -> tuple[dict, dict]
     row.update({"voice": voice, "t_sync": t_sync, "dur": dur, "thr": src.thr})
     ref = articulation(mouth_opening(src.track.lm), mouth_width(src.track.lm), phones,
                        src.fps, src.thr, covered)
-    ref.update({"glitch": 0.0, "sharp": 1.0})
+    ref.update({"glitch": 0.0, "sharp": 1.0, "sharp_m": 1.0})
     return row, ref
 
 
@@ -770,7 +798,7 @@ def nanmean(v: list[float]) -> float:
 def report(rows: list[dict], vasp: dict | None) -> dict:
     head = (f"{'clip':16} {'lang':4} {'voice':20} {'nB':>3}"
             + "".join(f" {k:>{int(s.split('.')[0])}}" for k, s in COLS)
-            + f" {'glitch':>6} {'sharp':>6} |" + "".join(
+            + f" {'glitch':>6} {'sharp':>6} {'sharpM':>6} |" + "".join(
                 f" {k:>{int(s.split('.')[0])}}" for k, s in COLS))
     print()
     print(" " * 46 + "output (dubbed)" + " " * 35 + "| source with the new phonemes (chance)")
@@ -782,9 +810,10 @@ def report(rows: list[dict], vasp: dict | None) -> dict:
         return (f"{label[:16]:16} {lang:4} {voice[:20]:20} {nb:>3}"
                 + "".join(f" {fmt(o.get(k, np.nan), sp)}" for k, sp in COLS)
                 + f" {fmt(o.get('glitch', np.nan), '6.0f')} {fmt(o.get('sharp', np.nan), '6.2f')}"
+                + f" {fmt(o.get('sharp_m', np.nan), '6.2f')}"
                 + " |" + "".join(f" {fmt(s.get(k, np.nan), sp)}" for k, sp in COLS))
 
-    keys = [k for k, _ in COLS] + ["glitch", "sharp"]
+    keys = [k for k, _ in COLS] + ["glitch", "sharp", "sharp_m"]
     clips = list(dict.fromkeys(r["clip"] for r in rows))
     for c in clips:
         rs = [r for r in rows if r["clip"] == c]
@@ -810,10 +839,13 @@ def report(rows: list[dict], vasp: dict | None) -> dict:
         print(line(f"  mean {lang}", "", "", "", mo, ms))
     if vasp is not None:
         print(f"\nvasp middle face: glitch frames {vasp['glitch_frames']} "
-              f"(untouched source: {int(vasp['glitch_src'])}), sharpness {vasp['sharp']:.2f}, "
+              f"(untouched source: {int(vasp['glitch_src'])}), sharpness {vasp['sharp']:.2f} "
+              f"(same opening {vasp.get('sharp_m', np.nan):.2f}), "
               f"novelty max {vasp['nov_out_max']:.3f} vs source {vasp['nov_src_max']:.3f}")
     glitch_total = mean_o["glitch"] + (vasp["glitch"] if vasp else 0.0)
     sharp_all = [r["out"]["sharp"] for r in rows] + ([vasp["sharp"]] if vasp else [])
+    sharp_m_all = [r["out"].get("sharp_m", np.nan) for r in rows] + (
+        [vasp.get("sharp_m", np.nan)] if vasp else [])
     lags = [int(r["out"]["lag"]) for r in rows]
     print(f"\n{'target':34} {'value':>9} {'target':>9}  result")
     checks = [
@@ -824,6 +856,10 @@ def report(rows: list[dict], vasp: dict | None) -> dict:
         ("lag", "best lag (median over rows)", float(np.median(lags)) if lags else np.nan),
         ("glitch", "glitch frames (all + vasp)", glitch_total),
         ("sharp", "mouth sharpness (min)", float(np.nanmin(sharp_all)) if sharp_all else np.nan),
+        ("sharp_m", "sharpness, same opening (min)",
+         float(np.nanmin(sharp_m_all)) if np.isfinite(sharp_m_all).any() else np.nan),
+        ("sharp_m_max", "sharpness, same opening (max)",
+         float(np.nanmax(sharp_m_all)) if np.isfinite(sharp_m_all).any() else np.nan),
     ]
     for key, label, v in checks:
         tgt, ok = TARGETS[key]

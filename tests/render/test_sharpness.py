@@ -20,11 +20,11 @@ import pytest
 
 import lipdub
 from lipdub.faces.geometry import mouth_opening
+from lipdub.faces.tracker import Track
 from lipdub.render.bank import Bank, BankBuilder
 from lipdub.render.compose import Compositor
 from lipdub.render.engine import _Guarded
 from lipdub.render.targets import render_targets
-from lipdub.faces.tracker import Track
 from tests.conftest import media
 from tests.render.test_sync import frames_of
 

@@ -120,9 +120,13 @@ def speech_speed(t: np.ndarray, act: np.ndarray) -> float:
 
 def test_a_slow_mouth_opens_less_between_its_closures() -> None:
     """A person who moves slowly, dubbed with speech full of /p b m/: smoothing cannot
-    take out the ramps into and out of every closure, so the openings between them come
-    down toward rest (as a real mouth's do in fast speech) until the mouth moves at the
-    person's pace, by at most a fifth; the closures stay whole."""
+    take out the ramps into and out of every closure, so the openings squeezed between
+    closures close together come down toward rest (as a real mouth's do in fast speech)
+    until the mouth moves at the person's pace; the closures stay whole, and the tallest
+    openings (long vowels, with room around them) keep their height. Cut by one factor
+    everywhere and at most by a fifth (the old way), the mouth stayed 7 % faster than
+    the person here and every vowel lost a fifth (bench/quality.py's range ratio under
+    0.8)."""
     import dataclasses
 
     from lipdub.speech.mouth import _SPEED_TARGET
@@ -138,10 +142,21 @@ def test_a_slow_mouth_opens_less_between_its_closures() -> None:
     t, ts = mouth_targets(audio, sr, fps, n, prof), mouth_targets(audio, sr, fps, n, slow)
     held = ts.closure > 0.5
     assert held.sum() >= 6 and np.all(ts.open[held] <= closed_level(slow) + 1e-6)
-    sp, sp_slow = speech_speed(t.open, t.speaking), speech_speed(ts.open, ts.speaking)
-    # At the person's pace, or as close as a fifth less opening brings it.
-    assert sp_slow <= _SPEED_TARGET * slow.speed * 1.02 or sp_slow < 0.85 * sp
-    # Open frames come down, but stay open: not a mumble.
+    # At the person's pace.
+    assert speech_speed(ts.open, ts.speaking) <= _SPEED_TARGET * slow.speed * 1.02
+    # Openings between closures at most 0.24 s apart come well down, but stay open.
+    c = np.flatnonzero(held)
+    idx = np.arange(n)
+    before, after = np.searchsorted(c, idx) - 1, np.searchsorted(c, idx)
+    inside = (before >= 0) & (after < c.size) & ~held & (ts.speaking > 0.5)
+    gap = np.full(n, np.inf)
+    gap[inside] = (c[after[inside]] - c[before[inside]]) / fps
+    short = inside & (gap <= 0.24) & (t.open > prof.rest_open + 0.02)
+    assert short.sum() >= 4
+    keep = (ts.open - prof.rest_open) / (t.open - prof.rest_open)
+    assert 0.1 < float(np.median(keep[short])) < 0.7, keep[short]
+    # The tallest openings keep their height: not a mumble.
     talk = (ts.speaking > 0.5) & ~held
     ratio = np.percentile(ts.open[talk], 90) / np.percentile(t.open[talk], 90)
-    assert 0.75 <= ratio < 0.97
+    # 0.87-0.97: espeak-ng speaks a little differently after it has spoken another voice.
+    assert ratio >= 0.85, ratio

@@ -72,6 +72,19 @@ _MAX_SMOOTHING = 1.0
 # at 0.7 one frame of KatieHill's Chinese dub turned into a glitch and 8 % of open vowels
 # read closed, at 0.8 no glitch, 7 %, open/bilabial as before (4.05).
 _MIN_AMPLITUDE = 0.8
+# Duration-dependent undershoot (what a real mouth does in fast speech): an opening
+# squeezed between two lip contacts _SHORT_S or less apart takes the whole cut, down to
+# _MIN_AMPLITUDE_SHORT of its height above rest; one with _LONG_S or more around it (a
+# long vowel) takes _UNDERSHOOT_ALL of it. One factor for all (the old way, floor 0.8)
+# left slow speakers 7 % over their pace on closure-dense speech (tests/speech/
+# test_trajectory.py) and cut every vowel by a fifth: bench/quality.py's range ratio
+# 0.78 -> 0.80, snaps 0.21 -> 0.14; bench/motion.py flite awb speed 1.19 -> 1.10, the
+# rest within its run-to-run spread; bench/articulation.py (espeak, dlib) unchanged.
+SHORT_UNDERSHOOT = True
+_MIN_AMPLITUDE_SHORT = 0.45
+_UNDERSHOOT_ALL = 0.3
+_SHORT_S = 0.12
+_LONG_S = 0.36
 NEAR_CLOSURES = True
 
 
@@ -145,8 +158,31 @@ def _shift_lead(x: np.ndarray, frames: float) -> np.ndarray:
     return np.asarray(np.interp(t, np.arange(n), x))
 
 
+def _shortness(contacts: np.ndarray, fps: float) -> np.ndarray:
+    """0..1 per frame: how little time the opening a frame belongs to has between the
+    lip contacts on either side of it (1: a syllable squeezed between two contacts
+    ``_SHORT_S`` apart or less, 0: ``_LONG_S`` or more, or not bounded by contacts on
+    both sides). A real mouth undershoots the short openings of fast speech and still
+    reaches its full height on a long vowel (duration-dependent undershoot)."""
+    n = contacts.size
+    idx = np.arange(n)
+    c = np.flatnonzero(contacts)
+    out = np.zeros(n)
+    if c.size < 2:
+        return out
+    prev_c = np.searchsorted(c, idx, side="right") - 1  # last contact at or before
+    next_c = np.searchsorted(c, idx, side="left")  # first contact at or after
+    inside = (prev_c >= 0) & (next_c < c.size) & ~contacts
+    gap = np.full(n, np.inf)
+    gap[inside] = (c[next_c[inside]] - c[prev_c[inside]] - 1) / fps
+    out = np.clip((_LONG_S - gap) / (_LONG_S - _SHORT_S), 0.0, 1.0)
+    out[~inside] = 0.0
+    return np.asarray(out)
+
+
 def _shape_curve(score: np.ndarray, act: np.ndarray, prof: SpeakerProfile,
-                 finish: Callable[[np.ndarray], np.ndarray]) -> np.ndarray:
+                 finish: Callable[[np.ndarray], np.ndarray],
+                 contacts: np.ndarray | None = None) -> np.ndarray:
     """The score as a curve in the person's opening range and speed.
 
     ``finish`` (articulation: closures and lip-teeth contacts) is applied inside the speed
@@ -170,6 +206,8 @@ def _shape_curve(score: np.ndarray, act: np.ndarray, prof: SpeakerProfile,
         return finish(_rate_limit(base, step))
 
     light = _zero_phase_smooth(base, 0.95, 0.8)
+    short = (np.ones(base.size) if contacts is None
+             else np.maximum(_shortness(np.asarray(contacts, bool), prof.fps), _UNDERSHOOT_ALL))
 
     def render(k: float, amp: float = 1.0) -> np.ndarray:
         # k = 0: barely smoothed; k = 1: heavily smoothed. Attack stays faster than release:
@@ -186,7 +224,7 @@ def _shape_curve(score: np.ndarray, act: np.ndarray, prof: SpeakerProfile,
         # speech needs would otherwise carry the speech's opening far into the pause.
         out = act_s * remapped + (1 - act_s) * light
         if amp < 1.0:
-            out = out - act_s * (1.0 - amp) * (out - rest)
+            out = out - act_s * (1.0 - amp) * short * (out - rest)
         return finish(_rate_limit(out, step))
 
     def speed_of(y: np.ndarray) -> float:
@@ -208,10 +246,10 @@ def _shape_curve(score: np.ndarray, act: np.ndarray, prof: SpeakerProfile,
         return best
     # Smoothing alone could not slow it enough: the ramps into and out of closures are
     # motion no smoothing removes. A real mouth in fast speech opens less between its
-    # closures (undershoot): the openings come down toward rest, as far as needed and
-    # down to ``_MIN_AMPLITUDE`` of their height above rest; the closures stay whole.
+    # closures (undershoot): the openings come down toward rest, as far as needed, the
+    # short ones between contacts most (see ``_shortness``); the closures stay whole.
     k = hi
-    a_lo, a_hi = _MIN_AMPLITUDE, 1.0
+    a_lo, a_hi = (_MIN_AMPLITUDE if contacts is None else _MIN_AMPLITUDE_SHORT), 1.0
     for _ in range(8):
         mid = 0.5 * (a_lo + a_hi)
         if speed_of(render(k, mid)) > _SPEED_TARGET * prof.speed:
@@ -336,7 +374,8 @@ def mouth_targets(
             step=step_limit(profile, fps),
             nucleus=vis.post[:, OPEN] + 0.5 * vis.post[:, MID])
 
-    opening = _shape_curve(o_score, c.act, profile, with_articulation)
+    opening = _shape_curve(o_score, c.act, profile, with_articulation,
+                           contacts=(held | labio) if SHORT_UNDERSHOOT else None)
 
     speech = _zero_phase_smooth(np.clip(c.act, 0, 1), 0.6, 0.25)
     p = vis.post
