@@ -83,3 +83,16 @@ def test_lips_do_not_swell_or_part_in_one_frame_where_the_inner_points_cannot_te
     # ...with the lips' own pace, whichever frames are taken, the lips do not change.
     limited = select_entries(bank, target, width, pose, max_step=0.05)
     assert np.ptp(height[limited]) < 0.01
+
+
+def test_neighbouring_rows_across_a_gap_are_not_a_natural_run() -> None:
+    # Two entries from neighbouring rows of one face track that was joined across a cut:
+    # rows 10 and 11, frames 10 and 200. They look nothing alike; the second is a hair
+    # nearer the second target. Read as neighbouring frames, the switch was free.
+    rng = np.random.default_rng(2)
+    a = rng.normal(size=192)
+    bank = _bank([0.10, 0.104], [10, 11], np.stack([a, -3.0 * a]))
+    target, width, pose = np.array([0.10, 0.104]), np.full(2, 0.9), np.zeros((2, 3))
+    assert select_entries(bank, target, width, pose).tolist() == [0, 1]
+    apart = select_entries(bank, target, width, pose, entry_frames=np.array([10, 200]))
+    assert apart.tolist() == [0, 0]

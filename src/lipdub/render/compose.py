@@ -308,7 +308,8 @@ class Compositor:
         bilinear one back), solved where it can be measured exactly: the entry taken from
         this very frame, pasted back where it came from, against the frame's own lips
         (the same lips, the same shape). Any entry pasted here went the same way. Held
-        (smoothed) until the next frame the bank holds."""
+        (smoothed) until the next frame the bank holds at least ``_SHARP_EVERY`` frames
+        later."""
         warped = cv2.warpAffine(self.bank.patches[own], to_roi, region.shape[1::-1],
                                 flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
         lips = self._lip_mask(to_roi, (t_canon,), region.shape[1::-1])

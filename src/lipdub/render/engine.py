@@ -222,7 +222,8 @@ class ClassicEngine:
                        else job.target_closure[sel_frames])
             picks = select_entries(bank, job.target_open[sel_frames],
                                    job.target_width[sel_frames], tr.pose[active],
-                                   target_closure=closure, max_step=job.max_step)
+                                   target_closure=closure, max_step=job.max_step,
+                                   entry_frames=tr.frames[bank.frames])
             # Frame -> (bank entry, track row), both looked up once here.
             rows = np.flatnonzero(active)
             plan = {int(f): (int(k), int(r))

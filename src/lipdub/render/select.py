@@ -33,6 +33,7 @@ def select_entries(
     max_step: float | None = None,
     w_speed: float = 3.0,
     w_seal: float = 2.0,
+    entry_frames: np.ndarray | None = None,
 ) -> np.ndarray:
     """Indices into ``bank`` for each of the T target frames.
 
@@ -42,7 +43,12 @@ def select_entries(
     two targets a small step apart could take entries on either side of them, and the
     switch between a nearly shut and a half open entry was the one-frame jump an
     independent landmark track sees (bench/motion.py), though the targets were smooth.
+
+    ``entry_frames``: the source frame number of each entry (the bank keeps track rows,
+    which are frame numbers only on a track without gaps: a face track joined across a
+    gap or a cut has neighbouring rows that are not neighbouring frames).
     """
+    src_frames = np.asarray(bank.frames if entry_frames is None else entry_frames)
     t_len = len(target_open)
     if t_len == 0:
         return np.zeros(0, np.int64)
@@ -74,14 +80,14 @@ def select_entries(
     height = lip_height(bank.landmarks)
     h_step = None
     if max_step is not None:
-        natural_pairs = np.diff(bank.frames) == 1
+        natural_pairs = np.diff(src_frames) == 1
         if natural_pairs.sum() >= 20:
             h_step = float(np.percentile(np.abs(np.diff(height))[natural_pairs], 99))
     cost = unary[0].copy()
     back = np.zeros((t_len, k), np.int64)
     for t in range(1, t_len):
         prev, cur = cand[t - 1], cand[t]
-        same_run = (bank.frames[cur][None, :] - bank.frames[prev][:, None])
+        same_run = (src_frames[cur][None, :] - src_frames[prev][:, None])
         natural = (same_run >= 0) & (same_run <= 2)
         look = np.abs(bank.thumbs[prev][:, None, :] - bank.thumbs[cur][None, :, :]).mean(-1)
         trans = np.where(natural, 0.0, w_jump + w_look * look)

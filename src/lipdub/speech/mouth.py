@@ -67,19 +67,22 @@ _LEAD_FRAMES = 0.5
 _SPEED_TARGET = 1.15
 _MAX_SMOOTHING = 1.0
 # How far openings may come down toward rest when smoothing alone cannot bring the mouth
-# to the person's pace. bench/motion.py (7 clips x en, flite awb, Festival ked): speed
-# 1.16-1.27 -> 1.14-1.21 at 0.8 (1.12-1.16 at 0.7); bench/articulation.py (espeak, dlib):
-# at 0.7 one frame of KatieHill's Chinese dub turned into a glitch and 8 % of open vowels
-# read closed, at 0.8 no glitch, 7 %, open/bilabial as before (4.05).
+# to the person's pace, all by one factor: used only with SHORT_UNDERSHOOT off.
+# bench/motion.py (7 clips x en, flite awb, Festival ked): speed 1.16-1.27 -> 1.14-1.21
+# at 0.8 (1.12-1.16 at 0.7); bench/articulation.py (espeak, dlib): at 0.7 one frame of
+# KatieHill's Chinese dub turned into a glitch and 8 % of open vowels read closed, at 0.8
+# no glitch, 7 %, open/bilabial as before (4.05).
 _MIN_AMPLITUDE = 0.8
-# Duration-dependent undershoot (what a real mouth does in fast speech): an opening
-# squeezed between two lip contacts _SHORT_S or less apart takes the whole cut, down to
-# _MIN_AMPLITUDE_SHORT of its height above rest; one with _LONG_S or more around it (a
-# long vowel) takes _UNDERSHOOT_ALL of it. One factor for all (the old way, floor 0.8)
-# left slow speakers 7 % over their pace on closure-dense speech (tests/speech/
+# Duration-dependent undershoot (what a real mouth does in fast speech): an opening of
+# _SHORT_S or less between two lip contacts (closures, lip-teeth contacts, near-closures)
+# takes the whole cut, down to _MIN_AMPLITUDE_SHORT of its height above rest; one of
+# _LONG_S or more, or not between two contacts (a long vowel, speech without any),
+# takes _UNDERSHOOT_ALL of it (at most 16.5 %). One factor for all (the old way, floor
+# 0.8) left slow speakers 7 % over their pace on closure-dense speech (tests/speech/
 # test_trajectory.py) and cut every vowel by a fifth: bench/quality.py's range ratio
 # 0.78 -> 0.80, snaps 0.21 -> 0.14; bench/motion.py flite awb speed 1.19 -> 1.10, the
-# rest within its run-to-run spread; bench/articulation.py (espeak, dlib) unchanged.
+# rest within its run-to-run spread; bench/articulation.py (espeak, dlib) unchanged;
+# bench/real_phones.py 0.70 -> 0.68 of recognised /p b m/ closed (0.31 -> 0.33 shifted).
 SHORT_UNDERSHOOT = True
 _MIN_AMPLITUDE_SHORT = 0.45
 _UNDERSHOOT_ALL = 0.3
@@ -160,10 +163,10 @@ def _shift_lead(x: np.ndarray, frames: float) -> np.ndarray:
 
 def _shortness(contacts: np.ndarray, fps: float) -> np.ndarray:
     """0..1 per frame: how little time the opening a frame belongs to has between the
-    lip contacts on either side of it (1: a syllable squeezed between two contacts
-    ``_SHORT_S`` apart or less, 0: ``_LONG_S`` or more, or not bounded by contacts on
-    both sides). A real mouth undershoots the short openings of fast speech and still
-    reaches its full height on a long vowel (duration-dependent undershoot)."""
+    lip contacts on either side of it (1: an opening of ``_SHORT_S`` or less between two
+    contacts, counted in the frames between them; 0: ``_LONG_S`` or more, or not
+    bounded by contacts on both sides). A real mouth undershoots the short openings of
+    fast speech and still reaches its full height on a long vowel."""
     n = contacts.size
     idx = np.arange(n)
     c = np.flatnonzero(contacts)
@@ -181,15 +184,18 @@ def _shortness(contacts: np.ndarray, fps: float) -> np.ndarray:
 
 
 def _shape_curve(score: np.ndarray, act: np.ndarray, prof: SpeakerProfile,
-                 finish: Callable[[np.ndarray], np.ndarray],
+                 finish: Callable[[np.ndarray], np.ndarray], fps: float,
                  contacts: np.ndarray | None = None) -> np.ndarray:
-    """The score as a curve in the person's opening range and speed.
+    """The score as a curve in the person's opening range and speed, at ``fps``.
 
     ``finish`` (articulation: closures and lip-teeth contacts) is applied inside the speed
     tuning, so the speed matched is that of the finished curve, closures included:
     closures added after the tuning (or left out of its measure) made the mouth faster
-    than the person's on an independent track (bench/motion.py)."""
-    q, rest, step = prof.open_q, prof.rest_open, step_limit(prof, prof.fps)
+    than the person's on an independent track (bench/motion.py). ``contacts``: the frames
+    whose lips touch, which make undershoot depend on the time each opening has (see
+    ``_shortness``); without them every opening is cut alike."""
+    q, rest, step = prof.open_q, prof.rest_open, step_limit(prof, fps)
+    pace = _SPEED_TARGET * prof.speed * prof.fps / max(fps, 1.0)  # per frame at ``fps``
     speech = act > 0.5
     ref = score[speech] if speech.sum() >= 5 else score
     # Speech frames take the person's range from their rest posture upwards: the quietest
@@ -207,7 +213,7 @@ def _shape_curve(score: np.ndarray, act: np.ndarray, prof: SpeakerProfile,
 
     light = _zero_phase_smooth(base, 0.95, 0.8)
     short = (np.ones(base.size) if contacts is None
-             else np.maximum(_shortness(np.asarray(contacts, bool), prof.fps), _UNDERSHOOT_ALL))
+             else np.maximum(_shortness(np.asarray(contacts, bool), fps), _UNDERSHOOT_ALL))
 
     def render(k: float, amp: float = 1.0) -> np.ndarray:
         # k = 0: barely smoothed; k = 1: heavily smoothed. Attack stays faster than release:
@@ -237,12 +243,12 @@ def _shape_curve(score: np.ndarray, act: np.ndarray, prof: SpeakerProfile,
     for _ in range(10):
         mid = 0.5 * (lo + hi)
         best = render(mid)
-        if speed_of(best) > _SPEED_TARGET * prof.speed:
+        if speed_of(best) > pace:
             lo = mid
         else:
             hi = mid
     best = render(hi)  # the lightest smoothing found slow enough (or the heaviest)
-    if speed_of(best) <= _SPEED_TARGET * prof.speed:
+    if speed_of(best) <= pace:
         return best
     # Smoothing alone could not slow it enough: the ramps into and out of closures are
     # motion no smoothing removes. A real mouth in fast speech opens less between its
@@ -252,7 +258,7 @@ def _shape_curve(score: np.ndarray, act: np.ndarray, prof: SpeakerProfile,
     a_lo, a_hi = (_MIN_AMPLITUDE if contacts is None else _MIN_AMPLITUDE_SHORT), 1.0
     for _ in range(8):
         mid = 0.5 * (a_lo + a_hi)
-        if speed_of(render(k, mid)) > _SPEED_TARGET * prof.speed:
+        if speed_of(render(k, mid)) > pace:
             a_hi = mid
         else:
             a_lo = mid
@@ -374,7 +380,7 @@ def mouth_targets(
             step=step_limit(profile, fps),
             nucleus=vis.post[:, OPEN] + 0.5 * vis.post[:, MID])
 
-    opening = _shape_curve(o_score, c.act, profile, with_articulation,
+    opening = _shape_curve(o_score, c.act, profile, with_articulation, fps,
                            contacts=(held | labio) if SHORT_UNDERSHOOT else None)
 
     speech = _zero_phase_smooth(np.clip(c.act, 0, 1), 0.6, 0.25)
