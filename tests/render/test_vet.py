@@ -184,7 +184,10 @@ def test_a_real_neighbouring_frame_passes(clip: Clip, f: int) -> None:
 
 @pytest.mark.parametrize("kind", ["shear smear", "skin blob", "colour"])
 @pytest.mark.parametrize("f", [20, 61])
-def test_a_smeared_patch_fails(clip: Clip, f: int, kind: str) -> None:
+@pytest.mark.parametrize("wider", [False, True])
+def test_a_smeared_patch_fails(clip: Clip, f: int, kind: str, wider: bool) -> None:
+    """... also when the pasted mouth is wider than the frame's own (its lips, which the
+    structure check leaves out with the frame's, reach 15 % past each corner)."""
     src = _roi(clip, f)
     lm = clip.landmarks[f]
     x0, y0, _, _ = roi_box(lm, clip.frames[f].shape)
@@ -203,8 +206,13 @@ def test_a_smeared_patch_fails(clip: Clip, f: int, kind: str) -> None:
     else:
         bad = np.clip(src * np.array([1.35, 1.0, 0.8]), 0, 255).astype(np.uint8)
     blended = (src * (1 - mask[..., None]) + bad * mask[..., None]).astype(np.uint8)
+    lips = _lips(clip, f)
+    new_lips = None
+    if wider:
+        c = lips.mean(axis=0)
+        new_lips = c + (lips - c) * np.array([1.3, 1.0])
     ok, why = check_patch(blended, src, _roi(clip, f - 1), mask,
-                          prev_source_roi=_roi(clip, f - 1), lips=_lips(clip, f))
+                          prev_source_roi=_roi(clip, f - 1), lips=lips, new_lips=new_lips)
     assert not ok
     assert why
 

@@ -273,6 +273,8 @@ class Compositor:
         self._calibrated = False
         # The blend weights of the last render and where they start in the frame.
         self.last_blend: tuple[int, int, np.ndarray] | None = None
+        # Where the last render's pasted lips (landmarks 48-67) landed, frame pixels.
+        self.last_lips: np.ndarray | None = None
 
     @property
     def sharpening(self) -> float:
@@ -346,6 +348,7 @@ class Compositor:
         ``target_lm``; returns the changed region (x0, y0, x1, y1) or None. ``own``: the
         bank entry taken from this very frame, if there is one (it calibrates the
         sharpening: see :meth:`_calibrate`)."""
+        self.last_lips = None
         if alpha <= 0.0:
             return None
         b = self.bank
@@ -387,6 +390,7 @@ class Compositor:
         if drop > _CHIN_TOLERANCE * self.iod:
             patch, moved = keep_chin(patch, e_lm - shift.astype(np.float32), drop)
             e_lm = moved + shift.astype(np.float32)
+        self.last_lips = e_lm[48:68] @ from_c[:, :2].T + from_c[:, 2]
         mask, (bx0, by0, bx1, by1) = lower_face_mask(t_canon, e_lm, canon.size, self.feather)
         # Region of interest in the frame: the mask's bounding box, warped.
         corners = np.array([[bx0, by0], [bx1, by0], [bx0, by1], [bx1, by1]], np.float64)

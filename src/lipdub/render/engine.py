@@ -396,9 +396,11 @@ class _Guarded:
                                 own=self._own.get(row)) is None:
                 return
             out_small = SmallLab.of(rgb[y0:y1, x0:x1])
+            pasted = self.comp.last_lips
             ok, why = check_patch(out_small, src_small, self.prev_out,
                                   self._mask(x0, y0, x1, y1), prev_source_roi=self.prev_src,
-                                  lips=lips)
+                                  lips=lips,
+                                  new_lips=None if pasted is None else pasted - (x0, y0))
             if ok:
                 self.last_good = k
                 self._accept(row, lm, out_small, src_small)

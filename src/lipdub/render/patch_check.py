@@ -94,6 +94,7 @@ def check_patch(rendered_roi: np.ndarray | SmallLab, source_roi: np.ndarray | Sm
                 prev_rendered_roi: np.ndarray | SmallLab | None, mask: np.ndarray, *,
                 prev_source_roi: np.ndarray | SmallLab | None = None,
                 lips: np.ndarray | None = None,
+                new_lips: np.ndarray | None = None,
                 limits: PatchLimits | None = None) -> tuple[bool, str]:
     """Is a rendered region plausible? Returns (ok, reason); reason is "" when ok.
 
@@ -103,6 +104,10 @@ def check_patch(rendered_roi: np.ndarray | SmallLab, source_roi: np.ndarray | Sm
     compared at a small fixed size, so a box that follows the face is what fits best).
     ``lips`` (>= 20 points, ROI pixels: the target's landmarks 48-67) marks where a change
     is expected: the structure check only looks away from the mouth and jaw drop.
+    ``new_lips`` (20 points, ROI pixels): where the pasted mouth's lips landed. Its mouth
+    is meant to change the frame too: wide lips pasted over pursed ones reach past the
+    old mouth's corners, and judged as "the face around the mouth" that read as damage
+    (a third of KatieHill's rejected frames, each one the source's mouth flashing in).
 
     Checks, all on the masked region away from the mouth when ``lips`` is given (the mouth
     itself is meant to change): colour (the patch's mean Lab against the source's);
@@ -134,6 +139,13 @@ def check_patch(rendered_roi: np.ndarray | SmallLab, source_roi: np.ndarray | Sm
         cv2.fillConvexPoly(mouth, cv2.convexHull(np.concatenate([hull, drop])).astype(np.int32),
                            1)
         grown = cv2.dilate(mouth, disc(max(1, int(0.2 * width))))
+        if new_lips is not None:
+            # The pasted lips themselves, and a rim (their edge is where the blend shows);
+            # no more: a hand over mouth and cheeks must still read as one.
+            nl = np.asarray(new_lips, np.float64)[-20:] * f
+            pasted = np.zeros(core.shape, np.uint8)
+            cv2.fillConvexPoly(pasted, cv2.convexHull(nl.astype(np.float32)).astype(np.int32), 1)
+            grown |= cv2.dilate(pasted, disc(max(1, int(0.1 * width))))
         away = core & (grown == 0)
     n_away = int(np.count_nonzero(away))
     # Colour and jumps are judged away from the mouth too: a mouth that closes after an
