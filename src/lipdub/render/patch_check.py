@@ -145,7 +145,7 @@ def check_patch(rendered_roi: np.ndarray | SmallLab, source_roi: np.ndarray | Sm
             nl = np.asarray(new_lips, np.float64)[-20:] * f
             pasted = np.zeros(core.shape, np.uint8)
             cv2.fillConvexPoly(pasted, cv2.convexHull(nl.astype(np.float32)).astype(np.int32), 1)
-            grown |= cv2.dilate(pasted, disc(max(1, int(0.1 * width))))
+            grown = cv2.max(grown, cv2.dilate(pasted, disc(max(1, int(0.1 * width)))))
         away = core & (grown == 0)
     n_away = int(np.count_nonzero(away))
     # Colour and jumps are judged away from the mouth too: a mouth that closes after an
