@@ -46,3 +46,47 @@ def test_a_mouth_wider_than_the_one_it_covers_is_kept(tmp_path: Path) -> None:
     face = res.faces[0]
     assert face["frames_changed"] >= 0.9 * half
     assert face["frames_rejected"] == 0
+
+
+def test_after_a_refused_frame_the_next_is_judged_against_the_last_kept_one() -> None:
+    """A refused frame shows its original pixels; the patch after it used to be judged
+    against them, and a dub differs from the original away from the mouth too (jaw,
+    chin): every next patch read as a jump, and one refused frame of face_4 became seven
+    (bench/articulation.py). Now the next patch is judged against the last output kept."""
+    from lipdub.render.bank import BankBuilder
+    from lipdub.render.compose import Compositor
+    from lipdub.render.engine import _Guarded
+    from lipdub.render.targets import render_targets
+    from tests.render.test_sync import frames_of
+
+    video = media("videoretalking__face_3.mp4")
+    track = lipdub.identify(video).faces[0].track
+    frames = frames_of(video)
+    builder = BankBuilder(track.landmarks, track.frames, track.pose, cap=60)
+    for i in range(min(len(frames), int(track.frames[-1]) + 1)):
+        if builder.wants(i):
+            builder.add(i, frames[i])
+    bank = builder.build()
+    targets = render_targets(track.landmarks, track.frames, bank.canonical.template)
+    guard = _Guarded(Compositor(bank), "face", targets)
+    origin = np.zeros(2)
+    row = 40
+    k = int(np.argmin(np.abs(bank.opening - 0.05)))
+
+    def render(r: int, source: np.ndarray | None = None) -> None:
+        f = int(track.frames[r])
+        guard.render(frames[f].copy(), source, f, r, targets.landmarks[r], origin, k, 1.0,
+                     float(bank.opening[k]), float(bank.width[k]))
+
+    render(row)
+    assert guard.rejected == 0 and guard.prev_out is not None
+    kept = guard.prev_out
+    # The next frame's source is unlike its frame (colour shifted): every patch on it
+    # fails the colour check, and the frame keeps its (original) pixels.
+    f = int(track.frames[row + 1])
+    shifted = np.clip(frames[f] * np.array([1.5, 1.0, 0.7]), 0, 255).astype(np.uint8)
+    render(row + 1, source=shifted)
+    assert guard.rejected == 1
+    assert guard.prev_out is kept
+    render(row + 2)
+    assert guard.rejected == 1

@@ -382,7 +382,7 @@ class _Guarded:
                 and np.isfinite(self.prev_lm).all()):
             jump = float(landmark_jumps(self.prev_lm, lm)[0])
         if not self.targets.plausible[row] or (jump is not None and jump > MAX_LANDMARK_JUMP):
-            self._reject(index, "tracked landmarks implausible", row, lm, None, None)
+            self._reject(index, "tracked landmarks implausible", row, lm, landmarks_ok=False)
             return
         x0, y0, x1, y1 = roi_box(lm, rgb.shape)
         src = rgb[y0:y1, x0:x1].copy() if source is None else source[y0:y1, x0:x1]
@@ -406,7 +406,7 @@ class _Guarded:
                 self._accept(row, lm, out_small, src_small)
                 return
             rgb[y0:y1, x0:x1] = src
-        self._reject(index, why, row, lm, src_small, src_small)
+        self._reject(index, why, row, lm)
 
     def drawn(self) -> tuple[int, int, int, int] | None:
         """Where the last render may have changed pixels (x0, y0, x1, y1), or None."""
@@ -431,10 +431,19 @@ class _Guarded:
         self.prev_row, self.prev_lm, self.prev_out, self.prev_src = row, lm, out, src
 
     def _reject(self, index: int, why: str, row: int, lm: np.ndarray,
-                out: SmallLab | None, src: SmallLab | None) -> None:
+                landmarks_ok: bool = True) -> None:
+        """The frame keeps its original pixels. The next frame's patch is then judged
+        against the last *accepted* output and its source, not against this frame's
+        original pixels: a dub differs from the original away from the mouth too (jaw,
+        chin), so judged against them every next patch read as a jump and one refused
+        frame became seven (face_4, bench/articulation.py). The flash back to the dub
+        cannot be avoided; it can be kept to the refused frames."""
         self.rejected += 1
         log.warning("%s: frame %d kept original pixels (%s)", self.face_id, index, why)
-        self.prev_row, self.prev_lm, self.prev_out, self.prev_src = row, lm, out, src
+        self.prev_row, self.prev_lm = row, lm
+        if not landmarks_ok:
+            # Nothing to judge the next patch against: the face was not where it seemed.
+            self.prev_out = self.prev_src = None
 
 
 def _mouth_crop(rgb: np.ndarray, lm: np.ndarray, size: int = 160) -> np.ndarray:
