@@ -3,6 +3,8 @@ where a natural run of source frames would make the jump for free."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 
 from lipdub.faces.geometry import lip_height
@@ -20,6 +22,7 @@ def _bank(openings: list[float], frames: list[int], thumbs: np.ndarray) -> Bank:
         width=np.full(k, 0.9, np.float32),
         pose=np.zeros((k, 3), np.float32),
         frames=np.asarray(frames),
+        source_frames=np.asarray(frames),
         thumbs=thumbs.astype(np.float32),
     )
 
@@ -94,5 +97,6 @@ def test_neighbouring_rows_across_a_gap_are_not_a_natural_run() -> None:
     bank = _bank([0.10, 0.104], [10, 11], np.stack([a, -3.0 * a]))
     target, width, pose = np.array([0.10, 0.104]), np.full(2, 0.9), np.zeros((2, 3))
     assert select_entries(bank, target, width, pose).tolist() == [0, 1]
-    apart = select_entries(bank, target, width, pose, entry_frames=np.array([10, 200]))
+    apart = select_entries(replace(bank, source_frames=np.array([10, 200])), target, width,
+                           pose)
     assert apart.tolist() == [0, 0]

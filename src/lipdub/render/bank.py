@@ -111,7 +111,11 @@ class Bank:
     opening: np.ndarray  # (K,) geometry units (inner-lip gap / IOD)
     width: np.ndarray  # (K,)
     pose: np.ndarray  # (K, 3)
-    frames: np.ndarray  # (K,) track row of each entry (the track's frames[row] is its frame)
+    frames: np.ndarray  # (K,) track row of each entry
+    # (K,) its source frame number: the same as the row only on a track without gaps (a
+    # face track joined across a gap or a cut has neighbouring rows that are not
+    # neighbouring frames).
+    source_frames: np.ndarray
     thumbs: np.ndarray  # (K, D) small grey mouth images, for transition costs
 
     def __len__(self) -> int:
@@ -138,6 +142,7 @@ class BankBuilder:
         w, h = self.canonical.size
         self._patches = np.empty((len(self._slot), h, w, 3), np.uint8)
         self._lm = landmarks
+        self._frames = np.asarray(frames)
         self._pose = pose
         self._entries: dict[int, np.ndarray] = {}  # row -> canonical landmarks
 
@@ -182,6 +187,7 @@ class BankBuilder:
             width=mouth_width(lms).astype(np.float32),
             pose=self._pose[rows].astype(np.float32),
             frames=rows,
+            source_frames=self._frames[rows],
             thumbs=thumbs,
         )
 

@@ -222,8 +222,7 @@ class ClassicEngine:
                        else job.target_closure[sel_frames])
             picks = select_entries(bank, job.target_open[sel_frames],
                                    job.target_width[sel_frames], tr.pose[active],
-                                   target_closure=closure, max_step=job.max_step,
-                                   entry_frames=tr.frames[bank.frames])
+                                   target_closure=closure, max_step=job.max_step)
             # Frame -> (bank entry, track row), both looked up once here.
             rows = np.flatnonzero(active)
             plan = {int(f): (int(k), int(r))
@@ -326,8 +325,8 @@ def _vetted(bank: Bank, face_id: str) -> Bank:
     keep = vet_entries(bank.patches, bank.landmarks, bank.canonical.template, bank.pose,
                        scores=scores)
     for k in np.flatnonzero(~keep):
-        log.info("%s: bank entry from track row %d dropped (%s)", face_id, int(bank.frames[k]),
-                 scores.reason(int(k)))
+        log.info("%s: bank entry from frame %d dropped (%s)", face_id,
+                 int(bank.source_frames[k]), scores.reason(int(k)))
     return subset_bank(bank, keep) if not keep.all() else bank
 
 

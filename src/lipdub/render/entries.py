@@ -196,4 +196,5 @@ def subset_bank(bank: Bank, keep: np.ndarray) -> Bank:
     idx = np.nonzero(np.asarray(keep, bool))[0]
     return replace(bank, patches=bank.patches[idx], landmarks=bank.landmarks[idx],
                    opening=bank.opening[idx], width=bank.width[idx], pose=bank.pose[idx],
-                   frames=bank.frames[idx], thumbs=bank.thumbs[idx])
+                   frames=bank.frames[idx], source_frames=bank.source_frames[idx],
+                   thumbs=bank.thumbs[idx])

@@ -33,7 +33,6 @@ def select_entries(
     max_step: float | None = None,
     w_speed: float = 3.0,
     w_seal: float = 2.0,
-    entry_frames: np.ndarray | None = None,
 ) -> np.ndarray:
     """Indices into ``bank`` for each of the T target frames.
 
@@ -43,12 +42,8 @@ def select_entries(
     two targets a small step apart could take entries on either side of them, and the
     switch between a nearly shut and a half open entry was the one-frame jump an
     independent landmark track sees (bench/motion.py), though the targets were smooth.
-
-    ``entry_frames``: the source frame number of each entry (the bank keeps track rows,
-    which are frame numbers only on a track without gaps: a face track joined across a
-    gap or a cut has neighbouring rows that are not neighbouring frames).
     """
-    src_frames = np.asarray(bank.frames if entry_frames is None else entry_frames)
+    src_frames = bank.source_frames  # runs of the source are runs of frames, not of rows
     t_len = len(target_open)
     if t_len == 0:
         return np.zeros(0, np.int64)
