@@ -2,6 +2,8 @@
 
     .venv/bin/python tools/eval_visemes.py                       # the shipped model
     .venv/bin/python tools/eval_visemes.py --model a.npz --model b.npz
+    .venv/bin/python tools/eval_visemes.py --contacts --model a.npz  # hits and false alarms
+    .venv/bin/python tools/eval_visemes.py --short-words             # one-word recordings
 
 For each synthesizer and voice, fresh phone-timed sentences (a seed training never uses)
 are spoken, clean and through a simulated room and microphone; for every phone of a
@@ -10,6 +12,16 @@ class the renderer cares about, "hit" means the model gives that class a posteri
 class above 0.5 somewhere inside 100 % of espeak's /p b m/ and rounded vowels, but inside
 only 56 % of the other synthesizers' /p b m/ ..."), so a held-out synthesizer's figure
 here is directly comparable.
+
+``--contacts`` reads the model as the renderer does: contact segments (the 30 ms mean of
+the bilabial posterior over a threshold, ``visemes._contact``) at four thresholds, pooled
+over a group of voices (``--group``: the voices a model trained ``--leave-out
+flite:awb,flite:rms,festival:ked_diphone,festival:upc_ca_ona_hts`` never heard, espeak's
+English, or espeak's held-out German and Spanish), clean and through a room: the share
+of /p b m/ a segment touches, and the segments that touch none, per minute of speech.
+A model that finds more at the same false alarms tells the classes apart better.
+``--short-words`` speaks 30 one- and two-word recordings ("Papa", "apa", "Bob") in four
+languages, each on its own: the recording is all there is to normalise by.
 
 Validation holds out whole synthesizers: train with ``--synths espeak,festival`` and read
 the flite rows, train with ``--synths espeak,flite`` and read the Festival rows. The voices
@@ -86,14 +98,101 @@ def hits(model: V.VisemeModel, x16: np.ndarray, phones: list) -> dict[str, list[
     return out
 
 
+GROUPS: dict[str, list[tuple[str, str, list[str]]]] = {
+    "unheard": [("flite", "awb", EN), ("flite", "rms", EN), ("festival", "ked_diphone", EN),
+                ("festival", "upc_ca_ona_hts", CA)],
+    "espeak-en": [("espeak", "en-us+m1", EN), ("espeak", "en-us+f3", EN)],
+    "espeak-heldout": [("espeak", "de+m3", DE), ("espeak", "es+f2", ES), ("espeak", "de", DE),
+                       ("espeak", "es", ES), ("espeak", "es+m2", ES)],
+}
+THRESHOLDS = (0.3, 0.4, 0.5, 0.6)
+SHORT_WORDS = [
+    ("apa", "es"), ("apa apa", "es"), ("mapa", "es"), ("papa", "es"), ("Pablo", "es"),
+    ("bebe", "es"), ("Papa", "de"), ("Oma", "de"), ("Baby", "de"), ("Bob", "en-us"),
+    ("Mom", "en-us"), ("Pop", "en-us"), ("apple", "en-us"), ("happy", "en-us"),
+    ("maybe", "en-us"), ("Emma", "en-us"), ("papa", "fr"), ("pomme", "fr"), ("ba", "es"),
+    ("ama", "es"), ("upa", "es"), ("ipi", "es"), ("opo", "es"), ("epa", "es"), ("apa", "it"),
+    ("apa", "de"), ("apa", "en-us"), ("abba", "en-us"), ("Umpa", "de"), ("ampa", "es"),
+]
+
+
+def _segments(p: np.ndarray, threshold: float) -> list[tuple[int, int]]:
+    on = np.convolve(p, np.ones(3) / 3.0, mode="same") > threshold
+    e = np.flatnonzero(np.diff(np.r_[0, on.astype(np.int8), 0]))
+    return list(zip(e[::2].tolist(), e[1::2].tolist(), strict=True))
+
+
+def contacts(models: list[tuple[str, V.VisemeModel]], group: str, seed: int) -> None:
+    """Hits and false alarms of bilabial contact segments, pooled over ``group``."""
+    rng = np.random.default_rng(seed)
+    tally = {name: {t: [0, 0, 0] for t in THRESHOLDS} for name, _ in models}  # hit, n, false
+    seconds = 0.0
+    for synth, voice, texts in GROUPS[group]:
+        utts = speak(synth, voice, texts)
+        for cond in ("clean", "room"):
+            for audio, sr, phones in utts:
+                lead = np.zeros(int(0.3 * sr), np.float32)
+                x = np.concatenate([lead, audio, lead])
+                if cond == "room":
+                    x = _augment(x, sr, rng)
+                bil = [(int(round((a + 0.3) * 100)), int(round((b + 0.3) * 100)) + 1)
+                       for a, b, lab in phones if V.BILABIAL in viseme_of(lab)]
+                seconds += audio.size / sr
+                f = V.features(V.to_16k(x, sr))
+                for name, m in models:
+                    p = m.posteriors(f)[:, V.BILABIAL]
+                    for t in THRESHOLDS:
+                        segs = _segments(p, t)
+                        row = tally[name][t]
+                        for i0, i1 in bil:  # 20 ms of slack either side, as _contact leads
+                            row[0] += any(a < i1 + 2 and b > i0 - 2 for a, b in segs)
+                            row[1] += 1
+                        row[2] += sum(not any(a < i1 + 2 and b > i0 - 2 for i0, i1 in bil)
+                                      for a, b in segs)
+    print(f"{group}: share of /p b m/ a contact segment touches, and false segments per "
+          f"minute ({seconds / 60:.1f} min of speech, clean and room)")
+    for name, _ in models:
+        print(f"  {name[:16]:16s} " + "   ".join(
+            f"@{t}: {100 * r[0] / max(r[1], 1):4.1f} % fa {r[2] / seconds * 60:4.1f}"
+            for t, r in tally[name].items()))
+
+
+def short_words(models: list[tuple[str, V.VisemeModel]]) -> None:
+    """Share of /p b m/ heard (10 ms posterior over 0.5 within 10 ms of the phone) in
+    recordings of one or two words, each normalised on its own."""
+    peaks: dict[str, list[float]] = {name: [] for name, _ in models}
+    for text, voice in SHORT_WORDS:
+        audio, sr, phones = synth_espeak(text, voice)
+        f = V.features(V.to_16k(audio, sr))
+        for name, m in models:
+            p = m.posteriors(f)[:, V.BILABIAL]
+            for a, b, lab in phones:
+                if V.BILABIAL in viseme_of(lab):
+                    i0 = max(int(a * 100) - 1, 0)
+                    peaks[name].append(float(p[i0 : int(b * 100) + 2].max()))
+    for name, v in peaks.items():
+        print(f"  {name[:16]:16s} short words: {100 * np.mean(np.asarray(v) > 0.5):.0f} % of "
+              f"{len(v)} /p b m/ heard")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--model", type=Path, action="append",
                     help="viseme_mlp.npz files to compare (default: the shipped one)")
     ap.add_argument("--seed", type=int, default=7)
+    ap.add_argument("--contacts", action="store_true",
+                    help="contact segments' hits and false alarms over --group")
+    ap.add_argument("--group", choices=sorted(GROUPS), default="unheard")
+    ap.add_argument("--short-words", action="store_true")
     args = ap.parse_args()
     paths = args.model or [Path(V.__file__).with_name("viseme_mlp.npz")]
     models = [(p.stem, V.read_model(str(p))) for p in paths]
+    if args.contacts or args.short_words:
+        if args.contacts:
+            contacts(models, args.group, args.seed)
+        if args.short_words:
+            short_words(models)
+        return
     rng = np.random.default_rng(args.seed)
     print(f"{'voice':28s} {'cond':5s} " + " ".join(
         f"{m[:10]:>10s}:{k[:5]:5s}" for m, _ in models for k in ("bilab", "round", "open",
