@@ -9,7 +9,6 @@ always shows.
 from __future__ import annotations
 
 import sys
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -17,14 +16,13 @@ import pytest
 
 from lipdub.speech.cues import articulation_cues
 from lipdub.speech.features import frame_features, speech_loudness
-from lipdub.speech.mouth import SpeechAnalysis, closure_frames, mouth_targets
+from lipdub.speech.mouth import closure_frames, mouth_targets
 from lipdub.speech.visemes import (
     BILABIAL,
     BILABIAL_CONTACT,
     CLASSES,
     frame_visemes,
     viseme_posteriors,
-    visemes_at_frames,
 )
 from tests.speech.test_mouth import FPS, SPEECH, SR, load, typical_profile, with_pauses
 
@@ -153,92 +151,43 @@ def test_another_synthesizer_closes_too(tmp_path: Path) -> None:
     assert np.mean(closed) >= 0.85, f"{sum(closed)}/{len(closed)} bilabials closed"
 
 
-@dataclass
-class WeakVoice:
-    """espeak speech whose bilabial posterior is scaled down, as a voice the model never
-    heard reads (issue 20: held-out synthesizers peak at 0.3-0.5 instead of 0.9)."""
+def test_a_voice_heard_less_surely_still_brings_the_lips_near(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A voice unlike any the model was trained on gets bilabial posteriors that peak at
+    0.3-0.5 instead of 0.9 (issue 20: held-out synthesizers). Played here by espeak's
+    speech with the model's bilabial posterior scaled down: the lips still come near
+    (under half the person's median opening) on its /p b m/, while its open vowels
+    stay open; with near-closures switched off, some of them are lost (the stops whose
+    own silence does not bring the curve down)."""
+    from lipdub.speech import mouth
+    from lipdub.speech.mouth import SpeechAnalysis
+    from lipdub.speech.visemes import visemes_at_frames
 
-    audio: np.ndarray
-    sr: int
-    n: int
-    analysis: SpeechAnalysis
-    bilabials: list[tuple[float, float]]
-    opens: list[tuple[float, float]]
-
-
-def weak_voice() -> WeakVoice:
     audio, sr, phones = synth("Bob bought a blue moon boot. Peter met my mum by the map. "
                               "A happy puppy bumped the lamp.", "en-us+m3")
     pad = np.zeros(sr // 2, np.float32)
     audio = np.concatenate([pad, audio, pad])
     phones = [(a + 0.5, b + 0.5, p) for a, b, p in phones]
     n = int(audio.size / sr * FPS)
-    weak = viseme_posteriors(audio, sr).copy()
-    # Peaks of ~0.9 now read ~0.4: over the near-closure threshold, under the contact one.
-    weak[:, BILABIAL] = np.minimum(0.45 * weak[:, BILABIAL], BILABIAL_CONTACT - 0.02)
-    analysis = SpeechAnalysis(frame_features(audio, sr, FPS, n), visemes_at_frames(weak, FPS, n))
+    p10 = viseme_posteriors(audio, sr)
+    weak = p10.copy()
+    weak[:, BILABIAL] *= 0.45  # peaks of ~0.9 now read ~0.4: under the contact threshold
+    ff = frame_features(audio, sr, FPS, n)
+    analysis = SpeechAnalysis(ff, visemes_at_frames(weak, FPS, n))
+    prof = typical_profile()
+    half_median = 0.5 * float(prof.open_q[50])
     bil = [(a, b) for a, b, p in phones if p.startswith(_BILABIAL)]
     opens = [(a, b) for a, b, p in phones if p in ("a", "aɪ", "aʊ", "ɑː", "æ")]
     assert len(bil) >= 15 and len(opens) >= 3
-    return WeakVoice(audio, sr, n, analysis, bil, opens)
-
-
-def test_a_voice_heard_less_surely_still_brings_the_lips_near(
-        monkeypatch: pytest.MonkeyPatch) -> None:
-    """A voice unlike any the model was trained on (``weak_voice``): the lips still come
-    near (under half the person's median opening) on its /p b m/, while its open vowels
-    stay open; with near-closures switched off, some of them are lost (the stops whose
-    own silence does not bring the curve down)."""
-    from lipdub.speech import mouth
-
-    w = weak_voice()
-    prof = typical_profile()
-    half_median = 0.5 * float(prof.open_q[50])
-    n = w.n
 
     def shut(t: np.ndarray, spans: list[tuple[float, float]]) -> float:
         return float(np.mean([t[frames_of_phone(a, b, n)].min() < half_median
                               for a, b in spans]))
 
-    t = mouth_targets(w.audio, w.sr, FPS, n, prof, analysis=w.analysis)
-    bil, opens = w.bilabials, w.opens
+    t = mouth_targets(audio, sr, FPS, n, prof, analysis=analysis)
     assert shut(t.open, bil) >= 0.95, shut(t.open, bil)
     assert not t.closure.any() or t.closure.mean() < 0.05  # near, not pressed
     assert max(t.open[frames_of_phone(a, b, n)].max() for a, b in opens) > 2 * half_median
     monkeypatch.setattr(mouth, "NEAR_CLOSURES", False)
-    off = mouth_targets(w.audio, w.sr, FPS, n, prof, analysis=w.analysis)
+    off = mouth_targets(audio, sr, FPS, n, prof, analysis=analysis)
     assert shut(off.open, bil) <= shut(t.open, bil) - 0.1
-
-
-def test_a_near_closure_comes_nearer_than_a_lip_teeth_contact_and_is_held(
-        monkeypatch: pytest.MonkeyPatch) -> None:
-    """A near-closure held only at the lip-teeth level, for as long as the model's
-    segment lasted, was drawn about half shut and often for one frame: on an independent
-    track 40 % of them did not read as closed (bench/motion.py, a model that never heard
-    the voice). Now the lips come most of the way to shut (``mouth.NEAR_DEPTH``) and stay
-    there as long as a closure lasts (``trajectory.MIN_CLOSURE_S``)."""
-    from lipdub.speech import mouth
-    from lipdub.speech.profile import closed_level
-    from lipdub.speech.trajectory import min_closure_frames
-
-    w = weak_voice()
-    prof = typical_profile()
-    shut = closed_level(prof)
-    labio = min(float(prof.open_q[10]), 0.45 * float(prof.open_q[50]))
-    deep = shut + 0.5 * (labio - shut)  # halfway from the lip-teeth level to shut
-
-    def reached(t: np.ndarray) -> tuple[float, int]:
-        """Share of /p b m/ whose curve comes under ``deep``; the shortest such run."""
-        low = t < deep + 1e-6
-        hits = [bool(low[frames_of_phone(a, b, w.n)].any()) for a, b in w.bilabials]
-        edges = np.flatnonzero(np.diff(np.r_[0, low.astype(np.int8), 0]))
-        runs = edges[1::2] - edges[::2]
-        return float(np.mean(hits)), int(runs.min()) if runs.size else 0
-
-    now = reached(mouth_targets(w.audio, w.sr, FPS, w.n, prof, analysis=w.analysis).open)
-    assert now[0] >= 0.8, now
-    assert now[1] >= min_closure_frames(FPS), now
-    monkeypatch.setattr(mouth, "NEAR_DEPTH", 0.0)
-    monkeypatch.setattr(mouth, "NEAR_HOLD", False)
-    before = reached(mouth_targets(w.audio, w.sr, FPS, w.n, prof, analysis=w.analysis).open)
-    assert before[0] <= now[0] - 0.3, (before, now)

@@ -89,16 +89,6 @@ _UNDERSHOOT_ALL = 0.3
 _SHORT_S = 0.12
 _LONG_S = 0.36
 NEAR_CLOSURES = True
-# How near a near-closure brings the lips: 0 as near as a lip-teeth contact, 1 shut.
-# At 0 (the third pass) 40 % of the near-closures of a voice the model never heard did
-# not read as closed on an independent track (bench/motion.py --viseme-weights, a model
-# trained without flite and Festival's ked); halfway to shut, and held as long as a
-# closure (NEAR_HOLD: they had been as short as the model's segment, often one frame),
-# the share of /p b m/ closed rose 0.77 -> 0.80 (flite awb) and 0.71 -> 0.74 (Festival
-# ked). All the way shut (1.0) read 0.81 / 0.75, within the run-to-run spread, and costs
-# more where the model was wrong (a /t/ or /n/ pressed shut): not taken.
-NEAR_DEPTH = 0.5
-NEAR_HOLD = True
 
 
 @dataclass
@@ -309,9 +299,9 @@ def near_closure_frames(vis: FrameVisemes, gate: np.ndarray,
                         loudness: np.ndarray) -> np.ndarray:
     """Frames where the model hears a bilabial less surely than :func:`closure_frames`
     asks (a voice unlike any it was trained on: its posteriors peak at 0.3-0.5 where a
-    familiar voice's reach 0.9). The lips come nearer than for /f v/ (``NEAR_DEPTH``),
-    not pressed: a near-closure still reads as a /p b m/, and where the model was wrong
-    (a /t/ or /n/, whose lips are half shut anyway) it costs little."""
+    familiar voice's reach 0.9). The lips come near, as for /f v/, not pressed: a
+    near-closure still reads as a /p b m/, and where the model was wrong (a /t/ or /n/,
+    whose lips are half shut anyway) it costs little."""
     return np.asarray(vis.bilabial_near * (gate > 0.2) * _quiet(loudness)
                       > visemes.BILABIAL_NEAR)
 
@@ -374,28 +364,19 @@ def mouth_targets(
     o_score = apply_calibration(profile.open_cal, cm, generic_open(c))
     closed = closure_frames(vis, c.gate, ff.loudness)
     labio = (vis.labiodental * (c.gate > 0.2) > 0.5) & ~closed
-    near = np.zeros_like(labio)
     if NEAR_CLOSURES:
-        near = near_closure_frames(vis, c.gate, ff.loudness) & ~closed
-        if NEAR_HOLD:
-            near = hold_closures(near, ff.loudness, min_closure_frames(fps)) & ~closed
-        labio |= near
+        labio |= near_closure_frames(vis, c.gate, ff.loudness) & ~closed
     q = profile.open_q
     span = float(q[95] - q[5])
     lo, hi = float(profile.open_q[0]), float(profile.open_q[-1])
     lo, hi = min(lo, profile.rest_open), max(hi, profile.rest_open)
     held = hold_closures(closed, ff.loudness, min_closure_frames(fps))
-    near &= ~held
-    labio_level = min(float(q[10]), 0.45 * float(q[50]))
-    shut = closed_level(profile)
-    contact_level = np.where(near, labio_level - NEAR_DEPTH * max(labio_level - shut, 0.0),
-                             labio_level)
 
     def with_articulation(curve: np.ndarray) -> np.ndarray:
         return articulate(
             np.clip(curve, lo, hi), held, labio & ~held, c.act, fps=fps,
-            closed_level=shut,
-            labio_level=contact_level,
+            closed_level=closed_level(profile),
+            labio_level=min(float(q[10]), 0.45 * float(q[50])),
             step=step_limit(profile, fps),
             nucleus=vis.post[:, OPEN] + 0.5 * vis.post[:, MID])
 

@@ -118,31 +118,28 @@ def lower_limit(x: np.ndarray, step: float) -> np.ndarray:
 
 
 def articulate(opening: np.ndarray, held: np.ndarray, labio: np.ndarray,
-               speech: np.ndarray, *, fps: float, closed_level: float,
-               labio_level: float | np.ndarray, step: float,
-               nucleus: np.ndarray | None = None) -> np.ndarray:
+               speech: np.ndarray, *, fps: float, closed_level: float, labio_level: float,
+               step: float, nucleus: np.ndarray | None = None) -> np.ndarray:
     """``opening`` with closures and lip-teeth contacts imposed.
 
     ``held`` are the frames whose lips are together (the closures, grown by
     :func:`hold_closures`), ``labio`` those with the lower lip at the teeth, ``speech``
     the activity (0..1: only speech frames are drawn toward a contact, a pause keeps its
-    rest); ``labio_level`` the opening of a contact (one level, or one per frame: a
-    near-closure comes nearer than a lip-teeth contact); ``step`` the largest per-frame
-    change into and out of them. ``nucleus`` (0..1, e.g. the open-vowel posterior) marks
-    the frames whose opening is itself an articulatory target: the smoothing holds them
-    near their level instead of shaving them like a transient.
+    rest); ``step`` the largest per-frame change into and out of them. ``nucleus`` (0..1,
+    e.g. the open-vowel posterior) marks the frames whose opening is itself an
+    articulatory target: the smoothing holds them near their level instead of shaving
+    them like a transient.
     """
     x = np.asarray(opening, np.float64)
     held = np.asarray(held, bool)
     labio = np.asarray(labio, bool) & ~held
-    level = np.broadcast_to(np.asarray(labio_level, np.float64), x.shape)[labio]
     # The smoothest curve (least squared acceleration) that stays near the speech's
     # targets and passes through every closure, never above the targets: a peak the
     # mouth could only reach with a jerk is shaved, a closure's neighbours come down part
     # of the way. Lip-teeth contacts are held the same way at their own level (left out,
     # each was a one-frame dip: an open -> shut -> open flicker on an independent track).
     target = x.copy()
-    target[labio] = np.minimum(target[labio], level)
+    target[labio] = np.minimum(target[labio], labio_level)
     target[held] = closed_level
     weight = np.where(held | labio, _HOLD_WEIGHT, 1.0)
     if nucleus is not None:
@@ -154,5 +151,5 @@ def articulate(opening: np.ndarray, held: np.ndarray, labio: np.ndarray,
     y = np.where(near, np.maximum(y, closed_level + _KEEP * (x - closed_level)), y)
     y = np.where(np.asarray(speech) > 0.5, y, x)
     y[held] = closed_level
-    y[labio] = np.minimum(y[labio], level)
+    y[labio] = np.minimum(y[labio], labio_level)
     return lower_limit(y, step)

@@ -63,9 +63,10 @@ _CHUNK = 1000
 # sentence spreads 1.3-2.2 per band over its louder frames; a lone word ("Papa", "apa")
 # only 0.5-0.9, so dividing by its own spread blew its features up to three times their
 # usual size, and a one-word dub lost most of its /p b m/ (a probe of 30 short words in
-# four languages: 76 % heard, 84 % with the floor). Sentences of 2-3 s rarely reach it:
-# on them the share of /p b m/ heard moved by a point or less (tools/eval_visemes.py's
-# sentences; docs/benchmarks.md, fifth pass), so the model needed no retraining.
+# four languages: 76 % heard, 84 % with the floor). Sentences of 2-3 s reach it in a few
+# bands at most: on them the share of /p b m/ heard moved by a point or less and the false
+# contacts by -3 to +4 a minute (tools/eval_visemes.py --contacts; docs/benchmarks.md,
+# fifth pass), so the model was not retrained.
 SD_FLOOR = 1.0
 
 
