@@ -59,15 +59,16 @@ def _mel_matrix() -> np.ndarray:
 # context-stacked features, the MLP's hidden layers) are some 15 MB; larger blocks made
 # a minute of speech peak at 120 MB, so peak memory grew with the input's length.
 _CHUNK = 1000
-# The least spread (nats of log-mel energy) a recording's normalisation divides by. A
-# sentence spreads 1.3-2.2 per band over its louder frames; a lone word ("Papa", "apa")
-# only 0.5-0.9, so dividing by its own spread blew its features up to three times their
-# usual size, and a one-word dub lost most of its /p b m/ (a probe of 30 short words in
-# four languages: 76 % heard, 84 % with the floor). Sentences of 2-3 s reach it in a few
-# bands at most: on them the share of /p b m/ heard moved by a point or less and the false
-# contacts by -3 to +4 a minute (tools/eval_visemes.py --contacts; docs/benchmarks.md,
-# fifth pass), so the model was not retrained.
+# The least spread (nats of log-mel energy) a short recording's normalisation divides by.
+# A sentence spreads 1.3-2.2 per band over its louder frames; a lone word ("Papa", "apa")
+# only 0.5-0.9, so dividing by its own spread blew its features up two to four times, and
+# a one-word dub lost most of its /p b m/ (tools/eval_visemes.py --short-words: 76 %
+# heard, 84 % with the floor). Only under SHORT_LOUD_FRAMES louder frames (about two
+# seconds of speech): on longer recordings the floor also bound the empty bands of
+# band-limited audio, which the model was trained to read divided by their own small
+# spread, and real speech's dubs moved (bench/quality.py: snaps 0.14 -> 0.32).
 SD_FLOOR = 1.0
+SHORT_LOUD_FRAMES = 100
 
 
 def log_mel(x16: np.ndarray) -> np.ndarray:
@@ -95,10 +96,11 @@ def features(x16: np.ndarray) -> np.ndarray:
 
 
 def _normalised(x16: np.ndarray) -> np.ndarray:
-    """Log-mel frames normalised per recording (mean and spread, at least ``SD_FLOOR``, of
-    the louder half of its frames), so the microphone, room and level are taken out; the
-    total-energy column is kept relative to the recording's speech peaks, since "how much
-    quieter than the speech" is what tells a stop gap or a pause from a vowel."""
+    """Log-mel frames normalised per recording (mean and spread of the louder half of its
+    frames, the spread at least ``SD_FLOOR`` on a short recording), so the microphone,
+    room and level are taken out; the total-energy column is kept relative to the
+    recording's speech peaks, since "how much quieter than the speech" is what tells a
+    stop gap or a pause from a vowel."""
     lm = log_mel(x16)
     e = lm[:, N_MELS]
     floor = e.max() - 23.0  # 100 dB below the loudest frame: digital silence
@@ -106,7 +108,9 @@ def _normalised(x16: np.ndarray) -> np.ndarray:
     ref = lm[live] if live.sum() >= 10 else lm
     loud = ref[ref[:, N_MELS] >= np.median(ref[:, N_MELS])]
     mu = loud.mean(0)
-    sd = np.maximum(loud.std(0), SD_FLOOR)
+    sd = loud.std(0) + 1e-3
+    if loud.shape[0] < SHORT_LOUD_FRAMES:
+        sd = np.maximum(sd, SD_FLOOR)
     z = (lm - mu) / sd
     peak = float(np.percentile(ref[:, N_MELS], 95))
     z[:, N_MELS] = (lm[:, N_MELS] - peak) / 4.0
