@@ -65,7 +65,7 @@ _CHUNK = 1000
 # a one-word dub lost most of its /p b m/ (tools/eval_visemes.py --short-words: 76 %
 # heard, 84 % with the floor). Only under SHORT_LOUD_FRAMES louder frames (about two
 # seconds of speech): on longer recordings the floor also bound a few bands of some
-# voices (espeak's lowest and highest, tests/speech/test_normalisation.py), which the
+# voices (espeak's lowest and highest, tests/speech/test_visemes_normalisation.py), which the
 # model was trained to read divided by their own spread, and the benchmarks' dubs moved
 # (bench/quality.py snaps 0.14 -> 0.32; docs/benchmarks.md, fifth pass).
 SD_FLOOR = 1.0

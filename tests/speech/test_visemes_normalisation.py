@@ -1,6 +1,10 @@
 """The viseme features' per-recording normalisation (speech/visemes.py ``_normalised``):
 a lone word is not blown up, and a long recording reads exactly as the model was trained
-to read it."""
+to read it.
+
+Named to run after test_trajectory.py: espeak-ng, in one process, speaks a little
+differently after each voice it spoke before, and that file's pace bounds are tight (run
+before it, the voices here moved its German speech enough to fail it)."""
 
 from __future__ import annotations
 
