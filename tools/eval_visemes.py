@@ -14,7 +14,7 @@ only 56 % of the other synthesizers' /p b m/ ..."), so a held-out synthesizer's 
 here is directly comparable.
 
 ``--contacts`` reads the model as the renderer does: contact segments (the 30 ms mean of
-the bilabial posterior over a threshold, ``visemes._contact``) at four thresholds, pooled
+the bilabial posterior over a threshold, ``visemes.contact_segments``) at four thresholds, pooled
 over a group of voices (``--group``: the voices a model trained ``--leave-out
 flite:awb,flite:rms,festival:ked_diphone,festival:upc_ca_ona_hts`` never heard, espeak's
 English, or espeak's held-out German and Spanish), clean and through a room: the share
@@ -116,12 +116,6 @@ SHORT_WORDS = [
 ]
 
 
-def _segments(p: np.ndarray, threshold: float) -> list[tuple[int, int]]:
-    on = np.convolve(p, np.ones(3) / 3.0, mode="same") > threshold
-    e = np.flatnonzero(np.diff(np.r_[0, on.astype(np.int8), 0]))
-    return list(zip(e[::2].tolist(), e[1::2].tolist(), strict=True))
-
-
 def contacts(models: list[tuple[str, V.VisemeModel]], group: str, seed: int) -> None:
     """Hits and false alarms of bilabial contact segments, pooled over ``group``."""
     rng = np.random.default_rng(seed)
@@ -142,7 +136,7 @@ def contacts(models: list[tuple[str, V.VisemeModel]], group: str, seed: int) -> 
                 for name, m in models:
                     p = m.posteriors(f)[:, V.BILABIAL]
                     for t in THRESHOLDS:
-                        segs = _segments(p, t)
+                        segs = V.contact_segments(p, t)
                         row = tally[name][t]
                         for i0, i1 in bil:  # 20 ms of slack either side, as _contact leads
                             row[0] += any(a < i1 + 2 and b > i0 - 2 for a, b in segs)

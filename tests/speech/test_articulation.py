@@ -22,6 +22,7 @@ from lipdub.speech.visemes import (
     BILABIAL_CONTACT,
     CLASSES,
     frame_visemes,
+    smoothed,
     viseme_posteriors,
 )
 from tests.speech.test_mouth import FPS, SPEECH, SR, load, typical_profile, with_pauses
@@ -92,7 +93,7 @@ def test_short_stop_still_closes_its_frame() -> None:
     strength on a frame of its own, though a frame's mean posterior over 40 ms may fall
     under it."""
     audio, sr, phones = synth("apa aba apa, papa", "es")
-    p30 = np.convolve(viseme_posteriors(audio, sr)[:, BILABIAL], np.ones(3) / 3, mode="same")
+    p30 = smoothed(viseme_posteriors(audio, sr)[:, BILABIAL])
     vis = frame_visemes(audio, sr, FPS, int(audio.size / sr * FPS))
     stops = [(a, b) for a, b, p in phones if p in ("p", "b")]
     heard = [(a, b) for a, b in stops

@@ -21,10 +21,9 @@ from phonetimed import synth  # noqa: E402
 
 
 def test_a_lone_word_is_not_blown_up(monkeypatch: pytest.MonkeyPatch) -> None:
-    """One word spreads 0.5-0.9 nats per band over its louder frames, a sentence 1.3-2.2:
-    divided by its own spread, the word's features came out larger than any sentence's
-    (a median 1.2-1.3 against 0.86 on its speech frames). With the floor they stay in a
-    sentence's range."""
+    """One word spreads much less per band over its louder frames than a sentence:
+    divided by its own spread, its features came out over 1.3 times a sentence's (median
+    size on the speech frames). With the floor they stay in a sentence's range."""
     def size(audio: np.ndarray, sr: int) -> float:
         """Median |feature| over the speech frames (pauses are clipped at the ends)."""
         z = V._normalised(V.to_16k(audio, sr))

@@ -60,14 +60,15 @@ def _mel_matrix() -> np.ndarray:
 # a minute of speech peak at 120 MB, so peak memory grew with the input's length.
 _CHUNK = 1000
 # The least spread (nats of log-mel energy) a short recording's normalisation divides by.
-# A sentence spreads 1.3-2.2 per band over its louder frames; a lone word ("Papa", "apa")
-# only 0.5-0.9, so dividing by its own spread blew its features up two to four times, and
-# a one-word dub lost most of its /p b m/ (tools/eval_visemes.py --short-words: 76 %
-# heard, 84 % with the floor). Only under SHORT_LOUD_FRAMES louder frames (about two
-# seconds of speech): on longer recordings the floor also bound a few bands of some
-# voices (espeak's lowest and highest, tests/speech/test_visemes_normalisation.py), which the
-# model was trained to read divided by their own spread, and the benchmarks' dubs moved
-# (bench/quality.py snaps 0.14 -> 0.32; docs/benchmarks.md, fifth pass).
+# A lone word ("Papa", "apa") spreads much less per band over its louder frames than a
+# sentence, so dividing by its own spread blew its features up (over 1.3 times a
+# sentence's, tests/speech/test_visemes_normalisation.py), and a one-word dub lost a
+# quarter of its /p b m/ (tools/eval_visemes.py --short-words: 76 % heard, 84 % with the
+# floor). Only under SHORT_LOUD_FRAMES louder frames (about two seconds of speech): on
+# longer recordings the floor also bound a few bands of some voices (espeak's lowest and
+# highest, the same test file), which the model was trained to read divided by their own
+# spread, and the benchmarks' dubs moved (bench/quality.py snaps 0.14 -> 0.32 at c3b5862;
+# docs/benchmarks.md, fifth pass).
 SD_FLOOR = 1.0
 SHORT_LOUD_FRAMES = 100
 
@@ -133,12 +134,16 @@ class VisemeModel:
     scale: np.ndarray
     layers: list[tuple[np.ndarray, np.ndarray]]
 
-    def posteriors(self, feats: np.ndarray) -> np.ndarray:
+    def logits(self, feats: np.ndarray) -> np.ndarray:
         h = (feats - self.mean) / self.scale
         for i, (w, b) in enumerate(self.layers):
             h = h @ w + b
             if i < len(self.layers) - 1:
                 np.maximum(h, 0.0, out=h)
+        return np.asarray(h)
+
+    def posteriors(self, feats: np.ndarray) -> np.ndarray:
+        h = self.logits(feats)
         h = h - h.max(axis=1, keepdims=True)
         p = np.exp(h)
         return np.asarray(p / p.sum(axis=1, keepdims=True))
@@ -240,22 +245,33 @@ BILABIAL_CONTACT = 0.5
 BILABIAL_NEAR = 0.3
 
 
-def _contact(p10: np.ndarray, t_v: np.ndarray, threshold: float = 0.5,
-             below: float | None = None) -> np.ndarray:
-    """Per video frame: strength of the contact segment it shows (see FrameVisemes);
-    with ``below``, only of the segments that never reach it (the weak ones)."""
+def smoothed(p10: np.ndarray) -> np.ndarray:
+    """A class's 10 ms posterior as contact segments read it: its flat 30 ms mean."""
     # A flat 30 ms mean over one half keeps lone 10 ms spikes out. A narrower window or a
     # lower threshold found more /p b m/ in synthetic speech but pushed the closure rate
     # of real Mandarin news past tests/speech/test_articulation.py's bound, most of them
     # false.
-    p = np.convolve(p10, np.ones(3) / 3.0, mode="same")
-    on = p > threshold
-    out = np.zeros(t_v.shape[0])
-    if not on.any() or t_v.size == 0:
-        return out
+    return np.convolve(p10, np.ones(3) / 3.0, mode="same")
+
+
+def contact_segments(p10: np.ndarray, threshold: float) -> list[tuple[int, int]]:
+    """Runs ``[a, b)`` of 10 ms frames where ``smoothed(p10)`` exceeds ``threshold``."""
+    on = smoothed(p10) > threshold
     edges = np.flatnonzero(np.diff(np.r_[0, on.astype(np.int8), 0]))
+    return list(zip(edges[::2].tolist(), edges[1::2].tolist(), strict=True))
+
+
+def _contact(p10: np.ndarray, t_v: np.ndarray, threshold: float = 0.5,
+             below: float | None = None) -> np.ndarray:
+    """Per video frame: strength of the contact segment it shows (see FrameVisemes);
+    with ``below``, only of the segments that never reach it (the weak ones)."""
+    out = np.zeros(t_v.shape[0])
+    segments = contact_segments(p10, threshold)
+    if not segments or t_v.size == 0:
+        return out
+    p = smoothed(p10)
     step = HOP / SR
-    for a, b in zip(edges[::2], edges[1::2], strict=True):
+    for a, b in segments:
         if below is not None and p[a:b].max() > below:
             continue
         # Frame i covers [i - 0.5, i + 0.5) x 10 ms.
