@@ -209,6 +209,8 @@ def main() -> None:
     ap.add_argument("--short-words", action="store_true")
     args = ap.parse_args()
     paths = args.model or [Path(V.__file__).with_name("viseme_mlp.npz")]
+    if len({p.stem for p in paths}) < len(paths):  # rows are named (and tallied) by stem
+        raise SystemExit("--model: give the files distinct names (a/ho.npz, b/ho.npz clash)")
     models = [(p.stem, V.read_model(str(p))) for p in paths]
     if args.contacts or args.short_words:
         if args.contacts:
