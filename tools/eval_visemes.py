@@ -170,7 +170,8 @@ def short_words(models: list[tuple[str, V.VisemeModel]], seed: int) -> None:
     """Share of /p b m/ heard (10 ms posterior over 0.5 within 10 ms of the phone) in
     recordings of one or two words, each normalised on its own: as the synthesizer wrote
     it ("clean": a TTS file, digital silence around it on the video's timeline) and with
-    0.3 s either side through a room and microphone ("room": a recorded word)."""
+    0.3 s either side through a room and microphone ("room": a recorded word); and, clean,
+    apart for the recording's first or last phone ("edge": "Bob") and the others."""
     rng = np.random.default_rng(seed)
     utts = {"espeak, 30 short": [synth_espeak(text, voice) for text, voice in SHORT_WORDS]}
     for synth, voice, texts in SHORT_WORD_VOICES:
@@ -178,7 +179,7 @@ def short_words(models: list[tuple[str, V.VisemeModel]], seed: int) -> None:
     print("short words: share of /p b m/ heard, clean / room")
     for source, recordings in utts.items():
         peaks: dict[tuple[str, str], list[float]] = {
-            (name, c): [] for name, _ in models for c in ("clean", "room")}
+            (name, c): [] for name, _ in models for c in ("clean", "room", "edge", "inner")}
         for audio, sr, phones in recordings:
             pad = np.zeros(int(0.3 * sr), np.float32)
             for cond, x, shift in (
@@ -187,15 +188,20 @@ def short_words(models: list[tuple[str, V.VisemeModel]], seed: int) -> None:
                 f = V.features(V.to_16k(x, sr))
                 for name, m in models:
                     p = m.posteriors(f)[:, V.BILABIAL]
-                    for a, b, lab in phones:
+                    for k, (a, b, lab) in enumerate(phones):
                         if V.BILABIAL in viseme_of(lab):
                             i0 = max(int((a + shift) * 100) - 1, 0)
                             i1 = int((b + shift) * 100) + 2
                             peaks[name, cond].append(float(p[i0:i1].max()))
+                            if cond == "clean":
+                                at = "edge" if k in (0, len(phones) - 1) else "inner"
+                                peaks[name, at].append(float(p[i0:i1].max()))
         for name, _ in models:
-            c, r = (np.mean(np.asarray(peaks[name, k]) > 0.5) for k in ("clean", "room"))
+            c, r, e, i = (np.mean(np.asarray(peaks[name, k]) > 0.5) if peaks[name, k] else 0.0
+                          for k in ("clean", "room", "edge", "inner"))
             print(f"  {name[:16]:16s} {source:22s} {100 * c:3.0f} % / {100 * r:3.0f} % "
-                  f"of {len(peaks[name, 'clean'])}")
+                  f"of {len(peaks[name, 'clean'])}   clean at an edge {100 * e:3.0f} % of "
+                  f"{len(peaks[name, 'edge'])}, inside {100 * i:3.0f} %")
 
 
 def main() -> None:
