@@ -191,11 +191,11 @@ def short_words(models: list[tuple[str, V.VisemeModel]], seed: int) -> None:
                     for k, (a, b, lab) in enumerate(phones):
                         if V.BILABIAL in viseme_of(lab):
                             i0 = max(int((a + shift) * 100) - 1, 0)
-                            i1 = int((b + shift) * 100) + 2
-                            peaks[name, cond].append(float(p[i0:i1].max()))
+                            peak = float(p[i0 : int((b + shift) * 100) + 2].max())
+                            peaks[name, cond].append(peak)
                             if cond == "clean":
                                 at = "edge" if k in (0, len(phones) - 1) else "inner"
-                                peaks[name, at].append(float(p[i0:i1].max()))
+                                peaks[name, at].append(peak)
         for name, _ in models:
             c, r, e, i = (np.mean(np.asarray(peaks[name, k]) > 0.5) if peaks[name, k] else 0.0
                           for k in ("clean", "room", "edge", "inner"))

@@ -125,8 +125,8 @@ def with_closures(audio: np.ndarray, sr: int, phones: list[tuple[float, float, s
                   ) -> list[tuple[float, float, str]]:
     """``phones`` with each stop's silent closure moved into it. espeak-ng reports a stop
     (p, t, k; b, d, g where it devoices them) from its release: the silent gap before,
-    when the lips or tongue are shut, ends the phone before it ("apa": /a/ 0-190 ms, the
-    silence 170-190 ms, /p/ from 190 ms). Festival and flite label the closure as part of
+    when the lips or tongue are shut, ends the phone before it (in Spanish "apa", the
+    first /a/ ends in the silence). Festival and flite label the closure as part of
     the stop, and the lips are shut through it; trained on espeak's timing, the viseme
     model learnt that a silent gap after a vowel is that vowel. The silent run (40 dB
     under the utterance's peak) right before a stop becomes the stop's, up to 150 ms;

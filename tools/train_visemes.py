@@ -36,6 +36,7 @@ import time
 import unicodedata
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 
@@ -220,13 +221,20 @@ def _pseudo_words(rng: np.random.Generator, cons: str, vows: str, n: int) -> str
     return " ".join(words) + "."
 
 
-# Corpus options that are not the shipped recipe (docs/benchmarks.md, sixth pass), set
-# from the command line: "short_share", the share of utterances that are one or two words
-# on their own (--short-share; a dub is sometimes just that, "Bob!", and such a
-# recording is normalised by its own few frames); "espeak_closures", espeak's stops
-# labelled from their silent closure, as Festival and flite label them
-# (--espeak-closures, phonetimed.with_closures). Neither made a better model yet.
-RECIPE: dict[str, float] = {"short_share": 0.0, "espeak_closures": 0.0}
+@dataclass
+class Recipe:
+    """Corpus options that are not the shipped recipe (docs/benchmarks.md, sixth pass),
+    set from the command line. Neither made a better model yet."""
+
+    # --short-share: utterances that are one or two words on their own (a dub is
+    # sometimes just that, "Bob!", and such a recording is normalised by its own frames).
+    short_share: float = 0.0
+    # --espeak-closures: espeak's stops labelled from their silent closure, as Festival
+    # and flite label them (phonetimed.with_closures).
+    espeak_closures: bool = False
+
+
+RECIPE = Recipe()
 
 
 def _short_text(rng: np.random.Generator, lang: str) -> str:
@@ -247,7 +255,7 @@ def _short_text(rng: np.random.Generator, lang: str) -> str:
 def _text(rng: np.random.Generator, lang: str) -> str:
     _, cons, vows, sentences = LANGS[lang]
     # No draw at share 0: the shipped recipe's corpus stays the one it was.
-    if RECIPE["short_share"] and rng.random() < RECIPE["short_share"]:
+    if RECIPE.short_share and rng.random() < RECIPE.short_share:
         return _short_text(rng, lang)
     if lang == "cmn":
         k = int(rng.integers(4, 10))
@@ -315,7 +323,7 @@ VTLP = (0.88, 1.12)  # range of the tract-length factor (corpus)
 
 def _espeak_job(text: str, voice: str, lang: str, rate: int, pitch: int,
                 pitch_range: int) -> list[Utterance]:
-    closures = bool(RECIPE["espeak_closures"])
+    closures = RECIPE.espeak_closures
     try:
         u = synth_espeak(text, voice, rate=rate, pitch=pitch, pitch_range=pitch_range,
                          closures=closures)
@@ -507,7 +515,7 @@ def main() -> None:
     ap.add_argument("--espeak-closures", action="store_true",
                     help="espeak stops labelled from their closure (a corpus of its own)")
     args = ap.parse_args()
-    RECIPE.update(short_share=args.short_share, espeak_closures=float(args.espeak_closures))
+    RECIPE.short_share, RECIPE.espeak_closures = args.short_share, args.espeak_closures
     synths = [s for s in args.synths.split(",") if s]
     if set(synths) - set(SYNTHS):
         raise SystemExit(f"--synths: choose from {', '.join(SYNTHS)}")
