@@ -437,16 +437,20 @@ def _prior_corrected(clf) -> list[tuple[np.ndarray, np.ndarray]]:  # type: ignor
     return layers
 
 
-def merged(models: list[V.VisemeModel]) -> V.VisemeModel:
-    """One MLP whose output logits are the mean of ``models``' (trained on the same rows,
-    so with the same input normalisation): their hidden layers side by side, block-
-    diagonal, the last layer's weights and biases averaged. An ensemble, which errs less
-    on voices none of its members heard than any one member does (docs/benchmarks.md),
-    in the shipped format and read by the same numpy code."""
+def merged(models: list[V.VisemeModel], by: str = "logits") -> V.VisemeModel:
+    """One MLP that is the ensemble of ``models`` (trained on the same rows, so with the
+    same input normalisation): their hidden layers side by side, block-diagonal. ``by``
+    "logits": the last layer's weights and biases averaged, so the output is the softmax
+    of the mean logits; "posteriors": the last layer keeps one head per member, and the
+    model averages their softmaxes. An ensemble errs less on voices none of its members
+    heard than any one member does (docs/benchmarks.md); either way it is in the shipped
+    format and read by the same numpy code."""
+    if by not in ("logits", "posteriors"):
+        raise ValueError(f"merge by logits or posteriors, not {by!r}")
     first = models[0]
     if any(len(m.layers) != len(first.layers) or not np.array_equal(m.mean, first.mean)
-           for m in models):
-        raise ValueError("models to merge must share their shape and normalisation")
+           or m.heads != 1 for m in models):
+        raise ValueError("models to merge must be single MLPs of one shape and normalisation")
     k = len(models)
     layers = []
     for i in range(len(first.layers)):
@@ -454,7 +458,8 @@ def merged(models: list[V.VisemeModel]) -> V.VisemeModel:
         bs = [m.layers[i][1] for m in models]
         if i == 0:  # every member reads the same input
             w, b = np.concatenate(ws, axis=1), np.concatenate(bs)
-        elif i < len(first.layers) - 1:  # each member's hidden units feed only its own
+        elif i < len(first.layers) - 1 or by == "posteriors":
+            # each member's hidden units feed only its own (the last layer too: its head)
             rows, cols = sum(x.shape[0] for x in ws), sum(x.shape[1] for x in ws)
             w = np.zeros((rows, cols), np.float32)
             r = c = 0
@@ -465,7 +470,7 @@ def merged(models: list[V.VisemeModel]) -> V.VisemeModel:
         else:  # the output: mean logits
             w, b = np.concatenate(ws, axis=0) / k, np.mean(bs, axis=0)
         layers.append((w.astype(np.float32), b.astype(np.float32)))
-    return V.VisemeModel(first.mean, first.scale, layers)
+    return V.VisemeModel(first.mean, first.scale, layers, k if by == "posteriors" else 1)
 
 
 def _load_or_make(path: Path | None, n: int, seed: int, langs: list[str], stride: int,
@@ -514,7 +519,16 @@ def main() -> None:
                     help="share of one- and two-word utterances (a corpus of its own)")
     ap.add_argument("--espeak-closures", action="store_true",
                     help="espeak stops labelled from their closure (a corpus of its own)")
+    ap.add_argument("--merge", choices=("logits", "posteriors"), default="logits",
+                    help="how --members are merged: mean logits, or mean posteriors")
+    ap.add_argument("--from-members", default="",
+                    help="no training: merge these saved member files (a,b,c) into --out")
     args = ap.parse_args()
+    if args.from_members:
+        parts = [V.read_model(p) for p in args.from_members.split(",") if p]
+        merged(parts, args.merge).save(str(args.out))
+        print(f"wrote {args.out}: {len(parts)} members merged by {args.merge}")
+        return
     RECIPE.short_share, RECIPE.espeak_closures = args.short_share, args.espeak_closures
     synths = [s for s in args.synths.split(",") if s]
     if set(synths) - set(SYNTHS):
@@ -555,7 +569,7 @@ def main() -> None:
                                   seed, args.epochs))
         if args.members > 1:  # each member on its own too, to compare them
             members[-1].save(str(args.out.with_suffix(f".member{k}.npz")))
-    model = merged(members)
+    model = merged(members, args.merge)
     pv = model.posteriors(xv).argmax(1)
     print(f"held-back accuracy of the {args.members} merged: {(pv == yv).mean():.3f}")
     for c, name in enumerate(V.CLASSES):

@@ -1,6 +1,6 @@
-"""The shipped viseme model is several MLPs merged into one (tools/train_visemes.py
-``merged``): the merged network must give exactly the softmax of its members' mean logits,
-or the ensemble that was validated is not the one that ships."""
+"""A viseme ensemble is several MLPs merged into one (tools/train_visemes.py ``merged``):
+the merged network must give exactly the softmax of its members' mean logits, or the
+mean of their softmaxes, or the ensemble that was validated is not the one that ships."""
 
 from __future__ import annotations
 
@@ -40,6 +40,35 @@ def test_merged_models_give_the_mean_of_their_logits(tmp_path: Path) -> None:
     # Not a single member's answer: the merge really averages.
     single = members[0].posteriors(x)
     assert np.abs(single - want).max() > 0.05
+
+
+def test_merged_by_posteriors_gives_the_mean_of_their_softmaxes(tmp_path: Path) -> None:
+    rng = np.random.default_rng(2)
+    mean = rng.normal(size=V.N_FEATURES).astype(np.float32)
+    scale = rng.uniform(0.5, 2.0, V.N_FEATURES).astype(np.float32)
+    members = [member(rng, mean, scale) for _ in range(3)]
+    x = rng.normal(size=(200, V.N_FEATURES)).astype(np.float32)
+    want = np.mean([m.posteriors(x) for m in members], axis=0)
+    path = tmp_path / "heads.npz"
+    merged(members, "posteriors").save(str(path))
+    model = V.read_model(str(path))
+    assert model.heads == 3
+    got = model.posteriors(x)
+    assert np.abs(got - want).max() < 5e-3
+    assert np.allclose(got.sum(1), 1.0, atol=1e-5)
+    # Not the mean of logits: the two merges differ where members disagree.
+    by_logits = merged(members).posteriors(x)
+    assert np.abs(by_logits - want).max() > 0.02
+
+
+def test_a_file_whose_last_layer_does_not_match_its_heads_is_refused(tmp_path: Path) -> None:
+    rng = np.random.default_rng(3)
+    mean = np.zeros(V.N_FEATURES, np.float32)
+    one = member(rng, mean, np.ones(V.N_FEATURES, np.float32))
+    bad = V.VisemeModel(one.mean, one.scale, one.layers, heads=2)
+    bad.save(str(tmp_path / "bad.npz"))
+    with pytest.raises(RuntimeError, match="heads"):
+        V.read_model(str(tmp_path / "bad.npz"))
 
 
 def test_members_of_another_normalisation_are_refused() -> None:

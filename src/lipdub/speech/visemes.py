@@ -128,11 +128,17 @@ def _stacked(z: np.ndarray, a: int, b: int) -> np.ndarray:
 
 @dataclass
 class VisemeModel:
-    """A ReLU MLP: ``layers`` of (weights, bias); softmax output over ``CLASSES``."""
+    """A ReLU MLP: ``layers`` of (weights, bias); softmax output over ``CLASSES``.
+
+    With ``heads`` > 1 the last layer gives ``heads`` blocks of ``len(CLASSES)`` logits, one
+    per ensemble member, and the posterior is the mean of their softmaxes. Averaging
+    probabilities, not logits, lets one confident member carry a lip contact its doubtful
+    peers would outvote (docs/benchmarks.md, seventh pass)."""
 
     mean: np.ndarray
     scale: np.ndarray
     layers: list[tuple[np.ndarray, np.ndarray]]
+    heads: int = 1
 
     def logits(self, feats: np.ndarray) -> np.ndarray:
         h = (feats - self.mean) / self.scale
@@ -143,15 +149,16 @@ class VisemeModel:
         return np.asarray(h)
 
     def posteriors(self, feats: np.ndarray) -> np.ndarray:
-        h = self.logits(feats)
-        h = h - h.max(axis=1, keepdims=True)
+        h = self.logits(feats).reshape(len(feats), self.heads, len(CLASSES))
+        h = h - h.max(axis=2, keepdims=True)
         p = np.exp(h)
-        return np.asarray(p / p.sum(axis=1, keepdims=True))
+        return np.asarray((p / p.sum(axis=2, keepdims=True)).mean(axis=1))
 
     def save(self, path: str) -> None:
         arrays: dict[str, np.ndarray] = {"mean": self.mean, "scale": self.scale,
                                          "classes": np.array(CLASSES),
-                                         "context": np.array(CONTEXT)}
+                                         "context": np.array(CONTEXT),
+                                         "heads": np.array(self.heads)}
         for i, (w, b) in enumerate(self.layers):
             arrays[f"w{i}"] = w.astype(np.float16)
             arrays[f"b{i}"] = b.astype(np.float32)
@@ -189,8 +196,12 @@ def read_model(path: str) -> VisemeModel:
         while f"w{i}" in z:
             layers.append((z[f"w{i}"].astype(np.float32), z[f"b{i}"].astype(np.float32)))
             i += 1
+        heads = int(z["heads"]) if "heads" in z else 1  # files before heads had one
+        if layers[-1][0].shape[1] != heads * len(CLASSES):
+            raise RuntimeError(f"{path}: its last layer is not {heads} heads of "
+                               f"{len(CLASSES)} classes")
         return VisemeModel(z["mean"].astype(np.float32), z["scale"].astype(np.float32),
-                           layers)
+                           layers, heads)
 
 
 def viseme_posteriors(samples: np.ndarray, sr: int) -> np.ndarray:
