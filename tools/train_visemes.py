@@ -519,6 +519,8 @@ def main() -> None:
                     help="share of one- and two-word utterances (a corpus of its own)")
     ap.add_argument("--espeak-closures", action="store_true",
                     help="espeak stops labelled from their closure (a corpus of its own)")
+    ap.add_argument("--band-mask", type=float, default=0.0,
+                    help="share of training rows with a run of mel bands blanked")
     ap.add_argument("--merge", choices=("logits", "posteriors"), default="logits",
                     help="how --members are merged: mean logits, or mean posteriors")
     ap.add_argument("--from-members", default="",
@@ -566,7 +568,7 @@ def main() -> None:
         seed = args.seed + k
         print(f"member {k + 1} of {args.members} (seed {seed})", flush=True)
         members.append(_train_one(x, y, rows, mean, scale, xv, yv, hidden, args.alpha,
-                                  seed, args.epochs))
+                                  seed, args.epochs, args.band_mask))
         if args.members > 1:  # each member on its own too, to compare them
             members[-1].save(str(args.out.with_suffix(f".member{k}.npz")))
     model = merged(members, args.merge)
@@ -581,10 +583,36 @@ def main() -> None:
     print(f"wrote {args.out} ({args.out.stat().st_size / 1e3:.0f} kB)")
 
 
+def _band_masked(xb: np.ndarray, share: float, rng: np.random.Generator) -> None:
+    """Blank (set to the recording's mean, 0 in its normalised log-mel) a run of 1-8 mel
+    bands, the same ones in every context frame, in ``share`` of the rows of ``xb``, in
+    place: frequency masking as in SpecAugment, so no one stretch of the spectrum (where
+    one synthesizer's formants sit) decides a class alone."""
+    n = xb.shape[0]
+    pick = np.flatnonzero(rng.random(n) < share)
+    if pick.size == 0:
+        return
+    width = rng.integers(1, 9, pick.size)
+    start = rng.integers(0, V.N_MELS - width + 1)
+    per_frame = V.N_MELS + 1
+    bands = np.arange(V.N_MELS)
+    for k in range(1, 9):  # rows grouped by width: one fancy-indexed write per group
+        sel = width == k
+        if not sel.any():
+            continue
+        rows_k, start_k = pick[sel], start[sel]
+        cols = start_k[:, None] + bands[None, :k]  # (rows, k) band indices
+        cols = (cols[:, :, None] + per_frame * np.arange(len(V.CONTEXT))[None, None, :])
+        xb[rows_k[:, None], cols.reshape(rows_k.size, -1)] = 0.0
+
+
 def _train_one(x: np.ndarray, y: np.ndarray, rows: np.ndarray, mean: np.ndarray,
                scale: np.ndarray, xv: np.ndarray, yv: np.ndarray, hidden: tuple[int, ...],
-               alpha: float, seed: int, epochs: int) -> V.VisemeModel:
-    """One member: an MLP trained on ``rows`` (contacts listed twice) in ``seed``'s order."""
+               alpha: float, seed: int, epochs: int, band_mask: float = 0.0,
+               ) -> V.VisemeModel:
+    """One member: an MLP trained on ``rows`` (contacts listed twice) in ``seed``'s order;
+    with ``band_mask``, that share of rows has a random run of mel bands blanked
+    (``_band_masked``)."""
     from sklearn.neural_network import MLPClassifier
 
     clf = MLPClassifier(hidden_layer_sizes=hidden, alpha=alpha, batch_size=512,
@@ -596,7 +624,10 @@ def _train_one(x: np.ndarray, y: np.ndarray, rows: np.ndarray, mean: np.ndarray,
         order = rows[rng.permutation(rows.size)]
         for a in range(0, order.size, chunk):
             idx = order[a : a + chunk]
-            xb = (x[idx].astype(np.float32) - mean) / scale
+            xb = x[idx].astype(np.float32)
+            if band_mask:
+                _band_masked(xb, band_mask, rng)
+            xb = (xb - mean) / scale
             clf.partial_fit(xb, y[idx], classes=classes)
         model = V.VisemeModel(mean, scale, _prior_corrected(clf))
         acc = float((model.posteriors(xv).argmax(1) == yv).mean())
