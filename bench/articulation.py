@@ -116,6 +116,9 @@ MAX_LAG = 5
 SHORTER_S = 0.4  # the speech ends this much before the clip
 GLITCH_MARGIN = 1.5
 TAG = ""  # --tag: kept apart in the cache, e.g. the outputs of another engine
+# --closure-labels: espeak's stops read from their silent closure (phonetimed.with_closures),
+# as Festival and flite time them; espeak itself times a stop from its release.
+CLOSURE_LABELS = False
 NOVELTY_MARGIN = 1.4
 NOVELTY_FLOOR = 0.25  # mean |difference| of unit-variance crops: a quarter of the contrast
 # The middle face is chosen by where it is: ids follow prominence, which may change.
@@ -725,6 +728,10 @@ def evaluate(src: Source, idx: int, lang: str, reuse: bool) -> tuple[dict, dict]
     n = src.track.lm.shape[0]
     wav, phones, voice = synth_for(lang, idx, n / src.fps)
     sr, pcm = wavfile.read(str(wav))
+    if CLOSURE_LABELS and lang not in OTHER_VOICES:
+        from tools.phonetimed import with_closures
+
+        phones = with_closures(pcm.astype(np.float32), sr, phones)
     dur = pcm.size / sr
     out = OUT / f"{video.stem}.{lang}{TAG}.mp4"
     t_sync = float("nan")
@@ -894,13 +901,16 @@ def main() -> None:
     ap.add_argument("--tag", default="", help="cache outputs under this tag (another engine)")
     ap.add_argument("--viseme-weights", type=Path,
                     help="dub with this viseme model (e.g. one trained without a synthesizer)")
+    ap.add_argument("--closure-labels", action="store_true",
+                    help="read espeak's stops from their closure, not their release")
     args = ap.parse_args()
     if args.viseme_weights:
         from lipdub.speech.visemes import use_weights
 
         use_weights(str(args.viseme_weights))
-    global TAG
+    global TAG, CLOSURE_LABELS
     TAG = f".{args.tag}" if args.tag else ""
+    CLOSURE_LABELS = args.closure_labels
 
     clips = [(i, c[0]) for i, c in enumerate(CLIPS)]
     langs = QUICK_LANGS if args.quick else LANGS

@@ -48,6 +48,13 @@ FESTIVAL_VOICES: dict[str, tuple[str, str]] = {
     "upc_ca_ona_hts": ("ca", "latin-1"),
     "msu_ru_nsh_clunits": ("ru", "utf-8"),
 }
+# Voices the shipped model never heard, for corpora that opt in (train_visemes.py
+# --extra-voices): Festival's Czech child voice and its Hindi diphone voice (Debian's
+# festvox-czech-krb and festvox-hi-nsk).
+EXTRA_FESTIVAL_VOICES: dict[str, tuple[str, str]] = {
+    "czech_krb": ("cs", "iso-8859-2"),
+    "hindi_NSK_diphone": ("hi", "utf-8"),
+}
 
 # CMU / radio phone set (Festival's English voices, flite) and the SAMPA-like letters of
 # the other voices, to IPA. Consonants that are neither labial nor rounded need no exact
@@ -65,22 +72,26 @@ _SAMPA = {
     "Y": "ʏ", "yy": "ɨ", "@": "ə", "ax": "ə", "{": "æ", "2": "ø", "9": "œ", "ae": "æ",
     "oe": "ø", "ue": "y", "w": "w", "j": "j", "ch": "x",
 }
+# The Hindi voice's own set (festival's hindi_scm/hindi_phones.scm): short "a" is a schwa,
+# "ay" and "aw" are the long monophthongs of ऐ and औ; the rest reads as CMU.
+_HINDI = {**_CMU, "a": "ə", "aa": "a", "ee": "e", "ay": "ɛ", "aw": "ɔ", "oh": "o",
+          "oo": "o", "@": "ə", "eh": "ɛ"}
 _SILENT = {"pau", "#", "_", "sil", "h#", "brth", "ssil"}
 
 
 def to_ipa(label: str, phoneset: str) -> str | None:
     """IPA for one synthesizer phone label; None for a pause. ``phoneset`` is "cmu",
-    "sampa", or "sampa-fi" (suopuhe writes the Finnish front vowel ä as "@")."""
+    "sampa", "sampa-fi" (suopuhe writes the Finnish front vowel ä as "@") or "hindi"."""
     if phoneset == "sampa-fi" and label.strip().startswith("@"):
         return "æ"
     base = re.sub(r"[0-9*~:]+$", "", label.strip())  # stress digits, length, variants
     base = base.rstrip(":")
     if not base or base in _SILENT:
         return None
-    table = _CMU if phoneset == "cmu" else _SAMPA
+    table = {"cmu": _CMU, "hindi": _HINDI}.get(phoneset, _SAMPA)
     if base in table:
         return table[base]
-    if phoneset != "cmu" and base.lower() in table:
+    if phoneset not in ("cmu", "hindi") and base.lower() in table:
         return table[base.lower()]
     # Geminates and palatalised forms ("m:", "n*", "bb"): their first letter says it.
     return base[0].lower() if base[0].isalpha() else "t"
@@ -143,8 +154,8 @@ def festival_batch(texts: list[str], voice: str, stretch: float = 1.0,
     of a short sentence). Utterances Festival cannot speak come back empty."""
     if voice in FORBIDDEN:
         raise ValueError(f"voice {voice!r} is kept for independent checks")
-    lang, enc = FESTIVAL_VOICES[voice]
-    phoneset = {"en": "cmu", "fi": "sampa-fi"}.get(lang, "sampa")
+    lang, enc = {**FESTIVAL_VOICES, **EXTRA_FESTIVAL_VOICES}[voice]
+    phoneset = {"en": "cmu", "fi": "sampa-fi", "hi": "hindi"}.get(lang, "sampa")
     results: list[tuple[np.ndarray, int, list]] = []
     with tempfile.TemporaryDirectory() as d:
         lines = [f"(voice_{voice})", f"(Parameter.set 'Duration_Stretch {stretch:.3f})"]

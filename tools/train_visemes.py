@@ -232,6 +232,9 @@ class Recipe:
     # --espeak-closures: espeak's stops labelled from their silent closure, as Festival
     # and flite label them (phonetimed.with_closures).
     espeak_closures: bool = False
+    # --extra-voices: Festival's voices the shipped model never heard join the corpus
+    # (othertts.EXTRA_FESTIVAL_VOICES), sharing Festival's part of it.
+    extra_voices: bool = False
 
 
 RECIPE = Recipe()
@@ -338,7 +341,16 @@ def _speak(rng: np.random.Generator, synths: list[str], langs: list[str],
     each with its voice key ("espeak", "flite:awb", "festival:ked_diphone"...). Every
     random choice is drawn here, in order, so the corpus is the same whatever the number
     of synthesizer processes run at once (one per core)."""
-    from othertts import FESTIVAL_VOICES, FLITE_VOICES, festival_batch, flite_synth
+    from othertts import (
+        EXTRA_FESTIVAL_VOICES,
+        FESTIVAL_VOICES,
+        FLITE_VOICES,
+        festival_batch,
+        flite_synth,
+    )
+
+    festival_voices = {**FESTIVAL_VOICES,
+                       **(EXTRA_FESTIVAL_VOICES if RECIPE.extra_voices else {})}
 
     def flite_job(text: str, voice: str, stretch: float,
                   f0: float | None) -> list[Utterance]:
@@ -365,11 +377,11 @@ def _speak(rng: np.random.Generator, synths: list[str], langs: list[str],
                 jobs.append(partial(flite_job, _text(rng, lang), voice,
                                     float(rng.uniform(0.75, 1.45)), f0))
         else:
-            voices = list(FESTIVAL_VOICES)
+            voices = list(festival_voices)
             per = np.full(len(voices), k // len(voices))
             per[: k - per.sum()] += 1
             for voice, m in zip(voices, per, strict=True):
-                lang = FESTIVAL_VOICES[voice][0]
+                lang = festival_voices[voice][0]
                 for a in range(0, int(m), _FESTIVAL_BATCH):
                     texts = [_festival_text(rng, lang)
                              for _ in range(min(_FESTIVAL_BATCH, int(m) - a))]
@@ -519,6 +531,8 @@ def main() -> None:
                     help="share of one- and two-word utterances (a corpus of its own)")
     ap.add_argument("--espeak-closures", action="store_true",
                     help="espeak stops labelled from their closure (a corpus of its own)")
+    ap.add_argument("--extra-voices", action="store_true",
+                    help="Festival's Czech child and Hindi voices too (a corpus of its own)")
     ap.add_argument("--band-mask", type=float, default=0.0,
                     help="share of training rows with a run of mel bands blanked")
     ap.add_argument("--merge", choices=("logits", "posteriors"), default="logits",
@@ -532,6 +546,7 @@ def main() -> None:
         print(f"wrote {args.out}: {len(parts)} members merged by {args.merge}")
         return
     RECIPE.short_share, RECIPE.espeak_closures = args.short_share, args.espeak_closures
+    RECIPE.extra_voices = args.extra_voices
     synths = [s for s in args.synths.split(",") if s]
     if set(synths) - set(SYNTHS):
         raise SystemExit(f"--synths: choose from {', '.join(SYNTHS)}")
