@@ -40,9 +40,9 @@ install-dev: $(VENV)/.installed-dev system-deps node-deps
 # last release whose wheel ships the face-mesh model; later ones download it at run time.
 BENCH_VOICES := festival flite festvox-kdlpc16k festvox-italp16k festvox-itapc16k \
 	festvox-czech-dita festvox-czech-machac festvox-czech-ph festvox-suopuhe-lj \
-	festvox-suopuhe-mv festvox-ca-ona-hts festvox-ru
+	festvox-suopuhe-mv festvox-ca-ona-hts festvox-ru festvox-czech-krb festvox-hi-nsk
 bench-deps: install-dev
-	@command -v flite >/dev/null && test -d /usr/share/festival/voices/czech/czech_ph || { \
+	@command -v flite >/dev/null && test -d /usr/share/festival/voices/hindi/hindi_NSK_diphone || { \
 		apt-get update -qq && apt-get install -y -qq $(BENCH_VOICES) >/dev/null; }
 	$(BIN)/pip install -q scikit-learn pocketsphinx==5.1.1  # 5.x wheels ship the en-us model
 	test -x .venv-mp/bin/python || $(PY) -m venv .venv-mp
