@@ -9,8 +9,9 @@
 The corpus (5,000 utterances, ~1.3 GB as float16) takes 4-6 min on 2 cores; 12 epochs
 of training about as long again. Training the same recipe twice gives models that differ
 in their random draws: the shipped file is one such draw. ``--members K`` trains K
-models and merges them into one wider MLP (``merged``: their mean logits), an ensemble,
-in the same file format; validated but not shipped yet (docs/benchmarks.md, fifth pass).
+models and merges them into one wider MLP (``merged``: their mean logits, or with
+``--merge posteriors`` the mean of their softmaxes), an ensemble, in the same file
+format; validated but not shipped yet (docs/benchmarks.md, fifth to seventh passes).
 
 Data: phoneme-timed speech from espeak-ng (``phonetimed.synth``) in the training
 languages below, and from Festival's and flite's voices (``othertts``: kal and slt are
