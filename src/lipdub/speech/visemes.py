@@ -131,9 +131,10 @@ class VisemeModel:
     """A ReLU MLP: ``layers`` of (weights, bias); softmax output over ``CLASSES``.
 
     With ``heads`` > 1 the last layer gives ``heads`` blocks of ``len(CLASSES)`` logits, one
-    per ensemble member, and the posterior is the mean of their softmaxes. Averaging
-    probabilities, not logits, lets one confident member carry a lip contact its doubtful
-    peers would outvote (docs/benchmarks.md, seventh pass)."""
+    per ensemble member, and the posterior is the mean of their softmaxes (tools/
+    train_visemes.py ``--merge posteriors``). It keeps more of the weak contacts that a
+    mean of logits drops: more /p b m/ rendered near-closed on voices the model never
+    heard, a few more open vowels too (docs/benchmarks.md, seventh pass)."""
 
     mean: np.ndarray
     scale: np.ndarray
