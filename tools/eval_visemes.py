@@ -131,10 +131,32 @@ def lone_words(sentences: list[str]) -> list[str]:
     return list(dict.fromkeys(w for w in words if set(w.lower()) & set("bmp")))
 
 
-def contacts(models: list[tuple[str, V.VisemeModel]], group: str, seed: int) -> None:
-    """Hits and false alarms of bilabial contact segments, pooled over ``group``."""
+def _context(phones: list, k: int) -> dict[str, str]:
+    """Where /p b m/ number ``k`` of ``phones`` sits, for ``--misses``: the sound, what
+    comes before and after it (a pause: a gap of 50 ms or more, or the recording's end),
+    and its length."""
+    a, b, lab = phones[k]
+
+    def kind(j: int, gap: float) -> str:
+        if j < 0 or j >= len(phones) or gap >= 0.05:
+            return "pause"
+        v = viseme_of(phones[j][2])
+        return "vowel" if set(v) & {V.ROUND, V.SPREAD, V.OPEN, V.MID} else "consonant"
+
+    before = kind(k - 1, a - phones[k - 1][1] if k > 0 else 1.0)
+    after = kind(k + 1, phones[k + 1][0] - b if k + 1 < len(phones) else 1.0)
+    ms = 1000 * (b - a)
+    return {"sound": lab[:1], "after a": before, "before a": after,
+            "length": "< 60 ms" if ms < 60 else "60-100 ms" if ms < 100 else ">= 100 ms"}
+
+
+def contacts(models: list[tuple[str, V.VisemeModel]], group: str, seed: int,
+             misses: bool = False) -> None:
+    """Hits and false alarms of bilabial contact segments, pooled over ``group``; with
+    ``misses``, the hits at the renderer's threshold by where the /p b m/ sits."""
     rng = np.random.default_rng(seed)
     tally = {name: {t: [0, 0, 0] for t in THRESHOLDS} for name, _ in models}  # hit, n, false
+    by_context: dict[tuple[str, str, str, str], list[bool]] = {}  # (model, aspect, value, voice)
     seconds = 0.0
     for synth, voice, texts in GROUPS[group]:
         utts = speak(synth, voice, texts)
@@ -144,8 +166,10 @@ def contacts(models: list[tuple[str, V.VisemeModel]], group: str, seed: int) -> 
                 x = np.concatenate([lead, audio, lead])
                 if cond == "room":
                     x = _augment(x, sr, rng)
-                bil = [(int(round((a + 0.3) * 100)), int(round((b + 0.3) * 100)) + 1)
-                       for a, b, lab in phones if V.BILABIAL in viseme_of(lab)]
+                ks = [k for k, (_, _, lab) in enumerate(phones)
+                      if V.BILABIAL in viseme_of(lab)]
+                bil = [(int(round((phones[k][0] + 0.3) * 100)),
+                        int(round((phones[k][1] + 0.3) * 100)) + 1) for k in ks]
                 seconds += audio.size / sr
                 f = V.features(V.to_16k(x, sr))
                 for name, m in models:
@@ -158,12 +182,34 @@ def contacts(models: list[tuple[str, V.VisemeModel]], group: str, seed: int) -> 
                             row[1] += 1
                         row[2] += sum(not any(a < i1 + 2 and b > i0 - 2 for i0, i1 in bil)
                                       for a, b in segs)
+                        if not misses or t != V.BILABIAL_CONTACT:
+                            continue
+                        for k, (i0, i1) in zip(ks, bil, strict=True):
+                            hit = any(a < i1 + 2 and b > i0 - 2 for a, b in segs)
+                            for aspect, value in _context(phones, k).items():
+                                for who in (voice, "all"):
+                                    by_context.setdefault((name, aspect, value, who),
+                                                          []).append(hit)
     print(f"{group}: share of /p b m/ a contact segment touches, and false segments per "
           f"minute ({seconds / 60:.1f} min of speech, clean and room)")
     for name, _ in models:
         print(f"  {name[:16]:16s} " + "   ".join(
             f"@{t}: {100 * r[0] / max(r[1], 1):4.1f} % fa {r[2] / seconds * 60:4.1f}"
             for t, r in tally[name].items()))
+    if not misses:
+        return
+    voices = [v for _, v, _ in GROUPS[group]] + ["all"]
+    print(f"\nshare found at {V.BILABIAL_CONTACT} by where the /p b m/ sits (n over all "
+          "voices)")
+    print(f"  {'model':16s} {'':22s} " + " ".join(f"{v[:12]:>12s}" for v in voices))
+    for name, _ in models:
+        keys = sorted({(a, v) for (m, a, v, _) in by_context if m == name})
+        for aspect, value in keys:
+            cells = []
+            for who in voices:
+                h = by_context.get((name, aspect, value, who), [])
+                cells.append(f"{100 * np.mean(h):5.0f} % n{len(h):<3d}" if h else " " * 12)
+            print(f"  {name[:16]:16s} {aspect + ' ' + value:22s} " + " ".join(cells))
 
 
 def short_words(models: list[tuple[str, V.VisemeModel]], seed: int) -> None:
@@ -212,6 +258,8 @@ def main() -> None:
     ap.add_argument("--contacts", action="store_true",
                     help="contact segments' hits and false alarms over --group")
     ap.add_argument("--group", choices=sorted(GROUPS), default="unheard")
+    ap.add_argument("--misses", action="store_true",
+                    help="with --contacts: hits by the /p b m/'s sound, neighbours, length")
     ap.add_argument("--short-words", action="store_true")
     args = ap.parse_args()
     paths = args.model or [Path(V.__file__).with_name("viseme_mlp.npz")]
@@ -220,7 +268,7 @@ def main() -> None:
     models = [(p.stem, V.read_model(str(p))) for p in paths]
     if args.contacts or args.short_words:
         if args.contacts:
-            contacts(models, args.group, args.seed)
+            contacts(models, args.group, args.seed, args.misses)
         if args.short_words:
             short_words(models, args.seed)
         return
