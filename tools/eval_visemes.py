@@ -131,11 +131,14 @@ def lone_words(sentences: list[str]) -> list[str]:
     return list(dict.fromkeys(w for w in words if set(w.lower()) & set("bmp")))
 
 
-def _context(phones: list, k: int) -> dict[str, str]:
+def _context(phones: list, k: int, quiet: np.ndarray) -> dict[str, str]:
     """Where /p b m/ number ``k`` of ``phones`` sits, for ``--misses``: the sound, what
     comes before and after it (a pause: a gap of 50 ms or more, or the recording's end),
-    and its length."""
+    its length, and how much of it is silent (``quiet``: per 10 ms of the clean
+    recording, 40 dB or more under its loudest; a stop's closure)."""
     a, b, lab = phones[k]
+    span = quiet[int(a * 100) : max(int(b * 100), int(a * 100) + 1)]
+    silent = float(span.mean()) if span.size else 0.0
 
     def kind(j: int, gap: float) -> str:
         if j < 0 or j >= len(phones) or gap >= 0.05:
@@ -147,7 +150,17 @@ def _context(phones: list, k: int) -> dict[str, str]:
     after = kind(k + 1, phones[k + 1][0] - b if k + 1 < len(phones) else 1.0)
     ms = 1000 * (b - a)
     return {"sound": lab[:1], "after a": before, "before a": after,
-            "length": "< 60 ms" if ms < 60 else "60-100 ms" if ms < 100 else ">= 100 ms"}
+            "length": "< 60 ms" if ms < 60 else "60-100 ms" if ms < 100 else ">= 100 ms",
+            "silent": "< 1/3" if silent < 1 / 3 else "1/3-2/3" if silent < 2 / 3 else ">= 2/3"}
+
+
+def _quiet(audio: np.ndarray, sr: int) -> np.ndarray:
+    """Per 10 ms of ``audio``: 40 dB or more under its loudest 10 ms."""
+    hop = max(sr // 100, 1)
+    n = audio.size // hop
+    power = (audio[: n * hop].astype(np.float64).reshape(n, hop) ** 2).mean(1)
+    db = 10.0 * np.log10(power + 1e-12)
+    return np.asarray(db < db.max() - 40.0) if n else np.zeros(0, bool)
 
 
 def contacts(models: list[tuple[str, V.VisemeModel]], group: str, seed: int,
@@ -171,6 +184,7 @@ def contacts(models: list[tuple[str, V.VisemeModel]], group: str, seed: int,
                 bil = [(int(round((phones[k][0] + 0.3) * 100)),
                         int(round((phones[k][1] + 0.3) * 100)) + 1) for k in ks]
                 seconds += audio.size / sr
+                quiet = _quiet(audio, sr) if misses else np.zeros(0, bool)
                 f = V.features(V.to_16k(x, sr))
                 for name, m in models:
                     p = m.posteriors(f)[:, V.BILABIAL]
@@ -186,7 +200,7 @@ def contacts(models: list[tuple[str, V.VisemeModel]], group: str, seed: int,
                             continue
                         for k, (i0, i1) in zip(ks, bil, strict=True):
                             hit = any(a < i1 + 2 and b > i0 - 2 for a, b in segs)
-                            for aspect, value in _context(phones, k).items():
+                            for aspect, value in _context(phones, k, quiet).items():
                                 for who in (voice, "all"):
                                     by_context.setdefault((name, aspect, value, who),
                                                           []).append(hit)
