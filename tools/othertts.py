@@ -72,10 +72,12 @@ _SAMPA = {
     "Y": "ʏ", "yy": "ɨ", "@": "ə", "ax": "ə", "{": "æ", "2": "ø", "9": "œ", "ae": "æ",
     "oe": "ø", "ue": "y", "w": "w", "j": "j", "ch": "x",
 }
-# The Hindi voice's own set (festival's hindi_scm/hindi_phones.scm): short "a" is a schwa,
-# "ay" and "aw" are the long monophthongs of ऐ and औ; the rest reads as CMU.
-_HINDI = {**_CMU, "a": "ə", "aa": "a", "ee": "e", "ay": "ɛ", "aw": "ɔ", "oh": "o",
-          "oo": "o", "@": "ə", "eh": "ɛ"}
+# The Hindi voice's own set (festival's hindi_scm/hindi_phones.scm and its lexicon): short
+# "a" is a schwa; "eh" is ए (/eː/) and "ee" chandra-E ॅ (/æ/); "ay" and "aw" are the long
+# monophthongs of ऐ and औ; "j" is the affricate of ज (IPA "j" would be the glide, a spread
+# mouth); the rest reads as CMU.
+_HINDI = {**_CMU, "a": "ə", "aa": "a", "eh": "e", "ee": "æ", "ay": "ɛ", "aw": "ɔ",
+          "oh": "o", "oo": "o", "@": "ə", "j": "dʒ"}
 _SILENT = {"pau", "#", "_", "sil", "h#", "brth", "ssil"}
 
 

@@ -541,6 +541,8 @@ def main() -> None:
     ap.add_argument("--from-members", default="",
                     help="no training: merge these saved member files (a,b,c) into --out")
     args = ap.parse_args()
+    if args.from_members and args.out == OUT:  # seconds of work must not replace it
+        raise SystemExit("--from-members: name the merged file with --out")
     if args.from_members:
         parts = [V.read_model(p) for p in args.from_members.split(",") if p]
         merged(parts, args.merge).save(str(args.out))

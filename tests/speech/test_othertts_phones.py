@@ -20,6 +20,9 @@ from train_visemes import viseme_of  # noqa: E402
     ("aa", "a"),
     ("ay", "ɛ"),    # ऐ: one long vowel, not English's diphthong
     ("aw", "ɔ"),    # औ: rounded
+    ("eh", "e"),    # ए: spread, as espeak's Hindi labels it
+    ("ee", "æ"),    # chandra-E
+    ("j", "dʒ"),    # ज: an affricate, not the glide (a spread mouth)
     ("@", "ə"),     # a vowel, not an unknown consonant
     ("uw", "u"),
     ("p", "p"), ("bh", "b"), ("m", "m"), ("f", "f"),
@@ -33,6 +36,8 @@ def test_hindi_classes_the_renderer_cares_about() -> None:
     assert viseme_of(to_ipa("aw", "hindi") or "") == [V.ROUND]
     assert viseme_of(to_ipa("aa", "hindi") or "") == [V.OPEN]
     assert to_ipa("pau", "hindi") is None
+    assert V.SPREAD not in viseme_of(to_ipa("j", "hindi") or "")
+    assert viseme_of(to_ipa("eh", "hindi") or "") == [V.SPREAD]
 
 
 def test_other_sets_unchanged_by_the_hindi_table() -> None:

@@ -132,9 +132,10 @@ class VisemeModel:
 
     With ``heads`` > 1 the last layer gives ``heads`` blocks of ``len(CLASSES)`` logits, one
     per ensemble member, and the posterior is the mean of their softmaxes (tools/
-    train_visemes.py ``--merge posteriors``). It keeps more of the weak contacts that a
-    mean of logits drops: more /p b m/ rendered near-closed on voices the model never
-    heard, a few more open vowels too (docs/benchmarks.md, seventh pass)."""
+    train_visemes.py ``--merge posteriors``). Against a mean of logits it is flatter:
+    more contacts between 0.3 and 0.4, fewer over 0.5; rendered, more /p b m/ near-closed
+    on voices the model never heard and a lower open/bilabial contrast
+    (docs/benchmarks.md, seventh pass)."""
 
     mean: np.ndarray
     scale: np.ndarray
