@@ -41,6 +41,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from lipdub.speech import visemes as V  # noqa: E402
 from othertts import festival_batch, flite_synth  # noqa: E402
+from phonetimed import silent_frames  # noqa: E402
 from phonetimed import synth as synth_espeak  # noqa: E402
 from train_visemes import _augment, viseme_of  # noqa: E402
 
@@ -134,8 +135,8 @@ def lone_words(sentences: list[str]) -> list[str]:
 def _context(phones: list, k: int, quiet: np.ndarray) -> dict[str, str]:
     """Where /p b m/ number ``k`` of ``phones`` sits, for ``--misses``: the sound, what
     comes before and after it (a pause: a gap of 50 ms or more, or the recording's end),
-    its length, and how much of it is silent (``quiet``: per 10 ms of the clean
-    recording, 40 dB or more under its loudest; a stop's closure)."""
+    its length, and how much of it is silent (``quiet``: ``phonetimed.silent_frames`` of
+    the clean recording at 10 ms; a stop's closure)."""
     a, b, lab = phones[k]
     span = quiet[int(a * 100) : max(int(b * 100), int(a * 100) + 1)]
     silent = float(span.mean()) if span.size else 0.0
@@ -146,21 +147,12 @@ def _context(phones: list, k: int, quiet: np.ndarray) -> dict[str, str]:
         v = viseme_of(phones[j][2])
         return "vowel" if set(v) & {V.ROUND, V.SPREAD, V.OPEN, V.MID} else "consonant"
 
-    before = kind(k - 1, a - phones[k - 1][1] if k > 0 else 1.0)
-    after = kind(k + 1, phones[k + 1][0] - b if k + 1 < len(phones) else 1.0)
+    prev = kind(k - 1, a - phones[k - 1][1] if k > 0 else 1.0)
+    nxt = kind(k + 1, phones[k + 1][0] - b if k + 1 < len(phones) else 1.0)
     ms = 1000 * (b - a)
-    return {"sound": lab[:1], "after a": before, "before a": after,
+    return {"sound": lab[:1], "after a": prev, "before a": nxt,
             "length": "< 60 ms" if ms < 60 else "60-100 ms" if ms < 100 else ">= 100 ms",
             "silent": "< 1/3" if silent < 1 / 3 else "1/3-2/3" if silent < 2 / 3 else ">= 2/3"}
-
-
-def _quiet(audio: np.ndarray, sr: int) -> np.ndarray:
-    """Per 10 ms of ``audio``: 40 dB or more under its loudest 10 ms."""
-    hop = max(sr // 100, 1)
-    n = audio.size // hop
-    power = (audio[: n * hop].astype(np.float64).reshape(n, hop) ** 2).mean(1)
-    db = 10.0 * np.log10(power + 1e-12)
-    return np.asarray(db < db.max() - 40.0) if n else np.zeros(0, bool)
 
 
 def contacts(models: list[tuple[str, V.VisemeModel]], group: str, seed: int,
@@ -184,22 +176,23 @@ def contacts(models: list[tuple[str, V.VisemeModel]], group: str, seed: int,
                 bil = [(int(round((phones[k][0] + 0.3) * 100)),
                         int(round((phones[k][1] + 0.3) * 100)) + 1) for k in ks]
                 seconds += audio.size / sr
-                quiet = _quiet(audio, sr) if misses else np.zeros(0, bool)
+                quiet = silent_frames(audio, sr, 100) if misses else np.zeros(0, bool)
                 f = V.features(V.to_16k(x, sr))
                 for name, m in models:
                     p = m.posteriors(f)[:, V.BILABIAL]
                     for t in THRESHOLDS:
                         segs = V.contact_segments(p, t)
                         row = tally[name][t]
-                        for i0, i1 in bil:  # 20 ms of slack either side, as _contact leads
-                            row[0] += any(a < i1 + 2 and b > i0 - 2 for a, b in segs)
-                            row[1] += 1
+                        # 20 ms of slack either side, as _contact leads
+                        found = [any(a < i1 + 2 and b > i0 - 2 for a, b in segs)
+                                 for i0, i1 in bil]
+                        row[0] += sum(found)
+                        row[1] += len(bil)
                         row[2] += sum(not any(a < i1 + 2 and b > i0 - 2 for i0, i1 in bil)
                                       for a, b in segs)
                         if not misses or t != V.BILABIAL_CONTACT:
                             continue
-                        for k, (i0, i1) in zip(ks, bil, strict=True):
-                            hit = any(a < i1 + 2 and b > i0 - 2 for a, b in segs)
+                        for k, hit in zip(ks, found, strict=True):
                             for aspect, value in _context(phones, k, quiet).items():
                                 for who in (voice, "all"):
                                     by_context.setdefault((name, aspect, value, who),

@@ -121,6 +121,18 @@ _MAX_CLOSURE_S = 0.15  # longer is a pause, not a closure
 _MAX_GAP_CLOSURE_S = 0.06  # a stop after a pause: the lips shut this long before it
 
 
+def silent_frames(audio: np.ndarray, sr: int, rate: int) -> np.ndarray:
+    """Per 1/``rate`` s of ``audio``: ``_SILENT_DB`` or more under its loudest frame (a
+    closure or a pause)."""
+    hop = max(sr // rate, 1)
+    n = audio.size // hop
+    if n == 0:
+        return np.zeros(0, bool)
+    power = (audio[: n * hop].astype(np.float64).reshape(n, hop) ** 2).mean(1)
+    db = 10.0 * np.log10(power + 1e-12)
+    return np.asarray(db < db.max() - _SILENT_DB)
+
+
 def with_closures(audio: np.ndarray, sr: int, phones: list[tuple[float, float, str]],
                   ) -> list[tuple[float, float, str]]:
     """``phones`` with each stop's silent closure moved into it. espeak-ng reports a stop
@@ -132,13 +144,10 @@ def with_closures(audio: np.ndarray, sr: int, phones: list[tuple[float, float, s
     under the utterance's peak) right before a stop becomes the stop's, up to 150 ms;
     after a pause (a gap in the list), 60 ms of it."""
     rate = 200  # 5 ms frames: a closure is 20-100 ms
-    hop = max(sr // rate, 1)
-    n = audio.size // hop
+    silent = silent_frames(audio, sr, rate)
+    n = silent.size
     if n == 0 or not phones:
         return phones
-    power = (audio[: n * hop].astype(np.float64).reshape(n, hop) ** 2).mean(1)
-    db = 10.0 * np.log10(power + 1e-12)
-    silent = db < db.max() - _SILENT_DB
     out = list(phones)
     for i, (a, b, label) in enumerate(phones):
         if label[:1] not in _STOPS:

@@ -42,6 +42,7 @@ from functools import partial
 from pathlib import Path
 
 import numpy as np
+from scipy.linalg import block_diag
 from scipy.signal import butter, fftconvolve, lfilter, sosfilt
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -473,13 +474,7 @@ def merged(models: list[V.VisemeModel], by: str = "logits") -> V.VisemeModel:
             w, b = np.concatenate(ws, axis=1), np.concatenate(bs)
         elif i < len(first.layers) - 1 or by == "posteriors":
             # each member's hidden units feed only its own (the last layer too: its head)
-            rows, cols = sum(x.shape[0] for x in ws), sum(x.shape[1] for x in ws)
-            w = np.zeros((rows, cols), np.float32)
-            r = c = 0
-            for x in ws:
-                w[r : r + x.shape[0], c : c + x.shape[1]] = x
-                r, c = r + x.shape[0], c + x.shape[1]
-            b = np.concatenate(bs)
+            w, b = block_diag(*ws), np.concatenate(bs)
         else:  # the output: mean logits
             w, b = np.concatenate(ws, axis=0) / k, np.mean(bs, axis=0)
         layers.append((w.astype(np.float32), b.astype(np.float32)))
@@ -612,16 +607,9 @@ def _band_masked(xb: np.ndarray, share: float, rng: np.random.Generator) -> None
         return
     width = rng.integers(1, 9, pick.size)
     start = rng.integers(0, V.N_MELS - width + 1)
-    per_frame = V.N_MELS + 1
-    bands = np.arange(V.N_MELS)
-    for k in range(1, 9):  # rows grouped by width: one fancy-indexed write per group
-        sel = width == k
-        if not sel.any():
-            continue
-        rows_k, start_k = pick[sel], start[sel]
-        cols = start_k[:, None] + bands[None, :k]  # (rows, k) band indices
-        cols = (cols[:, :, None] + per_frame * np.arange(len(V.CONTEXT))[None, None, :])
-        xb[rows_k[:, None], cols.reshape(rows_k.size, -1)] = 0.0
+    bands = np.arange(V.N_MELS + 1)  # the last column, energy, is never in a run
+    run = (bands >= start[:, None]) & (bands < (start + width)[:, None])
+    xb[pick] = np.where(np.tile(run, len(V.CONTEXT)), 0.0, xb[pick])
 
 
 def _train_one(x: np.ndarray, y: np.ndarray, rows: np.ndarray, mean: np.ndarray,

@@ -24,12 +24,17 @@ def member(rng: np.random.Generator, mean: np.ndarray, scale: np.ndarray) -> V.V
     return V.VisemeModel(mean, scale, layers)
 
 
-def test_merged_models_give_the_mean_of_their_logits(tmp_path: Path) -> None:
-    rng = np.random.default_rng(0)
+def ensemble(seed: int) -> tuple[list[V.VisemeModel], np.ndarray]:
+    """Three members of one input normalisation, and 200 feature rows to read."""
+    rng = np.random.default_rng(seed)
     mean = rng.normal(size=V.N_FEATURES).astype(np.float32)
     scale = rng.uniform(0.5, 2.0, V.N_FEATURES).astype(np.float32)
     members = [member(rng, mean, scale) for _ in range(3)]
-    x = rng.normal(size=(200, V.N_FEATURES)).astype(np.float32)
+    return members, rng.normal(size=(200, V.N_FEATURES)).astype(np.float32)
+
+
+def test_merged_models_give_the_mean_of_their_logits(tmp_path: Path) -> None:
+    members, x = ensemble(0)
     z = np.mean([m.logits(x) for m in members], axis=0)
     want = np.exp(z - z.max(1, keepdims=True))
     want /= want.sum(1, keepdims=True)
@@ -43,11 +48,7 @@ def test_merged_models_give_the_mean_of_their_logits(tmp_path: Path) -> None:
 
 
 def test_merged_by_posteriors_gives_the_mean_of_their_softmaxes(tmp_path: Path) -> None:
-    rng = np.random.default_rng(2)
-    mean = rng.normal(size=V.N_FEATURES).astype(np.float32)
-    scale = rng.uniform(0.5, 2.0, V.N_FEATURES).astype(np.float32)
-    members = [member(rng, mean, scale) for _ in range(3)]
-    x = rng.normal(size=(200, V.N_FEATURES)).astype(np.float32)
+    members, x = ensemble(2)
     want = np.mean([m.posteriors(x) for m in members], axis=0)
     path = tmp_path / "heads.npz"
     merged(members, "posteriors").save(str(path))
